@@ -1,0 +1,157 @@
+"""Local checkpoints: files and folders, read safely.
+
+``.safetensors`` is read first and always safely. Pickle files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``) are read
+only with ``torch.load(weights_only=True)``, which refuses any file whose unpickling would run code: such a file
+raises :class:`~explorer.UnsafeCheckpointError` and nothing in it is executed.
+
+A folder is a transformers ``save_pretrained`` folder (``config.json`` with a ``model_type``), a timm folder
+(``config.json`` with an ``architecture``), or a folder with one weights file and ``arch=`` naming the model.
+
+Example::
+
+    >>> bb = load_local("resnet18.safetensors", arch="resnet18")
+    >>> bb.weights
+    'file'
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, UnsafeCheckpointError
+from ._base import Backbone
+
+__all__ = ["load_local", "read_state_dict", "find_weights_file", "WEIGHT_SUFFIXES"]
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+"""Checkpoint file types, safest first."""
+
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema")
+
+
+def _unwrap(state: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = next((state[k] for k in _NESTED_KEYS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(
+            f"{path} holds {type(state).__name__}, not a state dict of tensors. Save model.state_dict() "
+            "with safetensors.torch.save_file(state_dict, 'model.safetensors')."
+        )
+    tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, on the CPU, without running any code from it.
+
+    Raises:
+        UnsafeCheckpointError: a pickle that needs code execution (refused; nothing ran).
+        CheckpointError: missing, truncated, corrupt, or not a state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint file at {path}.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupt. "
+                "Download or export it again."
+            ) from err
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"{path} was refused: loading it would run code from the file, which the explorer never does, "
+            f"and nothing in it was executed ({str(err).splitlines()[0]}). Ask for the weights as "
+            "safetensors, or, from a copy you trust, re-save just the tensors: "
+            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
+        ) from err
+    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({err}); it may be truncated or corrupt."
+        ) from err
+    return _unwrap(state, path)
+
+
+def find_weights_file(folder: Path) -> Path:
+    """The folder's weights file: ``model.safetensors`` first, then any safetensors, then pickle files."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    for suffix in WEIGHT_SUFFIXES:
+        found = sorted(folder.glob(f"*{suffix}"))
+        if found:
+            return found[0]
+    raise CheckpointError(
+        f"No weights file ({', '.join(WEIGHT_SUFFIXES)}) in {folder}. Pass pretrained=False for random weights."
+    )
+
+
+def _is_transformers_folder(folder: Path) -> bool:
+    try:
+        return "model_type" in json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def load_local(path: str | Path, *, pretrained: bool = True, arch: str | None = None, **options) -> Backbone:
+    """A backbone from a local checkpoint file or folder.
+
+    Args:
+        path: a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file, or a folder (see the module docs).
+        pretrained: load the file's weights (True) or only use the folder's configuration (False).
+        arch: the timm architecture the weights belong to; needed for bare weight files.
+        options: ``device``, ``out_indices``, ``out_features``, and keyword arguments for the model.
+
+    Raises:
+        CheckpointError: unreadable, no ``arch=`` for a bare file, or weights that do not fit ``arch``.
+        UnsafeCheckpointError: a pickle file that would run code.
+    """
+    from .timm import build_timm, is_timm_folder, load_timm_folder, load_weights, timm_backbone
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if _is_transformers_folder(path):
+            from .hf import load_hf
+
+            return load_hf(str(path), pretrained=pretrained, **options)
+        if is_timm_folder(path):
+            return load_timm_folder(path, pretrained=pretrained, **options)
+        weights_file = find_weights_file(path)
+    elif path.is_file():
+        weights_file = path
+    else:
+        raise CheckpointError(f"No file or folder at {path}.")
+    if arch is None:
+        raise CheckpointError(
+            f"{weights_file} holds bare weights; say which timm architecture they belong to, e.g. "
+            f'load_backbone("{path}", arch="resnet18").'
+        )
+    model_kwargs = {k: v for k, v in options.items() if k not in ("device", "out_indices", "out_features")}
+    backbone_options = {k: v for k, v in options.items() if k in ("device", "out_indices", "out_features")}
+    model = build_timm(arch, **model_kwargs)
+    origin = "random"
+    if pretrained:
+        state = read_state_dict(weights_file)
+        head = getattr(model, "pretrained_cfg", {}).get("classifier")
+        if head and not any(k.startswith(f"{head}.") for k in state):
+            model.reset_classifier(0)
+        load_weights(model, state, str(weights_file))
+        origin = "file"
+    return timm_backbone(model, spec=str(path), weights=origin, **backbone_options)

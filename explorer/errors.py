@@ -1,0 +1,62 @@
+"""The exceptions the library raises, one class per kind of mistake, each naming its fix.
+
+Every class derives from :class:`ExplorerError`, so a caller (the panel's status line, a notebook) can catch them
+all at once, and from the built-in class a plain Python caller would expect (``ValueError``, ``ImportError`` ...).
+
+Example::
+
+    >>> try:
+    ...     explorer.load_backbone("resnet-18")
+    ... except explorer.UnknownBackboneError as err:
+    ...     print(err)   # 'Unknown model "resnet-18". Closest timm names: resnet18, resnet10t, ...'
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExplorerError",
+    "UnknownBackboneError",
+    "WeightsUnavailableError",
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "MissingDependencyError",
+    "LayerNotFoundError",
+    "ImageError",
+    "CaptureError",
+]
+
+
+class ExplorerError(Exception):
+    """Base class of every error the explorer raises on purpose."""
+
+
+class UnknownBackboneError(ExplorerError, ValueError):
+    """The spec names no model that any source knows."""
+
+
+class WeightsUnavailableError(ExplorerError, RuntimeError):
+    """``pretrained=True`` but no weights can be had (hub unreachable, nothing cached)."""
+
+
+class CheckpointError(ExplorerError, ValueError):
+    """A checkpoint file is unreadable, truncated or made for another architecture."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle checkpoint needs code execution to load; it was refused and nothing ran."""
+
+
+class MissingDependencyError(ExplorerError, ImportError):
+    """An optional package is needed (for example transformers for ``hf:`` specs)."""
+
+
+class LayerNotFoundError(ExplorerError, ValueError):
+    """A layer name passed to ``capture`` does not exist in the model."""
+
+
+class ImageError(ExplorerError, ValueError):
+    """An image could not be read, or is refused (empty, corrupt, a decompression bomb)."""
+
+
+class CaptureError(ExplorerError, RuntimeError):
+    """A forward pass ended without producing a requested feature map."""

@@ -1,0 +1,104 @@
+"""Stage selection with the exact rules (and ``ValueError`` messages) of transformers' ``BackboneConfigMixin``.
+
+``out_features`` is a list of stage names, ``out_indices`` a list (or tuple) of indices into ``stage_names``,
+negative ones allowed. Both must be in network order without duplicates; when both are given they must name the
+same stages; when neither is given the last stage is selected. timm's silent reordering is not copied.
+
+Example::
+
+    >>> select_stages(["stem", "stage1", "stage2"], out_indices=(-1,))
+    (['stage2'], [-1])
+    >>> select_stages(["stem", "stage1", "stage2"], out_features=["stage1"])
+    (['stage1'], [1])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+__all__ = ["OutIndicesT", "OutFeaturesT", "select_stages", "verify_stages"]
+
+OutIndicesT = Union[list[int], tuple[int, ...]]
+"""Indices into ``stage_names``: a list or tuple of ints, negative ones counting from the end."""
+
+OutFeaturesT = list[str]
+"""Stage names, as a list, in network order."""
+
+
+def verify_stages(
+    stage_names: Sequence[str] | None,
+    out_features: list[str] | None,
+    out_indices: list[int] | None,
+) -> None:
+    """Raise ``ValueError`` unless the selection is valid; the checks and messages are transformers' own."""
+    if stage_names is None:
+        raise ValueError("Stage_names must be set for transformers backbones")
+    stage_names = list(stage_names)
+
+    if out_features is not None:
+        if not isinstance(out_features, (list,)):
+            raise ValueError(f"out_features must be a list got {type(out_features)}")
+        if any(feat not in stage_names for feat in out_features):
+            raise ValueError(f"out_features must be a subset of stage_names: {stage_names} got {out_features}")
+        if len(out_features) != len(set(out_features)):
+            raise ValueError(f"out_features must not contain any duplicates, got {out_features}")
+        if out_features != (sorted_feats := [feat for feat in stage_names if feat in out_features]):
+            raise ValueError(
+                f"out_features must be in the same order as stage_names, expected {sorted_feats} got {out_features}"
+            )
+
+    if out_indices is not None:
+        if not isinstance(out_indices, list):
+            raise ValueError(f"out_indices must be a list, got {type(out_indices)}")
+        positive_indices = tuple(idx % len(stage_names) if idx < 0 else idx for idx in out_indices)
+        if any(idx for idx in positive_indices if idx not in range(len(stage_names))):
+            raise ValueError(f"out_indices must be valid indices for stage_names {stage_names}, got {out_indices}")
+        if len(positive_indices) != len(set(positive_indices)):
+            msg = f"out_indices must not contain any duplicates, got {out_indices}"
+            msg += f"(equivalent to {positive_indices}))" if positive_indices != out_indices else ""
+            raise ValueError(msg)
+        if positive_indices != tuple(sorted(positive_indices)):
+            sorted_negative = [idx for _, idx in sorted(zip(positive_indices, out_indices), key=lambda x: x[0])]
+            raise ValueError(
+                f"out_indices must be in the same order as stage_names, expected {sorted_negative} got {out_indices}"
+            )
+
+    if out_features is not None and out_indices is not None:
+        if len(out_features) != len(out_indices):
+            raise ValueError("out_features and out_indices should have the same length if both are set")
+        if out_features != [stage_names[idx] for idx in out_indices]:
+            raise ValueError("out_features and out_indices should correspond to the same stages if both are set")
+
+
+def select_stages(
+    stage_names: Sequence[str],
+    out_features: OutFeaturesT | None = None,
+    out_indices: OutIndicesT | None = None,
+) -> tuple[list[str], list[int]]:
+    """Validate and align a stage selection, as ``BackboneConfigMixin.set_output_features_output_indices``.
+
+    Args:
+        stage_names: every stage, in network order.
+        out_features: stage names to select, a list.
+        out_indices: indices to select, a list or tuple; negative indices count from the end and are kept as given.
+
+    Returns:
+        ``(out_features, out_indices)``, aligned; the last stage when neither was given.
+
+    Raises:
+        ValueError: with transformers' message, for a non-list, unknown name, out-of-range index, duplicate,
+            order other than the network's, or ``out_features`` and ``out_indices`` that disagree.
+    """
+    stage_names = list(stage_names)
+    out_indices = list(out_indices) if isinstance(out_indices, tuple) else out_indices
+    verify_stages(stage_names, out_features, out_indices)
+    if out_indices is None and out_features is None:
+        out_indices = [len(stage_names) - 1]
+        out_features = [stage_names[-1]]
+    elif out_indices is None:
+        out_indices = [stage_names.index(layer) for layer in out_features]
+    elif out_features is None:
+        out_features = [stage_names[idx] for idx in out_indices]
+    verify_stages(stage_names, out_features, out_indices)
+    return list(out_features), list(out_indices)

@@ -1,0 +1,35 @@
+"""Test set-up: no network, no shared caches, small thread count, fixed seeds."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="explorer-hf-home-"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def default_backbone():
+    """The built-in default with its packaged ImageNet weights, every stage selected (shared: read-only)."""
+    import explorer
+
+    return explorer.load_backbone("default", out_indices=[0, 1, 2, 3, 4], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def samples():
+    import explorer
+
+    return explorer.sample_images(["chelsea", "coffee"])
