@@ -86,29 +86,86 @@ def hf_preprocess(processor: dict, config) -> Preprocess:
 
 def _stage_modules(model: nn.Module, count: int) -> list[str]:
     """Best-effort module paths of the stages: a stem child, then a ModuleList of ``count - 1`` stages."""
+    names = [name for name, _ in model.named_modules()]
+    stem = next((n for n in names if "embed" in n.rsplit(".", 1)[-1]), "")
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == count - 1 and "encoder" in name:
-            stem = next((n for n, _ in model.named_children() if "embed" in n), "")
             return [stem] + [f"{name}.{i}" for i in range(count - 1)]
     return [""] * count
 
 
 class HFBackbone(Backbone):
-    """A transformers backbone: selection is synced to the model, maps come from its ``feature_maps``."""
+    """A transformers backbone; maps come from its own ``feature_maps`` output.
+
+    The model keeps the ``out_features`` it was built with (``served``: every stage for checkpoints loaded
+    here, the task's stages for a backbone inside a task model); selection picks among them.
+    """
+
+    def __init__(self, model: nn.Module, stages, *, served: list[str], **options) -> None:
+        self.served = list(served)
+        super().__init__(model, stages, **options)
 
     def _on_select(self) -> None:
-        self.model.out_features = list(self._out_features)
+        refused = [name for name in self._out_features if name not in self.served]
+        if refused:
+            raise ValueError(
+                f"This {type(self.model).__name__} was built to output {self.served} only, so {refused} cannot "
+                "be selected. Select among those, or load the backbone checkpoint itself rather than a task model."
+            )
 
     def _run(self, pixel_values: torch.Tensor) -> object:
         return self.model(pixel_values)
 
     def _forward_stages(self, pixel_values: torch.Tensor) -> FeatureMaps:
-        output = self.model(pixel_values)
+        by_name = dict(zip(self.served, self.model(pixel_values).feature_maps))
         hw = tuple(pixel_values.shape[-2:])
         return FeatureMaps(
-            (stage.name, to_nchw(fmap, hw, LayerLayout(stage.channels, False, stage.reduction)))
-            for stage, fmap in zip(self.stages, output.feature_maps)
+            (stage.name, to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction)))
+            for stage in self.stages
         )
+
+
+def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stage]:
+    """Channels and reductions of every stage, from one forward pass on zeros with all hidden states."""
+    names = list(backbone.stage_names)
+    height, width = input_size
+    with torch.inference_mode():
+        output = backbone(torch.zeros(1, 3, height, width), output_hidden_states=True)
+    hidden = getattr(output, "reshaped_hidden_states", None) or output.hidden_states
+    channels = list(getattr(backbone, "num_features", None) or [None] * len(names))
+    modules = _stage_modules(backbone, len(names))
+    stages = []
+    for index, (name, state) in enumerate(zip(names, hidden)):
+        fmap = to_nchw(state, (height, width), LayerLayout(channels[index]))
+        reduction = max(1, round(height / fmap.shape[-2]))
+        stages.append(Stage(name, index, int(fmap.shape[1]), reduction, modules[index]))
+    return stages
+
+
+def cls_for_config(transformers, config) -> type:
+    """The model class to build: the backbone class for backbone configs, else ``config.architectures[0]``.
+
+    ``AutoBackbone.from_pretrained`` is avoided: it asks the hub whether the repo exists, even for a folder.
+    """
+    from transformers.backbone_utils import BackboneConfigMixin
+
+    if isinstance(config, BackboneConfigMixin):
+        return transformers.AutoBackbone._model_mapping[type(config)]
+    architectures = getattr(config, "architectures", None) or []
+    found = getattr(transformers, architectures[0], None) if architectures else None
+    return found or transformers.AutoModel._model_mapping[type(config)]
+
+
+def _from_pretrained(transformers, cls: type, folder: Path, config, pretrained: bool) -> nn.Module:
+    if not pretrained:
+        return cls(config)
+    # the per-stage norms of stages the checkpoint did not output start as identity: not worth a load report
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(str(folder), config=config)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def _resolve_folder(spec: str, pretrained: bool) -> tuple[Path, str]:
@@ -147,42 +204,36 @@ def load_hf(
     """
     transformers = _transformers()
     folder, origin = _resolve_folder(spec, pretrained)
-    config = transformers.AutoConfig.from_pretrained(folder, **kwargs)
+    config = transformers.AutoConfig.from_pretrained(str(folder), **kwargs)
     if pretrained and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise CheckpointError(f"{folder} holds a config but no weights. {ALTERNATIVES}")
     from transformers.backbone_utils import BackboneConfigMixin
 
-    if isinstance(config, BackboneConfigMixin):
-        auto = transformers.AutoBackbone
-        model = auto.from_pretrained(folder) if pretrained else auto.from_config(config)
-    else:
-        architectures = getattr(config, "architectures", None) or []
-        cls = getattr(transformers, architectures[0], None) if architectures else None
-        cls = cls or transformers.AutoModel
+    cls = cls_for_config(transformers, config)
+    if config.model_type == "timm_backbone":
+        # its from_pretrained reads timm's registry, not the folder: build it, then load the folder's weights
+        model = cls(config)
         if pretrained:
-            model = cls.from_pretrained(folder)
-        elif cls is transformers.AutoModel:
-            model = cls.from_config(config)
-        else:
-            model = cls(config)
+            from .local import find_weights_file, read_state_dict
+            from .timm import load_weights
+
+            weights_file = find_weights_file(folder)
+            load_weights(model, read_state_dict(weights_file), str(weights_file))
+    else:
+        if isinstance(config, BackboneConfigMixin):
+            config.out_features = list(config.stage_names)  # output every stage, so any selection works later
+        model = _from_pretrained(transformers, cls, folder, config, pretrained)
     _, backbone = find_backbone(model)
     backbone.eval()
     processor_file = folder / "preprocessor_config.json"
     processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
     preprocess = hf_preprocess(processor, config)
-    names = list(backbone.stage_names)
-    backbone.out_features = names
-    height, width = preprocess.input_size
-    with torch.inference_mode():
-        probe = backbone(torch.zeros(1, 3, height, width)).feature_maps
-    modules = _stage_modules(backbone, len(names))
-    stages = [
-        Stage(name, i, int(fmap.shape[1]), max(1, round(height / fmap.shape[-2])), modules[i])
-        for i, (name, fmap) in enumerate(zip(names, probe))
-    ]
+    stages = _probe_stages(backbone, preprocess.input_size)
+    served = list(backbone.out_features)
     return HFBackbone(
         backbone,
         stages,
+        served=served,
         spec=f"hf:{spec}",
         weights=origin if pretrained else "random",
         preprocess=preprocess,
