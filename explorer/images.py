@@ -53,7 +53,7 @@ MAX_PIXELS = 100_000_000
 MAX_SIDE = 4096
 """Larger images are downscaled to this longest side as they are read; the model input is smaller anyway."""
 
-SAMPLE_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "camera")
+SAMPLE_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "camera")
 """Sample images that ship inside scikit-image, in gallery order."""
 
 _RESAMPLE = {

@@ -1,0 +1,247 @@
+"""timm sources: shapes, channels and reductions, NCHW layouts, early stop, hooks, weights and specs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+import explorer
+from explorer.errors import UnknownBackboneError, WeightsUnavailableError
+
+# name: (stage_names, channels, reductions, shape of the last stage for one 224x224 image)
+EXPECTED = {
+    "resnet18": (
+        ["act1", "layer1", "layer2", "layer3", "layer4"],
+        [64, 64, 128, 256, 512],
+        [2, 4, 8, 16, 32],
+        (1, 512, 7, 7),
+    ),
+    "convnext_tiny": (
+        ["stages.0", "stages.1", "stages.2", "stages.3"],
+        [96, 192, 384, 768],
+        [4, 8, 16, 32],
+        (1, 768, 7, 7),
+    ),
+    "swin_tiny_patch4_window7_224": (
+        ["layers.0", "layers.1", "layers.2", "layers.3"],
+        [96, 192, 384, 768],
+        [4, 8, 16, 32],
+        (1, 768, 7, 7),
+    ),
+    "vit_small_patch16_224": ([f"blocks.{i}" for i in range(12)], [384] * 12, [16] * 12, (1, 384, 14, 14)),
+    "tf_efficientnet_lite0": (
+        ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"],
+        [16, 24, 40, 112, 320],
+        [2, 4, 8, 16, 32],
+        (1, 320, 7, 7),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_stages_channels_reductions_and_shapes(name, samples):
+    stage_names, channels, reductions, last_shape = EXPECTED[name]
+    bb = explorer.load_backbone(name, out_indices=list(range(len(stage_names))), pretrained=False, device="cpu")
+    assert bb.stage_names == stage_names
+    assert bb.channels == channels
+    assert bb.reductions == reductions
+    assert bb.weights == "random"
+    maps = bb.extract(samples["chelsea"])
+    assert list(maps) == stage_names
+    for stage, (key, fmap) in zip(bb.stages, maps.items()):
+        assert fmap.shape == (1, stage.channels, 224 // stage.reduction, 224 // stage.reduction), key
+    assert maps.shapes[stage_names[-1]] == last_shape
+
+
+def test_swin_nhwc_becomes_nchw():
+    bb = explorer.load_backbone("swin_tiny_patch4_window7_224", out_indices=[1], pretrained=False, device="cpu")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        _, intermediates = bb.model.forward_intermediates(x, indices=[1], output_fmt="NCHW", intermediates_only=False)
+    assert torch.allclose(bb(x)["layers.1"], intermediates[0], atol=1e-5)
+
+
+def test_vit_tokens_become_a_grid_without_the_class_token_non_square():
+    bb = explorer.load_backbone(
+        "vit_small_patch16_224", out_indices=[3], pretrained=False, device="cpu", dynamic_img_size=True
+    )
+    x = torch.randn(1, 3, 224, 320)
+    tokens = {}
+    handle = bb.model.blocks[3].register_forward_hook(lambda m, a, out: tokens.setdefault("t", out))
+    try:
+        maps = bb(x)
+    finally:
+        handle.remove()
+    assert maps["blocks.3"].shape == (1, 384, 14, 20)
+    patch_tokens = tokens["t"][:, 1:, :]  # drop the class token
+    assert torch.equal(maps["blocks.3"][0, :, 2, 5], patch_tokens[0, 2 * 20 + 5])
+
+
+def test_out_features_and_reselection():
+    bb = explorer.load_backbone("resnet18", out_features=["layer2"], pretrained=False, device="cpu")
+    assert bb.out_indices == [2]
+    bb.out_indices = (1, -1)
+    assert bb.out_features == ["layer1", "layer4"]
+    assert list(bb(torch.randn(1, 3, 64, 64))) == ["layer1", "layer4"]
+    bb.out_features = None
+    assert bb.out_features == ["layer4"]
+    with pytest.raises(ValueError, match="out_features must be a subset of stage_names"):
+        bb.out_features = ["stage9"]
+    assert bb.out_features == ["layer4"]  # a refused selection changes nothing
+
+
+def _count_calls(model, names):
+    counts = dict.fromkeys(names, 0)
+    modules = dict(model.named_modules())
+    handles = [
+        modules[name].register_forward_hook(lambda m, a, o, name=name: counts.__setitem__(name, counts[name] + 1))
+        for name in names
+    ]
+    return counts, handles
+
+
+@pytest.mark.parametrize(
+    ("name", "selected", "later"),
+    [
+        ("resnet18", [1], ["layer2", "layer3", "layer4"]),
+        ("tf_efficientnet_lite0", [0], ["blocks.1", "blocks.3", "blocks.6", "conv_head"]),
+        ("vit_small_patch16_224", [2], ["blocks.3", "blocks.11", "norm"]),
+    ],
+)
+def test_early_stop_skips_later_stages(name, selected, later):
+    bb = explorer.load_backbone(name, out_indices=selected, pretrained=False, device="cpu")
+    stage = bb.stages[0].module
+    counts, handles = _count_calls(bb.model, [stage, *later])
+    try:
+        bb(torch.randn(1, 3, 224, 224))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert counts[stage] == 1
+    assert all(counts[name] == 0 for name in later), counts
+
+
+def _hook_counts(model):
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_with_kwargs", {}))
+        for m in model.modules()
+    )
+
+
+def test_hooks_are_removed_on_success_early_stop_and_error():
+    bb = explorer.load_backbone("resnet18", out_indices=[1, 3], pretrained=False, device="cpu")
+    before = _hook_counts(bb.model)
+    bb(torch.randn(1, 3, 64, 64))
+    bb.capture(torch.randn(1, 3, 64, 64), layers=["layer2.0.conv1", "layer4"])
+    assert _hook_counts(bb.model) == before
+
+    def explode(module, args, output):
+        raise RuntimeError("boom in layer2")
+
+    handle = bb.model.layer2.register_forward_hook(explode)
+    with pytest.raises(RuntimeError, match="boom in layer2"):
+        bb(torch.randn(1, 3, 64, 64))
+    handle.remove()
+    assert _hook_counts(bb.model) == before
+    with pytest.raises(explorer.LayerNotFoundError):
+        bb.capture(torch.randn(1, 3, 64, 64), layers=["layer1", "nope"])
+    assert _hook_counts(bb.model) == before
+
+
+def test_unknown_layer_lists_closest_names_and_list_layers():
+    bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")
+    with pytest.raises(explorer.LayerNotFoundError) as info:
+        bb.capture(torch.randn(1, 3, 64, 64), layers=["layer2.0.conv9"])
+    message = str(info.value)
+    assert "layer2.0.conv1" in message and "list_layers" in message
+    assert "layer2.0.conv1" in explorer.list_layers(bb)
+
+
+def test_capture_any_layer_and_stage_names():
+    bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")
+    maps = bb.capture(torch.randn(2, 3, 224, 224), layers=["layer2.0.conv1", "layer1"])
+    assert maps.shapes == {"layer2.0.conv1": (2, 128, 28, 28), "layer1": (2, 64, 56, 56)}
+
+
+def test_inference_mode_eval_and_device():
+    bb = explorer.load_backbone("resnet18", pretrained=False)
+    assert bb.device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert not bb.model.training
+    fmap = bb(torch.randn(1, 3, 64, 64))["layer4"]
+    assert fmap.is_inference() and fmap.device.type == bb.device.type
+
+
+def test_unknown_name_lists_closest():
+    with pytest.raises(UnknownBackboneError, match="resnet18"):
+        explorer.load_backbone("resnet-18", pretrained=False)
+
+
+def test_pretrained_without_hub_fails_fast_and_names_alternatives():
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as info:
+        explorer.load_backbone("resnet18", pretrained=True)
+    assert time.perf_counter() - start < 10
+    message = str(info.value)
+    assert '"default"' in message and "pretrained=False" in message and "local checkpoint" in message
+
+
+def _write_hub_cache(cache: Path, repo_id: str, model: torch.nn.Module) -> None:
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / "0123456789abcdef"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef")
+    config = {
+        "architecture": "resnet18",
+        "num_classes": 1000,
+        "num_features": 512,
+        "pretrained_cfg": {**model.pretrained_cfg, "input_size": [3, 160, 160], "crop_pct": 0.95},
+    }
+    (snapshot / "config.json").write_text(json.dumps(config))
+    save_file(model.state_dict(), str(snapshot / "model.safetensors"))
+
+
+def test_hf_hub_spec_loads_from_the_cache_offline(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    source = timm.create_model("resnet18").eval()
+    _write_hub_cache(tmp_path, "timm/resnet18.a1_in1k", source)
+    bb = explorer.load_backbone("hf-hub:timm/resnet18.a1_in1k", out_indices=[2], device="cpu")
+    assert bb.weights == "cache"
+    assert bb.preprocess.input_size == (160, 160) and bb.preprocess.crop_pct == 0.95
+    assert torch.equal(bb.model.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+    x = torch.randn(1, 3, 160, 160)
+    with torch.inference_mode():
+        expected = source.layer2(source.layer1(source.maxpool(source.act1(source.bn1(source.conv1(x))))))
+    assert torch.allclose(bb(x)["layer2"], expected, atol=1e-5)
+
+
+def test_local_safetensors_and_pth_with_arch(tmp_path):
+    source = timm.create_model("resnet18").eval()
+    save_file(source.state_dict(), str(tmp_path / "weights.safetensors"))
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "weights.pth")
+    for path in (tmp_path / "weights.safetensors", tmp_path / "weights.pth"):
+        bb = explorer.load_backbone(str(path), arch="resnet18", out_indices=[4], device="cpu")
+        assert bb.weights == "file"
+        assert torch.equal(bb.model.fc.weight, source.fc.weight)
+
+
+def test_timm_folder(tmp_path):
+    source = timm.create_model("resnet18").eval()
+    timm.models.save_for_hf(source, str(tmp_path))
+    bb = explorer.load_backbone(str(tmp_path), out_indices=[1], device="cpu")
+    assert bb.weights == "file" and bb.channels == [64]
+    assert torch.equal(bb.model.conv1.weight, source.conv1.weight)
+
+
+def test_list_backbones():
+    assert explorer.list_backbones()[0] == "default"
+    found = explorer.list_backbones("resnet1*")
+    assert "resnet18" in found and all(name.startswith("resnet1") for name in found)
