@@ -179,7 +179,7 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
     if isinstance(source, torch.Tensor):
         source = source.detach().cpu().numpy()
     if isinstance(source, np.ndarray):
-        return _from_array(source)
+        source = _from_array(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = name or str(path)
