@@ -30,6 +30,8 @@ _EXPORTS = {
     "load_image": "explorer.images",
     "sample_images": "explorer.images",
     "Preprocess": "explorer.images",
+    "Explorer": "explorer.widgets",
+    "ExplorerState": "explorer.widgets",
     "ExplorerError": "explorer.errors",
     "UnknownBackboneError": "explorer.errors",
     "WeightsUnavailableError": "explorer.errors",
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, sample_images
     from .stages import select_stages
+    from .widgets import Explorer, ExplorerState
 
 
 def __getattr__(name: str):

@@ -20,8 +20,10 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -53,8 +55,14 @@ MAX_PIXELS = 100_000_000
 MAX_SIDE = 4096
 """Larger images are downscaled to this longest side as they are read; the model input is smaller anyway."""
 
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "TGA", "PPM", "AVIF")
+"""The formats PIL may open; others (EPS runs Ghostscript, plus rarely used formats) are refused."""
+
 SAMPLE_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "camera")
 """Sample images that ship inside scikit-image, in gallery order."""
+
+# what PIL's format plugins raise on malformed data (Image.open itself lets NotImplementedError through)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, NotImplementedError)
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -86,18 +94,28 @@ class Preprocess:
     crop_mode: str = "center"
 
 
+@contextmanager
+def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
+    """Set PIL's own decompression-bomb limit for the block (PIL refuses over twice it, and only warns below)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open_bytes(data: bytes, name: str) -> Image.Image:
     if not data:
         raise ImageError(f"{name} is empty (0 bytes). Upload or pass a JPEG, PNG, WebP, GIF, BMP or TIFF image.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as err:
-        raise _bomb_error(name, None) from err
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        with _pil_pixel_limit(None):  # the check below, on the header's size, names the size and MAX_PIXELS
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (UnidentifiedImageError, *_DECODE_ERRORS) as err:
         head = data[:8]
-        kind = "a PDF document" if head.startswith(b"%PDF") else "not an image PIL can read"
+        kind = "a PDF document" if head.startswith(b"%PDF") else "not an image the explorer reads"
         raise ImageError(
             f"{name} is {kind} ({len(data)} bytes starting {head!r}). "
             "Use a JPEG, PNG, WebP, GIF, BMP or TIFF image."
@@ -187,7 +205,8 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
             raise ImageError(f"No image file at {path}. Check the path, or upload the image instead.")
         source = path.read_bytes()
     if isinstance(source, (bytes, bytearray, memoryview)):
-        image = _open_bytes(bytes(source), name or "The uploaded file")
+        name = name or "The uploaded file"
+        image = _open_bytes(bytes(source), name)
     elif isinstance(source, Image.Image):
         image = source
     else:
@@ -195,17 +214,18 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
             f"Cannot read an image from {type(source).__name__}. Pass a path, bytes, a PIL image or an array."
         )
     name = name or "The image"
-    frames = getattr(image, "n_frames", 1)
     try:
-        if image.format == "JPEG" and max(image.size) > 2 * MAX_SIDE:
-            image.draft("RGB", (MAX_SIDE, MAX_SIDE))
-        image.seek(0)
-        image.load()
-        upright = ImageOps.exif_transpose(image)
+        with _pil_pixel_limit((MAX_PIXELS + 1) // 2):  # frames and embedded images are checked while decoding
+            frames = getattr(image, "n_frames", 1)
+            if image.format == "JPEG" and max(image.size) > 2 * MAX_SIDE:
+                image.draft("RGB", (MAX_SIDE, MAX_SIDE))
+            image.seek(0)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
         rgb = _to_rgb(upright)
     except Image.DecompressionBombError as err:
         raise _bomb_error(name, image.size) from err
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
+    except _DECODE_ERRORS as err:
         raise ImageError(f"{name} is damaged and cannot be decoded ({err}). Re-save or re-export it.") from err
     if max(rgb.size) > MAX_SIDE:
         rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
@@ -225,14 +245,18 @@ def model_view(image: Image.Image, config: Preprocess) -> Image.Image:
     resample = _RESAMPLE.get(config.interpolation, Image.Resampling.BICUBIC)
     scale_h, scale_w = (math.floor(height / config.crop_pct), math.floor(width / config.crop_pct))
     if config.crop_mode == "squash":
-        resized = image.resize((scale_w, scale_h), resample, reducing_gap=3.0)
+        size = (scale_w, scale_h)
     else:
         factor = max(scale_h / image.height, scale_w / image.width)
         size = (max(width, round(image.width * factor)), max(height, round(image.height * factor)))
-        resized = image.resize(size, resample, reducing_gap=3.0)
-    left = (resized.width - width) // 2
-    top = (resized.height - height) // 2
-    return resized.crop((left, top, left + width, top + height))
+    left = (size[0] - width) // 2
+    top = (size[1] - height) // 2
+    if size[0] * size[1] <= 4 * width * height:
+        return image.resize(size, resample, reducing_gap=3.0).crop((left, top, left + width, top + height))
+    # an extreme aspect ratio (a 1x4096 strip would first become 256x1048576): resize only what the crop keeps
+    sx, sy = image.width / size[0], image.height / size[1]
+    box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
+    return image.resize((width, height), resample, box=box, reducing_gap=3.0)
 
 
 def preprocess(

@@ -1,0 +1,38 @@
+# Two entry points (README.md): `make lab` runs the explorer, `make test` runs every test.
+# Both create .venv from constraints.txt (tested versions) on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: lab voila test browser-deps bench lint
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter-lab $(ROOT_FLAG) notebooks/explorer.ipynb
+
+voila: $(STAMP)
+	$(BIN)/voila notebooks/explorer.ipynb
+
+browser-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
+test: $(STAMP) browser-deps
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg
+
+lint: $(STAMP)
+	$(BIN)/ruff check explorer tests notebooks benchmarks
+	$(BIN)/ruff format --check explorer tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
+	$(BIN)/python -m benchmarks

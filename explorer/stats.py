@@ -1,0 +1,504 @@
+"""Per-channel statistics of feature maps, reduced on the map's device; only the small result leaves it.
+
+:func:`channel_stats` takes one pass over a ``(C, H, W)`` or ``(B, C, H, W)`` map and returns a
+:class:`ChannelStats`: per channel mean, std, min, max, l2 norm, sparsity (share of exact zeros, the dead-ReLU
+signal), share of positive values and the count of non-finite values, per image ``(B, C)`` and pooled over the
+batch ``(C,)``. Non-finite values (NaN, inf) are counted and left out of every other statistic.
+
+Comparisons: :func:`channel_difference` (per channel, two maps of the same stage: two images, or two checkpoints
+of one architecture) and :func:`stage_similarity` (cosine and linear CKA of a whole stage).
+
+Example::
+
+    >>> stats = channel_stats(maps["layer1"])          # maps["layer1"]: (2, 64, 56, 56)
+    >>> stats.mean.shape, stats.per_image["mean"].shape
+    ((64,), (2, 64))
+    >>> stats.top(3, by="sparsity")
+    Ranking(channels=array([17,  4, 40]), values=array([1.  , 0.98, 0.97]))
+    >>> stats.summary()["dead"]
+    1
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "STAT_NAMES",
+    "DIFFERENCE_NAMES",
+    "ChannelDifference",
+    "ChannelStats",
+    "Histogram",
+    "Ranking",
+    "as_nchw",
+    "channel_difference",
+    "channel_stats",
+    "histogram",
+    "stage_similarity",
+]
+
+_log = logging.getLogger(__name__)
+
+STAT_NAMES = ("mean", "std", "min", "max", "l2", "sparsity", "positive", "nonfinite")
+"""The per-channel statistics of :class:`ChannelStats`, in table order."""
+
+DIFFERENCE_NAMES = ("mean_abs", "max_abs", "rms", "mean", "cosine", "relative", "nonfinite")
+"""The per-channel statistics of :class:`ChannelDifference`, in table order."""
+
+
+class Ranking(NamedTuple):
+    """Channels sorted by a statistic, with their values; NaN values always come last."""
+
+    channels: np.ndarray
+    values: np.ndarray
+
+
+def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor:
+    """A ``(C, H, W)`` or ``(B, C, H, W)`` map (tensor or array) as a detached ``(B, C, H, W)`` tensor."""
+    tensor = torch.as_tensor(fmap).detach()
+    if tensor.ndim == 3:
+        return tensor[None]
+    if tensor.ndim == 4:
+        return tensor
+    raise ValueError(
+        f"{what} has shape {tuple(tensor.shape)}; pass one stage's map as (C, H, W) or (B, C, H, W), "
+        'for example maps["layer1"] or maps["layer1"][0].'
+    )
+
+
+def _check_name(by: str, names: tuple[str, ...]) -> None:
+    if by not in names:
+        close = difflib.get_close_matches(str(by), names, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown statistic {by!r}.{hint} Choose from: {', '.join(names)}.")
+
+
+class _ChannelTable:
+    """Ranking and table rows shared by the per-channel result classes."""
+
+    _columns: ClassVar[tuple[str, ...]] = ()
+
+    def values(self, by: str, image: int | None = None) -> np.ndarray:
+        """The ``(C,)`` values of one statistic, pooled over the batch or of one ``image``."""
+        _check_name(by, self._columns)
+        if image is None:
+            return getattr(self, by)
+        return self._image_values(by, image)
+
+    def _image_values(self, by: str, image: int) -> np.ndarray:
+        raise ValueError(f"{type(self).__name__} holds pooled values only; call values({by!r}) without image.")
+
+    def _ranked(self, k: int | None, by: str, image: int | None, descending: bool) -> Ranking:
+        values = self.values(by, image)
+        nan = np.isnan(values)
+        key = np.where(nan, 0.0, -values if descending else values)
+        order = np.lexsort((np.arange(values.size), key, nan))
+        order = order if k is None else order[: max(0, int(k))]
+        return Ranking(channels=order.astype(np.int64), values=values[order])
+
+    def top(self, k: int | None = None, by: str = "mean", image: int | None = None) -> Ranking:
+        """The ``k`` channels with the highest ``by`` (all when ``k`` is None), highest first; ties by index."""
+        return self._ranked(k, by, image, descending=True)
+
+    def bottom(self, k: int | None = None, by: str = "mean", image: int | None = None) -> Ranking:
+        """The ``k`` channels with the lowest ``by``, lowest first; NaN values come last."""
+        return self._ranked(k, by, image, descending=False)
+
+    def rows(self, image: int | None = None) -> list[dict]:
+        """One plain dict per channel (``{"channel": 0, "mean": ..., ...}``), for tables and CSV."""
+        columns = {name: self.values(name, image).tolist() for name in self._columns}
+        return [
+            {"channel": channel, **{name: columns[name][channel] for name in self._columns}}
+            for channel in range(len(self))
+        ]
+
+    def __len__(self) -> int:
+        return int(getattr(self, self._columns[0]).shape[0])
+
+
+@dataclass(frozen=True, repr=False)
+class ChannelStats(_ChannelTable):
+    """Per-channel statistics of one stage's map, on the CPU as NumPy arrays.
+
+    The attributes ``mean`` ... ``nonfinite`` are pooled over the batch, each ``(C,)``; ``per_image`` holds the
+    same names, each ``(B, C)``. ``std`` is the population standard deviation; ``sparsity`` and ``positive``
+    are shares of the finite values; ``nonfinite`` counts NaN and inf values, which every other statistic
+    leaves out. A channel with no finite value has NaN statistics.
+
+    Attributes:
+        shape: ``(B, C, H, W)`` of the map.
+    """
+
+    shape: tuple[int, int, int, int]
+    mean: np.ndarray
+    std: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    l2: np.ndarray
+    sparsity: np.ndarray
+    positive: np.ndarray
+    nonfinite: np.ndarray
+    per_image: dict[str, np.ndarray] = field(default_factory=dict)
+
+    _columns: ClassVar[tuple[str, ...]] = STAT_NAMES
+
+    def _image_values(self, by: str, image: int) -> np.ndarray:
+        images = self.shape[0]
+        if not -images <= image < images:
+            raise ValueError(f"image={image} is out of range; this map holds {images} image(s): 0..{images - 1}.")
+        return self.per_image[by][image]
+
+    def dead_channels(self, image: int | None = None) -> np.ndarray:
+        """Channels whose every finite value is exactly zero (a dead ReLU)."""
+        return np.flatnonzero(self.values("sparsity", image) == 1.0)
+
+    def constant_channels(self, image: int | None = None) -> np.ndarray:
+        """Channels with one value everywhere (dead channels included)."""
+        return np.flatnonzero(self.values("max", image) == self.values("min", image))
+
+    def nonfinite_channels(self, image: int | None = None) -> np.ndarray:
+        """Channels holding at least one NaN or inf."""
+        return np.flatnonzero(self.values("nonfinite", image) > 0)
+
+    def summary(self, image: int | None = None) -> dict:
+        """The stage at a glance: ``channels``, ``images``, counts of ``dead``, ``constant`` and ``nonfinite``
+        channels, ``nonfinite_values``, and the stage's mean ``sparsity`` and ``positive`` share."""
+        sparsity = self.values("sparsity", image)
+        positive = self.values("positive", image)
+        return {
+            "channels": len(self),
+            "images": self.shape[0] if image is None else 1,
+            "dead": int(self.dead_channels(image).size),
+            "constant": int(self.constant_channels(image).size),
+            "nonfinite": int(self.nonfinite_channels(image).size),
+            "nonfinite_values": int(self.values("nonfinite", image).sum()),
+            "sparsity": float(np.nanmean(sparsity)) if not np.isnan(sparsity).all() else math.nan,
+            "positive": float(np.nanmean(positive)) if not np.isnan(positive).all() else math.nan,
+        }
+
+    def to_dict(self) -> dict:
+        """Shape, summary and rows as plain Python values (for JSON)."""
+        return {"shape": list(self.shape), "summary": self.summary(), "rows": self.rows()}
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (
+            f"ChannelStats(shape={self.shape}, dead={s['dead']}, constant={s['constant']}, "
+            f"nonfinite={s['nonfinite']}, sparsity={s['sparsity']:.3f})"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class ChannelDifference(_ChannelTable):
+    """Per-channel comparison of two maps ``a`` and ``b`` of one shape, pooled over the batch, each ``(C,)``.
+
+    Attributes:
+        shape: ``(B, C, H, W)`` of the maps.
+        mean_abs: mean of ``|a - b|``.
+        max_abs: largest ``|a - b|``.
+        rms: root mean square of ``a - b``.
+        mean: mean of ``a - b`` (signed: positive where ``a`` is larger).
+        cosine: cosine similarity of the channel in ``a`` and in ``b``; 1 where both are all zero, 0 where
+            only one is.
+        relative: ``||a - b|| / ||a||``; 0 where both are zero, inf where only ``a`` is.
+        nonfinite: positions where ``a`` or ``b`` is NaN or inf; they are left out of the rest.
+    """
+
+    shape: tuple[int, int, int, int]
+    mean_abs: np.ndarray
+    max_abs: np.ndarray
+    rms: np.ndarray
+    mean: np.ndarray
+    cosine: np.ndarray
+    relative: np.ndarray
+    nonfinite: np.ndarray
+
+    _columns: ClassVar[tuple[str, ...]] = DIFFERENCE_NAMES
+
+    def to_dict(self) -> dict:
+        """Shape and rows as plain Python values (for JSON)."""
+        return {"shape": list(self.shape), "rows": self.rows()}
+
+    def __repr__(self) -> str:
+        return f"ChannelDifference(shape={self.shape}, mean_abs={float(np.nanmean(self.mean_abs)):.4g})"
+
+
+def _masked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x`` with non-finite values set to zero, and the finite mask (None when every value is finite)."""
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return x, None
+    return torch.where(finite, x, torch.zeros((), dtype=x.dtype, device=x.device)), finite
+
+
+def channel_stats(fmap: torch.Tensor | np.ndarray) -> ChannelStats:
+    """Per-channel statistics of one stage's map, per image and pooled over the batch.
+
+    Everything is reduced on the map's device in one pass; a single small array is copied to the CPU.
+
+    Args:
+        fmap: ``(C, H, W)`` or ``(B, C, H, W)``, any float dtype (half precision is reduced in float32).
+
+    Returns:
+        A :class:`ChannelStats`; ``.top(k, by)``, ``.rows()`` and ``.summary()`` read it.
+
+    Example::
+
+        >>> stats = channel_stats(torch.tensor([[[0.0, 2.0], [0.0, 2.0]]]))    # one channel, 2x2
+        >>> stats.mean, stats.sparsity, stats.l2
+        (array([1.]), array([0.5]), array([2.82842712]))
+    """
+    x = as_nchw(fmap)
+    batch, channels, height, width = x.shape
+    x = x.reshape(batch, channels, -1).float()
+    values, finite = _masked(x)
+    if finite is None:
+        count = torch.full((batch, channels), float(height * width), device=x.device)
+        low, high = torch.aminmax(x, dim=-1) if x.shape[-1] else (values.sum(-1), values.sum(-1))
+    else:
+        count = finite.sum(-1, dtype=torch.float32)
+        inf = torch.tensor(math.inf, device=x.device)
+        low = torch.where(finite, x, inf).amin(-1)
+        high = torch.where(finite, x, -inf).amax(-1)
+    total = values.sum(-1)
+    mean = total / count
+    deviation = values - mean[..., None]
+    if finite is not None:
+        deviation = deviation.masked_fill(~finite, 0.0)
+    m2 = deviation.square().sum(-1)
+    sumsq = values.square().sum(-1)
+    zeros = (x == 0).sum(-1, dtype=torch.float32)
+    positive = (x > 0).sum(-1, dtype=torch.float32)
+    nonfinite = height * width - count
+
+    pooled_count = count.sum(0)
+    pooled_mean = total.sum(0) / pooled_count
+    spread = torch.where(count > 0, count * (mean - pooled_mean).square(), torch.zeros_like(mean))
+    pooled = [
+        pooled_count,
+        pooled_mean,
+        (m2 + spread).sum(0),
+        low.amin(0),
+        high.amax(0),
+        sumsq.sum(0),
+        zeros.sum(0),
+        positive.sum(0),
+        nonfinite.sum(0),
+    ]
+    per_image = [count, mean, m2, low, high, sumsq, zeros, positive, nonfinite]
+    packed = torch.cat([torch.stack(per_image, -1), torch.stack(pooled, -1)[None]]).cpu().double().numpy()
+
+    def derive(p: np.ndarray) -> dict[str, np.ndarray]:
+        n = p[..., 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            empty = n == 0
+            return {
+                "mean": p[..., 1],
+                "std": np.sqrt(p[..., 2] / n),
+                "min": np.where(empty, np.nan, p[..., 3]),
+                "max": np.where(empty, np.nan, p[..., 4]),
+                "l2": np.sqrt(p[..., 5]),
+                "sparsity": p[..., 6] / n,
+                "positive": p[..., 7] / n,
+                "nonfinite": p[..., 8].round().astype(np.int64),
+            }
+
+    per = derive(packed[:batch])
+    result = ChannelStats(shape=(batch, channels, height, width), per_image=per, **derive(packed[batch]))
+    if result.nonfinite.any():
+        _log.warning(
+            "%d NaN/inf values in %d of %d channels; statistics leave them out",
+            int(result.nonfinite.sum()),
+            int((result.nonfinite > 0).sum()),
+            channels,
+        )
+    return result
+
+
+def _pair(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = as_nchw(a, "a"), as_nchw(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(
+            f"Maps of shapes {tuple(x.shape)} and {tuple(y.shape)} cannot be compared position by position. "
+            "Compare one stage of the same architecture on same-sized inputs, or compare channel_stats() instead."
+        )
+    return x.float(), y.to(device=x.device, dtype=torch.float32)
+
+
+def channel_difference(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> ChannelDifference:
+    """Per-channel difference of two maps of one stage: two images, or two checkpoints of one architecture.
+
+    Args:
+        a: ``(C, H, W)`` or ``(B, C, H, W)``.
+        b: the same shape as ``a`` (moved to ``a``'s device).
+
+    Returns:
+        A :class:`ChannelDifference`; ``.top(8, by="mean_abs")`` lists the channels that changed most.
+
+    Example::
+
+        >>> diff = channel_difference(before["blocks.2"], after["blocks.2"])     # (1, 40, 28, 28) each
+        >>> diff.top(3, by="relative").channels
+        array([12,  3, 37])
+    """
+    x, y = _pair(a, b)
+    batch, channels, height, width = x.shape
+    x = x.transpose(0, 1).reshape(channels, -1)
+    y = y.transpose(0, 1).reshape(channels, -1)
+    finite = torch.isfinite(x) & torch.isfinite(y)
+    if not bool(finite.all()):
+        x, y = x.masked_fill(~finite, 0.0), y.masked_fill(~finite, 0.0)
+    count = finite.sum(-1, dtype=torch.float32)
+    delta = x - y
+    stacked = torch.stack(
+        [
+            count,
+            delta.abs().sum(-1),
+            delta.abs().amax(-1) if delta.shape[-1] else count * 0,
+            delta.square().sum(-1),
+            delta.sum(-1),
+            (x * y).sum(-1),
+            x.square().sum(-1),
+            y.square().sum(-1),
+        ],
+        -1,
+    )
+    n, abs_sum, max_abs, sq_sum, total, dot, xx, yy = stacked.cpu().double().numpy().T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norms = np.sqrt(xx * yy)
+        cosine = np.where(norms > 0, dot / norms, np.where((xx == 0) & (yy == 0), 1.0, 0.0))
+        relative = np.where(xx > 0, np.sqrt(sq_sum / xx), np.where(sq_sum == 0, 0.0, np.inf))
+        return ChannelDifference(
+            shape=(batch, channels, height, width),
+            mean_abs=abs_sum / n,
+            max_abs=np.where(n > 0, max_abs, np.nan),
+            rms=np.sqrt(sq_sum / n),
+            mean=total / n,
+            cosine=np.clip(cosine, -1.0, 1.0),
+            relative=relative,
+            nonfinite=(batch * height * width - n).round().astype(np.int64),
+        )
+
+
+def stage_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """How alike two maps of one stage are as a whole: cosine similarity and linear CKA.
+
+    Linear CKA (Kornblith et al., 2019) treats every image and spatial position as a sample and the channels as
+    features: both maps become ``(B*H*W, C)`` matrices, centred per channel. It is 1 for maps equal up to a
+    rotation and scale of the channels, and near 0 for unrelated maps. Computed on ``a``'s device, in float64
+    where the device has it.
+
+    Args:
+        a: ``(C, H, W)`` or ``(B, C, H, W)``.
+        b: the same shape as ``a``.
+
+    Returns:
+        ``{"cosine": float, "cka": float}``; both NaN when a map holds NaN or inf, or is constant (CKA) or all
+        zero (cosine).
+
+    Example::
+
+        >>> stage_similarity(finetuned["layer3"], pretrained["layer3"])
+        {'cosine': 0.93, 'cka': 0.88}
+    """
+    x, y = _pair(a, b)
+    if not bool(torch.isfinite(x).all() & torch.isfinite(y).all()):
+        _log.warning("stage_similarity: a map holds NaN or inf; the similarity is NaN")
+        return {"cosine": math.nan, "cka": math.nan}
+    dtype = torch.float32 if x.device.type == "mps" else torch.float64
+    channels = x.shape[1]
+    x = x.to(dtype).transpose(0, 1).reshape(channels, -1).T
+    y = y.to(dtype).transpose(0, 1).reshape(channels, -1).T
+    cosine = (x * y).sum() / (x.norm() * y.norm())
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    if x.shape[0] >= channels:
+        cross, xx, yy = (x.T @ y).square().sum(), (x.T @ x).norm(), (y.T @ y).norm()
+    else:
+        gx, gy = x @ x.T, y @ y.T
+        cross, xx, yy = (gx * gy).sum(), gx.norm(), gy.norm()
+    cka = cross / (xx * yy)
+    cosine_value, cka_value = torch.stack([cosine, cka]).cpu().tolist()
+    return {"cosine": float(cosine_value), "cka": float(cka_value)}
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of a map's finite values in equal bins.
+
+    Attributes:
+        counts: ``(bins,)`` int64.
+        edges: ``(bins + 1,)`` float64, the bin edges from the lowest to the highest.
+        nonfinite: NaN and inf values, not counted in any bin.
+        outside: finite values outside ``edges`` (only when a range was given).
+    """
+
+    counts: np.ndarray
+    edges: np.ndarray
+    nonfinite: int = 0
+    outside: int = 0
+
+    @property
+    def centers(self) -> np.ndarray:
+        """``(bins,)`` bin centres."""
+        return (self.edges[:-1] + self.edges[1:]) / 2
+
+    def to_dict(self) -> dict:
+        """Counts, edges and the left-out counts as plain Python values."""
+        return {
+            "counts": self.counts.tolist(),
+            "edges": self.edges.tolist(),
+            "nonfinite": self.nonfinite,
+            "outside": self.outside,
+        }
+
+
+def histogram(
+    fmap: torch.Tensor | np.ndarray, bins: int = 64, range: tuple[float, float] | None = None
+) -> Histogram:
+    """A histogram of the finite values of a map of any shape, counted on its device.
+
+    Args:
+        fmap: a tensor or array of any shape: a stage, one image's map, one channel.
+        bins: the number of equal bins.
+        range: ``(low, high)`` of the bins; the finite values' min and max when None. A map with one value
+            gets the range ``(value - 0.5, value + 0.5)``.
+
+    Example::
+
+        >>> hist = histogram(maps["layer1"][0, 5], bins=4)
+        >>> hist.counts, hist.edges
+        (array([2890,  160,   61,   25]), array([0.  , 0.87, 1.74, 2.61, 3.48]))
+    """
+    if int(bins) < 1:
+        raise ValueError(f"bins={bins}; pass a positive number of bins, for example bins=64.")
+    x = torch.as_tensor(fmap).detach().reshape(-1).float()
+    finite = torch.isfinite(x)
+    all_finite = bool(finite.all())
+    values = x if all_finite else x[finite]
+    nonfinite = 0 if all_finite else int(x.numel() - values.numel())
+    if range is not None:
+        low, high = float(range[0]), float(range[1])
+        if not low < high:
+            raise ValueError(f"range={range}; the low end must be below the high end.")
+    elif values.numel():
+        low, high = (float(v) for v in torch.stack(torch.aminmax(values)).cpu().tolist())
+    else:
+        low, high = 0.0, 1.0
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    counts = torch.histc(values, bins=int(bins), min=low, max=high)
+    counts_np = counts.cpu().numpy().round().astype(np.int64)
+    return Histogram(
+        counts=counts_np,
+        edges=np.linspace(low, high, int(bins) + 1),
+        nonfinite=nonfinite,
+        outside=int(values.numel() - counts_np.sum()),
+    )

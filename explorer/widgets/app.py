@@ -1,0 +1,676 @@
+"""``Explorer``: the panel. Controls set an :class:`ExplorerState`; the panel observes it and redraws.
+
+Work is split in three levels, each done only when needed: loading a checkpoint, capturing feature maps (one
+forward pass, cached by :class:`Session`), and drawing (grids, statistics, figures) from the cached capture.
+Events from the front end are coalesced, so dragging a slider ends on the latest value without a queue of stale
+renders. Every error lands in the status line; what is already shown stays.
+
+Example::
+
+    >>> app = explorer.Explorer()                    # the built-in default on the sample images; shows itself
+    >>> app.model = "resnet18"; app.pretrained = False
+    >>> app.out_indices = [1, 2]
+    >>> app.feature_maps.shapes
+    {'layer1': (1, 64, 56, 56), 'layer2': (1, 128, 28, 28)}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from PIL import Image
+from traitlets import TraitError
+
+from .. import figures
+from ..backbones import SUGGESTED, Backbone, list_backbones
+from ..errors import ExplorerError, ImageError
+from ..hooks import FeatureMaps, list_layers
+from ..images import ImageInput, load_image, model_view, sample_images
+from ..stages import select_stages
+from ..render import overlay, render_grid, to_png, value_range
+from ..stats import channel_difference, channel_stats, histogram, stage_similarity
+from .session import Session
+from ..stats import STAT_NAMES
+from .state import COMPARE_MODES, NORMS, PAGE_SIZES, PRECISIONS, ExplorerState
+from .views import STYLE, format_bytes, html_table, status_html
+
+__all__ = ["Explorer"]
+
+_log = logging.getLogger(__name__)
+
+LOAD, CAPTURE, DRAW = 3, 2, 1
+_LEVELS = {
+    "model": LOAD,
+    "pretrained": LOAD,
+    "device": LOAD,
+    "precision": LOAD,
+    "out_indices": CAPTURE,
+    "layers": CAPTURE,
+    "image_index": CAPTURE,
+    "compare": CAPTURE,
+    "compare_image_index": CAPTURE,
+    "compare_model": CAPTURE,
+    "compare_pretrained": CAPTURE,
+}
+CMAPS = ("viridis", "magma", "inferno", "gray", "RdBu_r", "coolwarm", "jet", "cividis")
+TABS = ("Grid", "Statistics", "Shapes", "Compare")
+_FAILURES = (ExplorerError, ValueError, TypeError, KeyError, RuntimeError, TraitError, MemoryError, OSError)
+
+
+def _png_widget(width: str = "auto") -> widgets.Image:
+    return widgets.Image(format="png", layout=widgets.Layout(width=width, object_fit="contain"))
+
+
+class Explorer(widgets.VBox):
+    """The feature-map explorer panel.
+
+    Args:
+        model: checkpoint spec (``"default"``, a timm name, ``"hf-hub:..."``, ``"hf:..."``, a path).
+        images: images to explore (paths, bytes, PIL images, arrays); the sample images when None.
+        out_indices: stages to show (transformers' rules); the first stage when neither this nor
+            ``out_features`` is given.
+        out_features: stage names, instead of ``out_indices``.
+        pretrained: real weights or random initialisation.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        layers: extra module names to capture (see :func:`explorer.list_layers`).
+        state: any other :class:`ExplorerState` trait (``cmap="magma"``, ``norm="stage"``, ...).
+    """
+
+    def __init__(
+        self,
+        model: str = "default",
+        images: Sequence[ImageInput] | None = None,
+        out_indices: Sequence[int] | None = None,
+        out_features: Sequence[str] | None = None,
+        *,
+        pretrained: bool = True,
+        device: str = "auto",
+        layers: Sequence[str] = (),
+        **state,
+    ) -> None:
+        super().__init__(layout=widgets.Layout(width="100%"))
+        self.session = Session()
+        self.state = ExplorerState(model=model, pretrained=pretrained, device=device, layers=list(layers), **state)
+        self.backbone: Backbone | None = None
+        self.feature_maps_all: FeatureMaps | None = None
+        self.compare_maps: FeatureMaps | None = None
+        self.last_update_ms = 0.0
+        self.draws = 0
+        self._pending_out_features = list(out_features) if out_features is not None else None
+        if out_indices is not None:
+            self.state.out_indices = list(out_indices)
+        self._dirty = LOAD
+        self._scheduled = None
+        self._good = {}
+        self._images: list[Image.Image] = []
+        self._image_names: list[str] = []
+        self._images_version = 0
+        self._build_controls()
+        self._set_images(images if images is not None else None)
+        self.state.observe(self._on_state)
+        self.refresh()
+
+    # -- scripting ---------------------------------------------------------------------------------------
+    model = property(lambda self: self.state.model, lambda self, v: self._set("model", v))
+    pretrained = property(lambda self: self.state.pretrained, lambda self, v: self._set("pretrained", v))
+    device = property(lambda self: self.state.device, lambda self, v: self._set("device", v))
+    precision = property(lambda self: self.state.precision, lambda self, v: self._set("precision", v))
+    out_indices = property(lambda self: list(self.state.out_indices), lambda self, v: self._set("out_indices", list(v)))
+    layers = property(lambda self: list(self.state.layers), lambda self, v: self._set("layers", list(v)))
+    stage = property(lambda self: self.state.stage, lambda self, v: self._set("stage", v))
+    channel = property(lambda self: self.state.channel, lambda self, v: self._set("channel", v))
+    cmap = property(lambda self: self.state.cmap, lambda self, v: self._set("cmap", v))
+    norm = property(lambda self: self.state.norm, lambda self, v: self._set("norm", v))
+    page = property(lambda self: self.state.page, lambda self, v: self._set("page", v))
+
+    def _set(self, name: str, value) -> None:
+        setattr(self.state, name, value)
+        self.refresh()
+
+    @property
+    def out_features(self) -> list[str]:
+        """Names of the selected stages; setting it selects by name."""
+        self.refresh()
+        return self.backbone.out_features if self.backbone else []
+
+    @out_features.setter
+    def out_features(self, names: Sequence[str]) -> None:
+        self.refresh()
+        if self.backbone is None:
+            self._pending_out_features = list(names)
+            return
+        self._set("out_indices", select_stages(self.backbone.stage_names, out_features=list(names))[1])
+
+    @property
+    def images(self) -> list[Image.Image]:
+        """The gallery (RGB images); setting it replaces the gallery (paths, bytes, PIL images, arrays)."""
+        return list(self._images)
+
+    @images.setter
+    def images(self, images: Sequence[ImageInput]) -> None:
+        self._set_images(images)
+        self._mark(CAPTURE)
+        self.refresh()
+
+    @property
+    def feature_maps(self) -> FeatureMaps:
+        """What the panel shows: the maps of the selected stages and layers for the current image."""
+        self.refresh()
+        maps = self.feature_maps_all or FeatureMaps()
+        return FeatureMaps((name, fmap[:1]) for name, fmap in maps.items())
+
+    @property
+    def stats(self):
+        """:class:`~explorer.stats.ChannelStats` of the shown stage for the current image."""
+        self.refresh()
+        return channel_stats(self._current_map())
+
+    @property
+    def forward_passes(self) -> int:
+        """How many times the model has run for this panel."""
+        return self.session.forward_passes
+
+    @property
+    def grid_png(self) -> bytes:
+        """The PNG bytes of the grid on show."""
+        self.refresh()
+        return bytes(self.grid_image.value)
+
+    @property
+    def status(self) -> str:
+        """The status line as plain text."""
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.status_line.value)).strip()
+
+    # -- controls ----------------------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        s = self.state
+        wide = widgets.Layout(width="auto")
+        self.status_line = widgets.HTML(status_html("busy", "Starting..."))
+        self.progress = widgets.IntProgress(value=0, max=1, bar_style="info", layout=widgets.Layout(width="120px", visibility="hidden"))
+        self.model_box = widgets.Combobox(
+            value=s.model, options=list(SUGGESTED), placeholder="default, resnet50, hf:..., hf-hub:..., /path/model.safetensors",
+            description="Checkpoint", continuous_update=False, ensure_option=False,
+            layout=widgets.Layout(width="420px"),
+        )
+        self.pretrained_box = widgets.Checkbox(value=s.pretrained, description="pretrained", indent=False, layout=wide)
+        devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        self.device_box = widgets.Dropdown(options=devices, value=s.device if s.device in devices else "auto", description="Device", layout=widgets.Layout(width="160px"))
+        self.precision_box = widgets.Dropdown(options=PRECISIONS, value=s.precision, description="Precision", layout=widgets.Layout(width="190px"))
+        self.stage_select = widgets.SelectMultiple(options=[], rows=6, description="Stages", layout=widgets.Layout(width="260px"))
+        self.layers_box = widgets.TagsInput(value=list(s.layers), allowed_tags=[], allow_duplicates=False, layout=widgets.Layout(width="100%"))
+        self.stage_table = widgets.HTML()
+        self.image_box = widgets.Dropdown(options=[], description="Image", layout=widgets.Layout(width="260px"))
+        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload images", layout=widgets.Layout(width="180px"))
+        self.view_image = _png_widget("224px")
+        self.shown_stage = widgets.Dropdown(options=[], description="Show", layout=widgets.Layout(width="260px"))
+        self.mode_box = widgets.ToggleButtons(options=[("Page", "page"), ("Top K", "top")], value=s.channel_mode, style={"button_width": "64px"})
+        self.page_slider = widgets.IntSlider(value=0, min=0, max=0, description="Page", continuous_update=True, layout=widgets.Layout(width="300px"))
+        self.page_size_box = widgets.Dropdown(options=PAGE_SIZES, value=s.page_size, description="Per page", layout=widgets.Layout(width="150px"))
+        self.top_by_box = widgets.Dropdown(options=STAT_NAMES, value=s.top_by, description="Top by", layout=widgets.Layout(width="160px"))
+        self.norm_box = widgets.Dropdown(options=NORMS, value=s.norm, description="Norm", layout=widgets.Layout(width="170px"))
+        self.cmap_box = widgets.Combobox(value=s.cmap, options=list(CMAPS), description="Colours", ensure_option=False, continuous_update=False, layout=widgets.Layout(width="200px"))
+        self.channel_box = widgets.BoundedIntText(value=s.channel, min=0, max=0, description="Channel", layout=widgets.Layout(width="160px"))
+        self.grid_image = _png_widget()
+        self.overlay_image = _png_widget("224px")
+        self.heatmap = None  # a plotly FigureWidget, made on first draw
+        self.heatmap_box = widgets.Box(layout=widgets.Layout(width="340px"))
+        self.sort_box = widgets.Dropdown(options=("channel",) + STAT_NAMES, value="mean", description="Sort by", layout=widgets.Layout(width="170px"))
+        self.descending_box = widgets.Checkbox(value=True, description="descending", indent=False, layout=wide)
+        self.stats_table = widgets.HTML()
+        self.dead_table = widgets.HTML()
+        self.stats_figures = widgets.HBox()
+        self.shapes_table = widgets.HTML()
+        self.compare_mode_box = widgets.ToggleButtons(options=[(m.title(), m) for m in COMPARE_MODES], value=s.compare)
+        self.compare_image_box = widgets.Dropdown(options=[], description="Image B", layout=widgets.Layout(width="260px"))
+        self.compare_model_box = widgets.Text(value=s.compare_model, placeholder="same checkpoint", description="Checkpoint B", continuous_update=False, layout=widgets.Layout(width="360px"))
+        self.compare_pretrained_box = widgets.Checkbox(value=s.compare_pretrained, description="B pretrained", indent=False, layout=wide)
+        self.compare_grids = widgets.HBox()
+        self.compare_table = widgets.HTML()
+
+        for box, name in (
+            (self.model_box, "model"), (self.pretrained_box, "pretrained"), (self.device_box, "device"),
+            (self.precision_box, "precision"), (self.mode_box, "channel_mode"), (self.page_slider, "page"),
+            (self.page_size_box, "page_size"), (self.top_by_box, "top_by"), (self.norm_box, "norm"),
+            (self.cmap_box, "cmap"), (self.channel_box, "channel"), (self.compare_mode_box, "compare"),
+            (self.compare_model_box, "compare_model"), (self.compare_pretrained_box, "compare_pretrained"),
+        ):
+            box.observe(self._control_setter(name), names="value")
+        self.stage_select.observe(self._on_stage_select, names="value")
+        self.layers_box.observe(self._control_setter("layers", list), names="value")
+        self.image_box.observe(self._control_setter("image_index"), names="value")
+        self.compare_image_box.observe(self._control_setter("compare_image_index"), names="value")
+        self.shown_stage.observe(self._control_setter("stage"), names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.sort_box.observe(lambda _: self._mark(DRAW) or self._schedule(), names="value")
+        self.descending_box.observe(lambda _: self._mark(DRAW) or self._schedule(), names="value")
+
+        self.tabs = widgets.Tab(
+            children=[
+                widgets.HBox([self.grid_image, widgets.VBox([self.heatmap_box, self.overlay_image])]),
+                widgets.VBox([widgets.HBox([self.sort_box, self.descending_box]), self.stats_figures,
+                              widgets.HBox([self.stats_table, self.dead_table])]),
+                self.shapes_table,
+                widgets.VBox([widgets.HBox([self.compare_mode_box, self.compare_image_box]),
+                              widgets.HBox([self.compare_model_box, self.compare_pretrained_box]),
+                              self.compare_grids, self.compare_table]),
+            ]
+        )
+        for index, title in enumerate(TABS):
+            self.tabs.set_title(index, title)
+        self.tabs.observe(lambda _: self._mark(DRAW) or self._schedule(), names="selected_index")
+
+        checkpoint_row = widgets.HBox([self.model_box, self.pretrained_box, self.device_box, self.precision_box, self.progress])
+        stages_box = widgets.VBox([widgets.HBox([self.stage_select, self.stage_table]),
+                                   widgets.HTML("<small>Any layer (type a name from explorer.list_layers):</small>"), self.layers_box])
+        images_box = widgets.VBox([widgets.HBox([self.image_box, self.upload]), self.view_image])
+        display_row = widgets.HBox([self.shown_stage, self.mode_box, self.page_slider, self.page_size_box, self.top_by_box])
+        display_row2 = widgets.HBox([self.norm_box, self.cmap_box, self.channel_box])
+        self.children = [
+            widgets.HTML(STYLE),
+            self.status_line,
+            checkpoint_row,
+            widgets.HBox([stages_box, images_box]),
+            display_row,
+            display_row2,
+            self.tabs,
+        ]
+
+    def _control_setter(self, name: str, convert=lambda v: v):
+        def on_change(change):
+            if self._syncing:
+                return
+            try:
+                setattr(self.state, name, convert(change["new"]))
+            except TraitError as err:
+                self._error(err)
+
+        return on_change
+
+    _syncing = False
+
+    def _on_stage_select(self, change) -> None:
+        if self._syncing or self.backbone is None:
+            return
+        names = self.backbone.stage_names
+        indices = sorted(names.index(name) for name in change["new"])
+        if indices:
+            self.state.out_indices = indices
+
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        added, failures = [], []
+        for item in files:
+            name = item.get("name", "upload")
+            try:
+                added.append((name, load_image(item["content"], name=name)))
+            except ImageError as err:
+                failures.append(str(err))
+        self._syncing = True
+        try:
+            self.upload.value = ()
+        finally:
+            self._syncing = False
+        if added:
+            self._images += [image for _, image in added]
+            self._image_names += [name for name, _ in added]
+            self._images_version += 1
+            self._sync_image_options()
+            self.state.image_index = len(self._images) - len(added)
+            self._mark(CAPTURE)
+            self._schedule()
+        if failures:
+            self._error(" ".join(failures))
+
+    # -- update cycle ------------------------------------------------------------------------------------
+    def _on_state(self, change) -> None:
+        if self._syncing:
+            return
+        self._mark(_LEVELS.get(change["name"], DRAW))
+        self._schedule()
+
+    def _mark(self, level: int) -> None:
+        self._dirty = max(self._dirty or 0, level)
+
+    def _schedule(self) -> None:
+        """Redraw soon, once: events arriving meanwhile only raise the level of work to do."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.refresh()
+            return
+        if self._scheduled is None:
+            self._scheduled = loop.call_later(0.02, self.refresh)
+
+    def refresh(self) -> None:
+        """Do whatever work is pending now: load, capture, draw. Errors go to the status line."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        level, self._dirty = self._dirty, None
+        if not level:
+            return
+        start = time.perf_counter()
+        ran_before = self.session.forward_passes
+        try:
+            if level >= LOAD:
+                self._load()
+            if level >= CAPTURE:
+                self._capture()
+            self._draw()
+        except torch.cuda.OutOfMemoryError:
+            self._error(
+                "Out of GPU memory. Switch Device to cpu, use fewer or smaller images, or a smaller checkpoint; "
+                "what was shown before is kept."
+            )
+            torch.cuda.empty_cache()
+            return
+        except _FAILURES as err:
+            self._error(err)
+            return
+        finally:
+            self.progress.layout.visibility = "hidden"
+        self.last_update_ms = (time.perf_counter() - start) * 1000
+        self._ok(ran=self.session.forward_passes > ran_before)
+
+    def _load(self) -> None:
+        s = self.state
+        self._busy(f"Loading <b>{html.escape(s.model)}</b> ({'pretrained' if s.pretrained else 'random'} weights)...")
+        try:
+            backbone = self.session.backbone(s.model, pretrained=s.pretrained, device=s.device, precision=s.precision)
+        except Exception:
+            self._revert(("model", "pretrained", "device", "precision"))
+            raise
+        self._remember(("model", "pretrained", "device", "precision"))
+        if backbone is not self.backbone:
+            self.backbone = backbone
+            if self._pending_out_features is not None:
+                names, self._pending_out_features = self._pending_out_features, None
+                self._quiet_set("out_indices", select_stages(backbone.stage_names, out_features=names)[1])
+            else:
+                self._quiet_set("out_indices", [i for i in s.out_indices if -len(backbone.stage_names) <= i < len(backbone.stage_names)] or [0])
+            self._syncing = True
+            try:
+                self.layers_box.allowed_tags = list_layers(backbone)
+                self.layers_box.value = [n for n in s.layers if n in self.layers_box.allowed_tags]
+            finally:
+                self._syncing = False
+            self._quiet_set("layers", list(self.layers_box.value))
+
+    def _capture(self) -> None:
+        s = self.state
+        backbone = self.backbone
+        previous = backbone.out_indices
+        images = [self._current_image()]
+        if s.compare == "images" and len(self._images) > 1:
+            images.append(self._images[min(s.compare_image_index, len(self._images) - 1)])
+        try:
+            self._busy(f"Running <b>{html.escape(s.model)}</b> on {len(images)} image(s)...")
+            maps = self.session.capture(backbone, images, out_indices=s.out_indices, layers=s.layers,
+                                        images_key=(self._images_version, tuple(id(i) for i in images)))
+        except Exception:
+            backbone.out_indices = previous
+            self._revert(("out_indices", "layers", "image_index"))
+            raise
+        self._remember(("out_indices", "layers", "image_index"))
+        self.feature_maps_all = maps
+        names = list(maps)
+        if s.stage not in names:
+            self._quiet_set("stage", names[0])
+        self.compare_maps = None
+        if s.compare == "checkpoints":
+            other = self.session.backbone(s.compare_model or s.model, pretrained=s.compare_pretrained,
+                                          device=s.device, precision=s.precision, slot="compare")
+            stage_indices = [other.stage_names.index(n) for n in backbone.out_features if n in other.stage_names]
+            if len(stage_indices) != len(backbone.out_features):
+                raise ValueError(f"Checkpoint B ({other.spec}) has other stages ({other.stage_names}); compare "
+                                 "checkpoints of the same architecture.")
+            self.compare_maps = self.session.capture(other, images[:1], out_indices=stage_indices,
+                                                     images_key=(self._images_version, id(images[0])))
+        else:
+            self.session.release("compare")
+
+    def _quiet_set(self, name: str, value) -> None:
+        self._syncing = True
+        try:
+            setattr(self.state, name, value)
+        finally:
+            self._syncing = False
+
+    def _remember(self, names) -> None:
+        for name in names:
+            self._good[name] = getattr(self.state, name)
+
+    def _revert(self, names) -> None:
+        for name in names:
+            if name in self._good and getattr(self.state, name) != self._good[name]:
+                self._quiet_set(name, self._good[name])
+        self._sync_controls()
+
+    # -- drawing -----------------------------------------------------------------------------------------
+    def _current_image(self) -> Image.Image:
+        return self._images[min(self.state.image_index, len(self._images) - 1)]
+
+    def _current_map(self) -> torch.Tensor:
+        return self.feature_maps_all[self.state.stage][0].float()
+
+    def _channel_spec(self) -> str:
+        s = self.state
+        return f"top:{s.page_size}" if s.channel_mode == "top" else f"page:{s.page}/{s.page_size}"
+
+    def _draw(self) -> None:
+        s = self.state
+        self.draws += 1
+        fmap = self._current_map()
+        count = fmap.shape[0]
+        if s.channel >= count:
+            self._quiet_set("channel", count - 1)
+        if s.page * s.page_size >= count:
+            self._quiet_set("page", 0)
+        self._sync_controls()
+        view = model_view(self._current_image(), self.backbone.preprocess)
+        self.view_image.value = to_png(np.asarray(view))
+        tab = TABS[self.tabs.selected_index or 0]
+        if tab == "Grid":
+            self._draw_grid(fmap, view)
+        elif tab == "Statistics":
+            self._draw_stats(fmap)
+        elif tab == "Shapes":
+            self._draw_shapes()
+        else:
+            self._draw_compare(fmap)
+
+    def _grid(self, fmap: torch.Tensor, channels, vrange=None) -> tuple[bytes, list[int]]:
+        """PNG bytes of a grid and the channels it shows."""
+        s = self.state
+        norm = "stage" if s.norm == "global" and vrange is None else s.norm
+        grid, layout = render_grid(fmap, channels=channels, norm=norm, cmap=s.cmap, clip=s.clip, vrange=vrange,
+                                   by=s.top_by, labels=True, max_size=896, return_layout=True)
+        return to_png(grid), list(layout.channels)
+
+    def _draw_grid(self, fmap: torch.Tensor, view: Image.Image) -> None:
+        s = self.state
+        self.grid_image.value = self._grid(fmap, self._channel_spec())[0]
+        channel_map = fmap[s.channel]
+        self.overlay_image.value = to_png(overlay(view, channel_map, alpha=s.alpha))
+        figure = figures.heatmap_figure(channel_map, title=f"{s.stage} · channel {s.channel}")
+        if self.heatmap is None:
+            import plotly.graph_objects as go
+
+            self.heatmap = go.FigureWidget(figure)
+            self.heatmap.update_layout(width=340, height=320, margin=dict(l=10, r=10, t=30, b=10))
+            self.heatmap_box.children = [self.heatmap]
+        else:
+            with self.heatmap.batch_update():
+                self.heatmap.data[0].z = figure.data[0].z
+                self.heatmap.layout.title = figure.layout.title
+
+    def _draw_stats(self, fmap: torch.Tensor) -> None:
+        stats = channel_stats(fmap)
+        rows = stats.rows()
+        key = self.sort_box.value
+        rows.sort(key=lambda row: row[key], reverse=self.descending_box.value)
+        self.stats_table.value = f"<b>{html.escape(self.state.stage)}</b> · {len(rows)} channels" + html_table(rows, limit=64)
+        dead = []
+        for name, stage_map in self.feature_maps_all.items():
+            summary = channel_stats(stage_map[0].float()).summary()
+            dead.append({"stage": name, "channels": summary["channels"], "dead": summary["dead"],
+                         "constant": summary["constant"]})
+        self.dead_table.value = "<b>Dead channels per stage</b>" + html_table(dead)
+        bar = figures.stat_bar_figure(stats, by=self.sort_box.value if key != "channel" else "mean")
+        hist = figures.histogram_figure(histogram(fmap, bins=64))
+        for figure in (bar, hist):
+            figure.update_layout(width=440, height=280, margin=dict(l=40, r=10, t=30, b=30))
+        import plotly.graph_objects as go
+
+        self.stats_figures.children = [go.FigureWidget(bar), go.FigureWidget(hist)]
+
+    def _draw_shapes(self) -> None:
+        by_name = {stage.name: stage for stage in self.backbone.all_stages}
+        height, width = self.backbone.pixel_values([self._current_image()]).shape[-2:]
+        rows = []
+        for name, fmap in self.feature_maps_all.items():
+            stage = by_name.get(name)
+            rows.append({
+                "map": name,
+                "shape": tuple(fmap[:1].shape),
+                "dtype": str(fmap.dtype).replace("torch.", ""),
+                "memory": format_bytes(fmap[:1].numel() * fmap.element_size()),
+                "reduction": stage.reduction if stage else round(height / fmap.shape[-2]),
+                "device": str(fmap.device),
+            })
+        self.shapes_table.value = f"<b>Input</b> (1, 3, {height}, {width})" + html_table(rows)
+
+    def _draw_compare(self, fmap: torch.Tensor) -> None:
+        s = self.state
+        if s.compare == "off":
+            self.compare_grids.children = []
+            self.compare_table.value = "<i>Choose Images or Checkpoints to compare.</i>"
+            return
+        if s.compare == "images":
+            if len(self._images) < 2:
+                raise ValueError("Comparing images needs two images in the gallery: upload another one.")
+            other = self.feature_maps_all[s.stage][1].float()
+            title_a, title_b = self._image_names[s.image_index], self._image_names[min(s.compare_image_index, len(self._images) - 1)]
+            similarity = {name: stage_similarity(m[:1].float(), m[1:2].float()) for name, m in self.feature_maps_all.items()}
+        else:
+            other = self.compare_maps[s.stage][0].float()
+            title_a = f"{s.model} ({'pretrained' if s.pretrained else 'random'})"
+            title_b = f"{s.compare_model or s.model} ({'pretrained' if s.compare_pretrained else 'random'})"
+            similarity = {name: stage_similarity(self.feature_maps_all[name][:1].float(), m.float())
+                          for name, m in self.compare_maps.items()}
+        vrange = value_range([fmap, other], clip=s.clip) if s.norm == "global" else None
+        png_a, channels = self._grid(fmap, self._channel_spec(), vrange)
+        png_b, _ = self._grid(other, channels, vrange)
+        png_diff = to_png(render_grid(fmap - other, channels=channels, norm="symmetric", cmap="RdBu_r", labels=True,
+                                      max_size=896))
+        self.compare_grids.children = [
+            widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"),
+                          widgets.Image(value=png, format="png", layout=widgets.Layout(width="100%"))],
+                         layout=widgets.Layout(width="33%"))
+            for title, png in ((title_a, png_a), (title_b, png_b), ("A − B", png_diff))
+        ]
+        diff = channel_difference(fmap, other)
+        rows = [{"stage": name, "cosine": round(v["cosine"], 4), "linear CKA": round(v["cka"], 4)} for name, v in similarity.items()]
+        top = diff.top(8, by="mean_abs")
+        changed = [{"channel": int(c), "mean |A−B|": float(v)} for c, v in zip(top.channels, top.values)]
+        self.compare_table.value = ("<b>Similarity per stage</b>" + html_table(rows)
+                                    + f"<b>Channels that differ most at {html.escape(s.stage)}</b>" + html_table(changed))
+
+    # -- syncing controls and status -----------------------------------------------------------------------
+    def _set_images(self, images: Sequence[ImageInput] | None) -> None:
+        if images is None:
+            samples = sample_images()
+            names, loaded = list(samples), list(samples.values())
+        else:
+            loaded = [load_image(image) for image in images]
+            names = [str(image) if isinstance(image, str) else f"image {i}" for i, image in enumerate(images)]
+        if not loaded:
+            raise ImageError("The panel needs at least one image; pass images=[...] or leave it out for samples.")
+        self._images, self._image_names = loaded, names
+        self._images_version += 1
+        self._quiet_set("image_index", 0)
+        self._sync_image_options()
+
+    def _sync_image_options(self) -> None:
+        options = [(f"{name}{' (GIF: first frame)' if img.info.get('frames', 1) > 1 else ''}", i)
+                   for i, (name, img) in enumerate(zip(self._image_names, self._images))]
+        self._syncing = True
+        try:
+            for box in (self.image_box, self.compare_image_box):
+                box.options = options
+            self.image_box.value = min(self.state.image_index, len(options) - 1)
+            self.compare_image_box.value = min(self.state.compare_image_index, len(options) - 1)
+        finally:
+            self._syncing = False
+
+    def _sync_controls(self) -> None:
+        """Make every control show the state (after a revert, a clamp or a scripted change)."""
+        s = self.state
+        self._syncing = True
+        try:
+            self.model_box.value = s.model
+            self.pretrained_box.value = s.pretrained
+            self.precision_box.value = s.precision
+            if self.backbone is not None:
+                self.stage_select.options = self.backbone.stage_names
+                self.stage_select.value = tuple(self.backbone.out_features)
+                self.stage_table.value = html_table(
+                    [{k: row[k] for k in ("index", "name", "channels", "reduction", "shape")} for row in self.backbone.stage_table()],
+                    selected=[row["selected"] for row in self.backbone.stage_table()],
+                )
+            if self.feature_maps_all is not None:
+                names = list(self.feature_maps_all)
+                self.shown_stage.options = names
+                self.shown_stage.value = s.stage if s.stage in names else names[0]
+                count = self.feature_maps_all[self.shown_stage.value].shape[1]
+                self.page_slider.max = max(0, math.ceil(count / s.page_size) - 1)
+                self.channel_box.max = count - 1
+            self.page_slider.value = s.page
+            self.page_slider.disabled = s.channel_mode == "top"
+            self.channel_box.value = s.channel
+            self.cmap_box.value = s.cmap
+            self.norm_box.value = s.norm
+            self.layers_box.value = list(s.layers)
+            self.image_box.value = min(s.image_index, len(self._images) - 1)
+        finally:
+            self._syncing = False
+
+    def _busy(self, message: str) -> None:
+        self.status_line.value = status_html("busy", message)
+        self.progress.layout.visibility = "visible"
+
+    def _ok(self, ran: bool) -> None:
+        bb = self.backbone
+        weights = {
+            "random": '<b class="random">RANDOM WEIGHTS</b> (pretrained=False): the maps show no learned features',
+            "package": "ImageNet weights (packaged)",
+            "cache": "pretrained weights (local cache)",
+            "hub": "pretrained weights (downloaded)",
+            "file": "weights from a local file",
+        }[bb.weights]
+        how = "forward pass" if ran else "from cache"
+        frames = self._current_image().info.get("frames", 1)
+        note = f" · animated image: first of {frames} frames" if frames > 1 else ""
+        kind = "warn" if bb.weights == "random" else "ok"
+        self.status_line.value = status_html(
+            kind,
+            f"<b>{html.escape(bb.spec)}</b> · {weights} · {bb.device.type} · {str(bb.dtype).replace('torch.', '')} · "
+            f"updated in {self.last_update_ms:.0f} ms ({how}){note}",
+        )
+
+    def _error(self, err: object) -> None:
+        message = str(err).strip() or type(err).__name__
+        _log.info("panel error: %s", message)
+        self.status_line.value = status_html("error", f"<b>Error:</b> {html.escape(message)}")

@@ -1,0 +1,196 @@
+"""The Explorer panel, driven headlessly as the front end would: set control values, assert on the views."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import explorer
+
+
+def _png_pixels(data: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG"
+    return np.asarray(image.convert("RGB"))
+
+
+def _upload(name: str, content: bytes) -> tuple[dict, ...]:
+    return ({"name": name, "type": "image/png", "size": len(content), "content": memoryview(content)},)
+
+
+@pytest.fixture(scope="module")
+def app():
+    return explorer.Explorer(device="cpu")
+
+
+def test_opens_on_the_default_with_a_grid_drawn(app):
+    assert app.backbone.spec == "default" and app.backbone.weights == "package"
+    assert app.out_indices == [0] and app.stage == "blocks.0"
+    assert "default" in app.status and "ImageNet weights" in app.status and "cpu" in app.status
+    assert "updated in" in app.status
+    pixels = _png_pixels(app.grid_png)
+    assert pixels.shape[0] > 100 and pixels.std() > 10  # a real picture, not a blank
+    assert app.feature_maps.shapes == {"blocks.0": (1, 16, 112, 112)}
+    assert len(app.images) == len(explorer.images.SAMPLE_NAMES)
+
+
+def test_display_only_changes_never_run_the_model(app):
+    app.out_indices = [1]
+    runs = app.forward_passes
+    before = app.grid_png
+    app.cmap_box.value = "magma"
+    after_cmap = app.grid_png
+    assert after_cmap != before
+    app.norm_box.value = "stage"
+    after_norm = app.grid_png
+    assert after_norm != after_cmap
+    app.page_size_box.value = 16
+    app.page_slider.value = 1
+    after_page = app.grid_png
+    assert after_page != after_norm
+    app.channel_box.value = 3
+    app.mode_box.value = "top"
+    app.top_by_box.value = "sparsity"
+    assert app.grid_png != after_page
+    app.tabs.selected_index = 1  # statistics
+    app.tabs.selected_index = 2  # shapes
+    app.tabs.selected_index = 0
+    assert app.forward_passes == runs
+    app.mode_box.value = "page"
+    app.norm_box.value = "channel"
+    app.cmap_box.value = "viridis"
+
+
+def test_stage_change_runs_once_and_changes_the_grid(app):
+    app.out_indices = [1]
+    before, runs = app.grid_png, app.forward_passes
+    app.stage_select.value = ("blocks.2",)  # as a click in the multi-select does
+    assert app.out_indices == [2] and app.stage == "blocks.2"
+    assert app.forward_passes == runs + 1
+    assert app.grid_png != before
+    app.out_indices = [1]  # back again: from the cache
+    assert app.forward_passes == runs + 1
+
+
+def test_scripted_out_features_and_layers(app):
+    app.out_features = ["blocks.1", "blocks.4"]
+    app.layers = ["blocks.1.0.conv_dw"]
+    assert app.feature_maps.shapes == {
+        "blocks.1": (1, 24, 56, 56),
+        "blocks.4": (1, 112, 14, 14),
+        "blocks.1.0.conv_dw": (1, 96, 56, 56),
+    }
+    app.stage = "blocks.1.0.conv_dw"
+    assert app.stats.shape == (1, 96, 56, 56)
+    app.layers = []
+    app.out_indices = [1]
+
+
+def test_corrupt_upload_reports_and_keeps_what_is_shown(app):
+    before, images, runs = app.grid_png, len(app.images), app.forward_passes
+    app.upload.value = _upload("broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert "Error" in app.status and "broken.jpg" in app.status
+    assert app.grid_png == before and len(app.images) == images and app.forward_passes == runs
+    app.cmap_box.value = "gray"  # still working
+    assert "updated in" in app.status and app.grid_png != before
+    app.cmap_box.value = "viridis"
+
+
+def test_good_upload_joins_the_gallery_and_runs_once(app):
+    array = np.zeros((64, 96, 3), dtype=np.uint8)
+    array[:, 48:] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    images, runs = len(app.images), app.forward_passes
+    app.upload.value = _upload("half.png", buffer.getvalue())
+    assert len(app.images) == images + 1
+    assert app.state.image_index == images and app.image_box.value == images
+    assert app.forward_passes == runs + 1
+    assert "Error" not in app.status
+    app.image_box.value = 0
+
+
+def test_unknown_model_is_reported_and_the_panel_keeps_working(app):
+    before = app.grid_png
+    app.model_box.value = "resnet-18"
+    assert "Error" in app.status and "resnet18" in app.status
+    assert app.model == "default" and app.model_box.value == "default"
+    assert app.backbone.spec == "default" and app.grid_png == before
+    app.norm_box.value = "stage"
+    assert "updated in" in app.status
+    app.norm_box.value = "channel"
+
+
+def test_wrong_stage_index_keeps_the_selection(app):
+    app.out_indices = [1]
+    app.out_indices = [9]
+    assert "out_indices must be valid indices" in app.status
+    assert app.out_indices == [1] and app.backbone.out_indices == [1]
+
+
+def test_out_of_memory_is_caught(app, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    before = app.grid_png
+    monkeypatch.setattr(app.backbone.model, "forward_features", out_of_memory)
+    app.image_box.value = 3
+    assert "Out of GPU memory" in app.status and "cpu" in app.status
+    assert app.grid_png == before
+    monkeypatch.undo()
+    app.image_box.value = 0
+    assert "updated in" in app.status
+
+
+def test_random_weights_are_said_loud():
+    app = explorer.Explorer("resnet18", pretrained=False, out_indices=[1, 2], device="cpu")
+    assert "RANDOM WEIGHTS" in app.status
+    assert app.feature_maps.shapes == {"layer1": (1, 64, 56, 56), "layer2": (1, 128, 28, 28)}
+    app.model = "convnext_tiny"
+    assert app.backbone.spec == "convnext_tiny" and app.out_indices == [1, 2]
+    assert app.feature_maps.shapes == {"stages.1": (1, 192, 28, 28), "stages.2": (1, 384, 14, 14)}
+
+
+def test_compare_images_and_checkpoints():
+    app = explorer.Explorer(device="cpu", out_indices=[2])
+    app.tabs.selected_index = 3
+    app.compare_mode_box.value = "images"
+    assert len(app.compare_grids.children) == 3
+    assert "linear CKA" in app.compare_table.value and "blocks.2" in app.compare_table.value
+    app.compare_mode_box.value = "checkpoints"  # the same checkpoint with random weights
+    assert len(app.compare_grids.children) == 3
+    assert app.session.loads == 2 and "cosine" in app.compare_table.value
+    runs = app.forward_passes
+    app.cmap_box.value = "magma"
+    assert app.forward_passes == runs
+
+
+def test_shapes_and_statistics_views(app):
+    app.out_indices = [1, 3]
+    app.tabs.selected_index = 2
+    assert "(1, 24, 56, 56)" in app.shapes_table.value and "(1, 112, 14, 14)" in app.shapes_table.value
+    assert "(1, 40, 28, 28)" not in app.shapes_table.value  # only the selected stages
+    app.tabs.selected_index = 1
+    assert "channels" in app.stats_table.value and "Dead channels" in app.dead_table.value
+    assert len(app.stats_figures.children) == 2
+    app.tabs.selected_index = 0
+
+
+def test_rapid_events_end_on_the_latest_value_in_one_draw():
+    app = explorer.Explorer(device="cpu", out_indices=[1])
+    app.page_size_box.value = 16
+
+    async def drag():
+        draws = app.draws
+        for page in range(4):
+            app.page_slider.value = page  # events arrive faster than a draw
+        await asyncio.sleep(0.2)
+        return app.draws - draws
+
+    assert asyncio.run(drag()) == 1
+    assert app.state.page == 3 and app.page_slider.value == 3
