@@ -41,6 +41,29 @@ _EXPORTS = {
     "LayerNotFoundError": "explorer.errors",
     "ImageError": "explorer.errors",
     "CaptureError": "explorer.errors",
+    "ChannelStats": "explorer.stats",
+    "ChannelDifference": "explorer.stats",
+    "Histogram": "explorer.stats",
+    "channel_stats": "explorer.stats",
+    "channel_difference": "explorer.stats",
+    "stage_similarity": "explorer.stats",
+    "histogram": "explorer.stats",
+    "GridLayout": "explorer.render",
+    "render_grid": "explorer.render",
+    "select_channels": "explorer.render",
+    "value_range": "explorer.render",
+    "colormap_lut": "explorer.render",
+    "overlay": "explorer.render",
+    "to_png": "explorer.render",
+    "save_png": "explorer.export",
+    "stats_to_csv": "explorer.export",
+    "stats_to_json": "explorer.export",
+    "save_feature_maps": "explorer.export",
+    "load_feature_maps": "explorer.export",
+    "heatmap_figure": "explorer.figures",
+    "stat_bar_figure": "explorer.figures",
+    "histogram_figure": "explorer.figures",
+    "stage_grid_figure": "explorer.figures",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,9 +81,21 @@ if TYPE_CHECKING:
         UnsafeCheckpointError,
         WeightsUnavailableError,
     )
+    from .export import load_feature_maps, save_feature_maps, save_png, stats_to_csv, stats_to_json
+    from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, sample_images
+    from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
     from .stages import select_stages
+    from .stats import (
+        ChannelDifference,
+        ChannelStats,
+        Histogram,
+        channel_difference,
+        channel_stats,
+        histogram,
+        stage_similarity,
+    )
     from .widgets import Explorer, ExplorerState
 
 

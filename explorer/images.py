@@ -39,6 +39,7 @@ __all__ = [
     "Preprocess",
     "MAX_PIXELS",
     "MAX_SIDE",
+    "FORMATS",
     "load_image",
     "model_view",
     "preprocess",
@@ -55,14 +56,24 @@ MAX_PIXELS = 100_000_000
 MAX_SIDE = 4096
 """Larger images are downscaled to this longest side as they are read; the model input is smaller anyway."""
 
-FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "TGA", "PPM", "AVIF")
-"""The formats PIL may open; others (EPS runs Ghostscript, plus rarely used formats) are refused."""
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "TGA", "PPM")
+"""The formats PIL may open (JPEG includes phones' MPO); others are refused: EPS would run Ghostscript."""
 
 SAMPLE_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "camera")
 """Sample images that ship inside scikit-image, in gallery order."""
 
 # what PIL's format plugins raise on malformed data (Image.open itself lets NotImplementedError through)
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, NotImplementedError)
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    TypeError,
+    ArithmeticError,
+    struct.error,
+    NotImplementedError,
+)
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -96,7 +107,7 @@ class Preprocess:
 
 @contextmanager
 def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
-    """Set PIL's own decompression-bomb limit for the block (PIL refuses over twice it, and only warns below)."""
+    """Set PIL's own decompression-bomb limit for the block (PIL refuses over twice it and warns below)."""
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limit
     try:

@@ -28,14 +28,14 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union, overload
+from typing import Literal, overload
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .images import ImageInput, Preprocess, load_image, model_view
-from .stats import STAT_NAMES, ChannelStats, channel_stats
+from .stats import STAT_NAMES, ChannelStats, as_hw, channel_stats
 
 __all__ = [
     "BACKGROUND_COLOR",
@@ -53,7 +53,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-ChannelsT = Union[str, int, Sequence[int], range, slice, np.ndarray, torch.Tensor]
+ChannelsT = str | int | Sequence[int] | range | slice | np.ndarray | torch.Tensor
 """Every form ``channels`` may take; see :func:`select_channels`."""
 
 NORMS = ("channel", "stage", "global", "symmetric")
@@ -138,7 +138,9 @@ def select_channels(channels: ChannelsT, num_channels: int, values: np.ndarray |
             )
         selected = array.astype(np.int64).tolist()
     if not selected:
-        raise ValueError(f"channels={channels!r} selects no channel; the map has {num_channels} (0..{num_channels - 1}).")
+        raise ValueError(
+            f"channels={channels!r} selects no channel; the map has {num_channels} (0..{num_channels - 1})."
+        )
     bad = [c for c in selected if not 0 <= c < num_channels]
     if bad:
         raise ValueError(
@@ -156,7 +158,9 @@ def _parse_channels(spec: str, num_channels: int, values: np.ndarray | None) -> 
         if kind == "first":
             return list(range(k))
         if values is None:
-            raise ValueError(f'channels="{spec}" ranks channels by a statistic; pass values= (one per channel).')
+            raise ValueError(
+                f'channels="{spec}" ranks channels by a statistic; pass values= (one per channel).'
+            )
         nan = np.isnan(values)
         key = np.where(nan, 0.0, -values if kind == "top" else values)
         return np.lexsort((np.arange(num_channels), key, nan))[:k].tolist()
@@ -172,7 +176,7 @@ def _parse_channels(spec: str, num_channels: int, values: np.ndarray | None) -> 
         return list(range(page * size, min((page + 1) * size, num_channels)))
     raise ValueError(
         f'Unknown channel selection "{spec}". Use "all", "first:K", "top:K", "bottom:K", "page:P/S" '
-        "(for example \"page:1/64\" for channels 64-127), or a list or range of channel indices."
+        '(for example "page:1/64" for channels 64-127), or a list or range of channel indices.'
     )
 
 
@@ -272,7 +276,7 @@ def _percentile(values: torch.Tensor, finite: torch.Tensor | None, q: float) -> 
     frac = (position - below).float()
     low_end = q <= 0.5
     rank_below, rank_above = (below, above) if low_end else (last - below, last - above)
-    k = min(size, int(rank_below.max()) + 1)
+    k = min(size, int(torch.maximum(rank_below, rank_above).max()) + 1)
     if finite is not None:
         values = values.masked_fill(~finite, math.inf if low_end else -math.inf)
     part = values.topk(k, dim=1, largest=not low_end, sorted=True).values
@@ -336,13 +340,13 @@ def _norm_range(
         hint = f' Did you mean "{close[0]}"?' if close else ""
         raise ValueError(f'Unknown norm "{norm}".{hint} Choose from: {", ".join(NORMS)}.')
     if vrange is not None and norm in ("channel", "stage"):
-        raise ValueError(f'vrange is for norm="global" or norm="symmetric"; drop it, or pass norm="global".')
+        raise ValueError('vrange is for norm="global" or norm="symmetric"; drop it, or pass norm="global".')
     device = selected.device
     if norm == "global":
         if vrange is None:
             raise ValueError(
                 'norm="global" shares one range across maps: pass vrange=(low, high), for example '
-                "vrange=explorer.value_range([map_a, map_b]). For one map alone use norm=\"stage\"."
+                'vrange=explorer.value_range([map_a, map_b]). For one map alone use norm="stage".'
             )
         low, high = float(vrange[0]), float(vrange[1])
         if not low <= high:
@@ -463,7 +467,9 @@ def _plan(
         while longest(tile_h, tile_w) > max_size and max(tile_h, tile_w) > 1:
             shrink += 1
             tile_h, tile_w = -(-height // shrink), -(-width // shrink)
-        _log.info("grid shrunk: %dx%d maps drawn as %dx%d tiles to fit max_size", height, width, tile_h, tile_w)
+        _log.info(
+            "grid shrunk: %dx%d maps drawn as %dx%d tiles to fit max_size", height, width, tile_h, tile_w
+        )
     return rows, cols, tile_h, tile_w
 
 
@@ -482,7 +488,9 @@ def _label_masks(channels: Sequence[int], tile: tuple[int, int]) -> np.ndarray |
     return np.pad(text, ((0, 0), (1, 1), (1, 1)))
 
 
-def _corners(canvas: torch.Tensor, layout: tuple[int, int, int, int, int], size: tuple[int, int]) -> torch.Tensor:
+def _corners(
+    canvas: torch.Tensor, layout: tuple[int, int, int, int, int], size: tuple[int, int]
+) -> torch.Tensor:
     """A view ``(rows, cols, h, w)`` of the top-left ``size`` of every tile of a packed ``canvas``."""
     rows, cols, tile_h, tile_w, pad = layout
     cells = canvas[pad:, pad:].unflatten(0, (rows, tile_h + pad)).unflatten(2, (cols, tile_w + pad))
@@ -499,7 +507,9 @@ def _paste(view: torch.Tensor, pieces: torch.Tensor) -> None:
         view[full_rows, :rest].copy_(pieces[full_rows * cols :])
 
 
-def _tile(colours: torch.Tensor, layout: tuple[int, int, int, int, int], background: torch.Tensor) -> torch.Tensor:
+def _tile(
+    colours: torch.Tensor, layout: tuple[int, int, int, int, int], background: torch.Tensor
+) -> torch.Tensor:
     """Lay packed ``(K, h, w)`` tiles out row by row on a background canvas, each upscaled (nearest) to the
     layout's tile size, which is a whole multiple of ``(h, w)``."""
     rows, cols, tile_h, tile_w, pad = layout
@@ -722,29 +732,29 @@ def overlay(
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha={alpha}; pass a weight between 0 (image only) and 1 (map only).")
     _check_clip(clip)
-    values = torch.as_tensor(channel_map).detach()
-    while values.ndim > 2 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise ValueError(
-            f"overlay() draws one channel, (H, W); got shape {tuple(values.shape)}. "
-            'Pick an image and a channel: maps["layer1"][0, 5].'
-        )
+    values = as_hw(channel_map, "overlay()")
     picture = load_image(image)
     if preprocess is not None:
         picture = model_view(picture, preprocess)
     device = values.device
     palette = _unpack(_palette(cmap, device)).float()
-    pixels = torch.from_numpy(np.asarray(picture)).to(device)
+    pixels = torch.from_numpy(np.array(picture)).to(device)
     values = values.float()
     if vrange is not None:
-        low, high = torch.tensor([float(vrange[0])], device=device), torch.tensor([float(vrange[1])], device=device)
+        low, high = (
+            torch.tensor([float(vrange[0])], device=device),
+            torch.tensor([float(vrange[1])], device=device),
+        )
     else:
         low, high = _ranges(values.reshape(1, -1), clip)
-    upsampled = F.interpolate(values[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False)[0]
+    upsampled = F.interpolate(
+        values[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False
+    )[0]
     colours = palette[_to_index(upsampled, low, high, _all_finite(upsampled))[0]]
     blended = torch.where(
-        colours == palette[_NONFINITE], colours, pixels.float() * (1.0 - float(alpha)) + colours * float(alpha)
+        (colours == palette[_NONFINITE]).all(-1, keepdim=True),
+        colours,
+        pixels.float() * (1.0 - float(alpha)) + colours * float(alpha),
     )
     return blended.round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
@@ -753,7 +763,9 @@ def overlay(
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def to_png(array: np.ndarray | torch.Tensor, level: int = 1) -> bytes:

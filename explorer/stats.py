@@ -37,6 +37,7 @@ __all__ = [
     "ChannelStats",
     "Histogram",
     "Ranking",
+    "as_hw",
     "as_nchw",
     "channel_difference",
     "channel_stats",
@@ -64,13 +65,28 @@ def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor
     """A ``(C, H, W)`` or ``(B, C, H, W)`` map (tensor or array) as a detached ``(B, C, H, W)`` tensor."""
     tensor = torch.as_tensor(fmap).detach()
     if tensor.ndim == 3:
-        return tensor[None]
+        tensor = tensor[None]
     if tensor.ndim == 4:
+        if tensor.numel() == 0:
+            raise ValueError(f"{what} has shape {tuple(tensor.shape)}, which holds no values.")
         return tensor
     raise ValueError(
         f"{what} has shape {tuple(tensor.shape)}; pass one stage's map as (C, H, W) or (B, C, H, W), "
         'for example maps["layer1"] or maps["layer1"][0].'
     )
+
+
+def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
+    """One channel, ``(H, W)`` (or with leading size-1 dimensions), as a detached ``(H, W)`` tensor."""
+    values = torch.as_tensor(channel_map).detach()
+    while values.ndim > 2 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != 2:
+        raise ValueError(
+            f"{what} takes one channel, (H, W); got shape {tuple(values.shape)}. "
+            'Pick an image and a channel: maps["layer1"][0, 5].'
+        )
+    return values
 
 
 def _check_name(by: str, names: tuple[str, ...]) -> None:
@@ -93,7 +109,9 @@ class _ChannelTable:
         return self._image_values(by, image)
 
     def _image_values(self, by: str, image: int) -> np.ndarray:
-        raise ValueError(f"{type(self).__name__} holds pooled values only; call values({by!r}) without image.")
+        raise ValueError(
+            f"{type(self).__name__} holds pooled values only; call values({by!r}) without image."
+        )
 
     def _ranked(self, k: int | None, by: str, image: int | None, descending: bool) -> Ranking:
         values = self.values(by, image)
@@ -152,7 +170,9 @@ class ChannelStats(_ChannelTable):
     def _image_values(self, by: str, image: int) -> np.ndarray:
         images = self.shape[0]
         if not -images <= image < images:
-            raise ValueError(f"image={image} is out of range; this map holds {images} image(s): 0..{images - 1}.")
+            raise ValueError(
+                f"image={image} is out of range; this map holds {images} image(s): 0..{images - 1}."
+            )
         return self.per_image[by][image]
 
     def dead_channels(self, image: int | None = None) -> np.ndarray:
@@ -230,14 +250,6 @@ class ChannelDifference(_ChannelTable):
         return f"ChannelDifference(shape={self.shape}, mean_abs={float(np.nanmean(self.mean_abs)):.4g})"
 
 
-def _masked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``x`` with non-finite values set to zero, and the finite mask (None when every value is finite)."""
-    finite = torch.isfinite(x)
-    if bool(finite.all()):
-        return x, None
-    return torch.where(finite, x, torch.zeros((), dtype=x.dtype, device=x.device)), finite
-
-
 def channel_stats(fmap: torch.Tensor | np.ndarray) -> ChannelStats:
     """Per-channel statistics of one stage's map, per image and pooled over the batch.
 
@@ -258,24 +270,29 @@ def channel_stats(fmap: torch.Tensor | np.ndarray) -> ChannelStats:
     x = as_nchw(fmap)
     batch, channels, height, width = x.shape
     x = x.reshape(batch, channels, -1).float()
-    values, finite = _masked(x)
-    if finite is None:
-        count = torch.full((batch, channels), float(height * width), device=x.device)
-        low, high = torch.aminmax(x, dim=-1) if x.shape[-1] else (values.sum(-1), values.sum(-1))
+    total = x.sum(-1)
+    if bool(torch.isfinite(total).all()):  # every value finite (an overflowing sum takes the masked way)
+        values, finite = x, None
+        count = torch.full_like(total, float(height * width))
+        low, high = x.amin(-1), x.amax(-1)
     else:
+        finite = torch.isfinite(x)
+        values = x.masked_fill(~finite, 0.0)
+        total = values.sum(-1)
         count = finite.sum(-1, dtype=torch.float32)
-        inf = torch.tensor(math.inf, device=x.device)
-        low = torch.where(finite, x, inf).amin(-1)
-        high = torch.where(finite, x, -inf).amax(-1)
-    total = values.sum(-1)
+        low = x.masked_fill(~finite, math.inf).amin(-1)
+        high = x.masked_fill(~finite, -math.inf).amax(-1)
     mean = total / count
     deviation = values - mean[..., None]
     if finite is not None:
-        deviation = deviation.masked_fill(~finite, 0.0)
-    m2 = deviation.square().sum(-1)
-    sumsq = values.square().sum(-1)
-    zeros = (x == 0).sum(-1, dtype=torch.float32)
-    positive = (x > 0).sum(-1, dtype=torch.float32)
+        deviation.masked_fill_(~finite, 0.0)
+    m2 = torch.linalg.vector_norm(deviation, dim=-1).square()
+    sumsq = torch.linalg.vector_norm(values, dim=-1).square()
+    signs = torch.sign(values)  # counting through signs is several times faster than summing comparisons
+    balance = signs.sum(-1)
+    nonzero = signs.abs_().sum(-1)
+    zeros = count - nonzero
+    positive = (nonzero + balance) / 2
     nonfinite = height * width - count
 
     pooled_count = count.sum(0)

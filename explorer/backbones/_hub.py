@@ -1,7 +1,8 @@
 """Files from the Hugging Face hub: from the local cache when there, else downloaded, else a clear error, fast.
 
-The hub is asked only after a two-second connection check, so an unreachable hub (no network, a firewall) fails
-in seconds instead of hanging on the client's retries. ``HF_HUB_OFFLINE=1`` skips the network entirely.
+The hub is asked only after a two-second request to its endpoint has been answered, so an unreachable hub (no
+network, a firewall, a server that accepts connections but never answers) fails in seconds instead of hanging on
+the client's retries. ``HF_HUB_OFFLINE=1`` skips the network entirely.
 
 Example::
 
@@ -13,9 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
-import socket
 from functools import lru_cache
-from urllib.parse import urlparse
 
 from ..errors import WeightsUnavailableError
 
@@ -34,22 +33,24 @@ def _offline() -> bool:
 
 
 @lru_cache(maxsize=4)
-def _connects(host: str, port: int) -> bool:
+def _answers(endpoint: str) -> bool:
+    """Whether ``endpoint`` answers an HTTP request within two seconds (any status counts)."""
+    from huggingface_hub.utils import get_session
+
     try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return True
-    except OSError:
+        get_session().head(endpoint, timeout=2.0, follow_redirects=False)
+    except Exception:  # refused, DNS, timeout, TLS, proxy: the HTTP client raises many types
         return False
+    return True
 
 
 def hub_reachable() -> bool:
-    """Whether the hub endpoint accepts a connection (remembered for the session; False when offline)."""
+    """Whether the hub endpoint answers (remembered for the session; False when offline)."""
     if _offline():
         return False
     from huggingface_hub import constants
 
-    endpoint = urlparse(constants.ENDPOINT)
-    return _connects(endpoint.hostname or "huggingface.co", endpoint.port or 443)
+    return _answers(constants.ENDPOINT)
 
 
 def hub_file(repo_id: str, filename: str) -> tuple[str, str]:
@@ -58,17 +59,17 @@ def hub_file(repo_id: str, filename: str) -> tuple[str, str]:
     Raises:
         WeightsUnavailableError: not cached and the hub cannot be reached, or the repo lacks the file.
     """
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
     cached = try_to_load_from_cache(repo_id, filename)
     if isinstance(cached, str):
         return cached, "cache"
     if not hub_reachable():
-        why = "HF_HUB_OFFLINE is set" if _offline() else "the hub cannot be reached from this machine"
+        why = "HF_HUB_OFFLINE is set" if _offline() else f"the hub ({constants.ENDPOINT}) does not answer"
         raise WeightsUnavailableError(
             f"{filename} of {repo_id} is not in the local Hugging Face cache and {why}. {ALTERNATIVES}"
         )
     try:
-        return hf_hub_download(repo_id, filename, etag_timeout=5), "hub"
+        return hf_hub_download(repo_id, filename, etag_timeout=5, endpoint=constants.ENDPOINT), "hub"
     except Exception as err:  # the client raises many types: HTTP, repo and file-not-found, timeouts
         raise WeightsUnavailableError(f"Could not download {filename} of {repo_id}: {err}. {ALTERNATIVES}") from err

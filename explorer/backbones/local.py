@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,17 +75,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch wraps the unpickler's short reason in a long message; the reason tells refused from corrupt
+        reason = str(err.__context__ or err).split(". ")[0]
+        if "GLOBAL" not in reason and "add_safe_globals" not in reason:
+            raise _unreadable(path, reason) from err
         raise UnsafeCheckpointError(
-            f"{path} was refused: loading it would run code from the file, which the explorer never does, "
-            f"and nothing in it was executed ({str(err).splitlines()[0]}). Ask for the weights as "
-            "safetensors, or, from a copy you trust, re-save just the tensors: "
-            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
+            f"{path} was refused: loading it would run code from the file ({reason}), which the explorer "
+            "never does, and nothing in it was executed. Ask for the weights as safetensors, or, from a copy "
+            "you trust, re-save just the tensors: safetensors.torch.save_file(model.state_dict(), "
+            "'model.safetensors')."
         ) from err
-    except (EOFError, RuntimeError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({err}); it may be truncated or corrupt."
-        ) from err
+    except MemoryError:
+        raise
+    except Exception as err:  # torch's readers raise many types on corrupt data: EOF, zip, assert, struct
+        raise _unreadable(path, f"{type(err).__name__}: {err}".rstrip(": ")) from err
     return _unwrap(state, path)
+
+
+def _unreadable(path: Path, reason: object) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable PyTorch checkpoint ({reason}); it may be truncated or corrupt, or not a "
+        "checkpoint at all (a failed download saves an error page). Download or export it again."
+    )
 
 
 def find_weights_file(folder: Path) -> Path:

@@ -1,0 +1,143 @@
+"""Write results to files: grids to PNG, statistics to CSV and JSON, feature maps to ``.npz`` or ``.safetensors``.
+
+Example::
+
+    >>> save_png(render_grid(maps["layer1"][0]), "layer1.png")
+    >>> stats_to_csv(channel_stats(maps["layer1"]), "layer1.csv")
+    >>> save_feature_maps(maps, "maps.safetensors")
+    >>> load_feature_maps("maps.safetensors").shapes
+    {'layer1': (1, 64, 56, 56)}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .hooks import FeatureMaps
+from .render import to_png
+
+__all__ = ["load_feature_maps", "save_feature_maps", "save_png", "stats_to_csv", "stats_to_json"]
+
+_ORDER_KEY = "explorer.order"
+_SUFFIXES = (".npz", ".safetensors")
+
+
+class _Table(Protocol):
+    def rows(self, image: int | None = None) -> list[dict]: ...
+
+
+def save_png(array: np.ndarray | torch.Tensor, path: str | os.PathLike, level: int = 6) -> Path:
+    """Write a uint8 image (a grid, an overlay) as a PNG file; ``level`` 6 trades time for a smaller file.
+
+    Example::
+
+        >>> save_png(render_grid(fmap), "grid.png")
+        PosixPath('grid.png')
+    """
+    path = Path(path)
+    path.write_bytes(to_png(array, level=level))
+    return path
+
+
+def _plain(value: object) -> object:
+    """JSON-safe: NaN and inf become None; NumPy scalars and arrays become Python values."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def stats_to_csv(stats: _Table, path: str | os.PathLike, image: int | None = None) -> Path:
+    """Write one row per channel (:meth:`~explorer.ChannelStats.rows`) as CSV; NaN is written as ``nan``.
+
+    Args:
+        stats: a :class:`~explorer.ChannelStats` or :class:`~explorer.ChannelDifference`.
+        path: the CSV file.
+        image: one image's statistics instead of the pooled ones.
+    """
+    rows = stats.rows(image) if image is not None else stats.rows()
+    path = Path(path)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["channel"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def stats_to_json(stats: _Table, path: str | os.PathLike) -> Path:
+    """Write shape, summary and rows (``stats.to_dict()``) as JSON; NaN and inf are written as ``null``."""
+    data = stats.to_dict() if hasattr(stats, "to_dict") else {"rows": stats.rows()}
+    path = Path(path)
+    path.write_text(json.dumps(_plain(data), indent=1, allow_nan=False))
+    return path
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ValueError(f'Cannot tell the format of "{path}": name it *.npz or *.safetensors.')
+    return suffix
+
+
+def save_feature_maps(maps: Mapping[str, torch.Tensor] | torch.Tensor, path: str | os.PathLike) -> Path:
+    """Save feature maps, keyed by stage name, as ``.npz`` (NumPy) or ``.safetensors``, chosen by suffix.
+
+    Tensors are copied to the CPU; the stage order is kept. bfloat16 maps are saved as float32 in ``.npz``
+    (NumPy has no bfloat16).
+
+    Example::
+
+        >>> save_feature_maps(bb.extract(cat), "cat.safetensors")
+        PosixPath('cat.safetensors')
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if isinstance(maps, torch.Tensor):
+        maps = {"map": maps}
+    tensors = {str(name): tensor.detach().cpu().contiguous() for name, tensor in maps.items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path), metadata={_ORDER_KEY: json.dumps(list(tensors))})
+    else:
+        arrays = {
+            name: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for name, t in tensors.items()
+        }
+        np.savez(path, **arrays)
+    return path
+
+
+def load_feature_maps(path: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureMaps:
+    """Read maps written by :func:`save_feature_maps` back, in their saved order.
+
+    Example::
+
+        >>> load_feature_maps("cat.safetensors").shapes
+        {'blocks.1': (1, 24, 56, 56)}
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            order = json.loads((handle.metadata() or {}).get(_ORDER_KEY, "[]")) or list(handle.keys())
+            return FeatureMaps({name: handle.get_tensor(name) for name in order})
+    with np.load(path, allow_pickle=False) as data:
+        return FeatureMaps({name: torch.from_numpy(data[name]).to(device) for name in data.files})

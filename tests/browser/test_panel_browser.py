@@ -1,0 +1,233 @@
+"""The panel in a real browser: JupyterLab and Voilà in headless Chromium, driven like a user would.
+
+Each test opens ``notebooks/explorer.ipynb``, waits for the panel to draw its grid, uploads an image through the
+panel's own upload button (the browser's file chooser), selects another stage in "Stages", and checks that the grid
+image changed each time, that the status line reports no error and that the browser console stayed clean.
+Screenshots of every step go to ``tests/artifacts/``; the JupyterLab test also refreshes ``docs/panel.png``.
+
+Run: ``.venv/bin/pytest tests/browser -q`` (needs Debian's Chromium: ``make browser-deps``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.browser
+
+# First kernel start, imports (torch, timm) and the model load take 20-40 s on two busy cores.
+PANEL_TIMEOUT_MS = 240_000
+# One forward pass and a redraw after a control changes.
+UPDATE_TIMEOUT_MS = 90_000
+UPLOAD_NAME = "test-pattern.jpg"
+
+# Console messages that are not errors of ours, each with its reason. Every entry must match the whole message
+# text; keep the list short and explain each one.
+CONSOLE_NOISE: tuple[tuple[str, str], ...] = ()
+
+PANEL = ".widget-vbox:has(.explorer-status)"  # the outermost match is the Explorer itself (document order)
+STATUS = ".explorer-status"
+GRID = ".widget-tab-contents img.widget-image"  # the first image of the tabs is the channel grid ("Grid" tab)
+
+_READ_GRID = """
+async (panel) => {
+    const img = panel.querySelector(%r);
+    const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return {src: img.src, data: btoa(text)};
+}
+""" % GRID
+
+_GRID_REDRAWN = """
+([panel, previous]) => {
+    const img = panel.querySelector(%r);
+    const status = panel.querySelector(%r);
+    return img && status && img.src && img.src !== previous && img.complete && img.naturalWidth > 0
+        && !status.classList.contains("busy");
+}
+""" % (GRID, STATUS)
+
+
+class Steps:
+    """Screenshots of each step (the page, and the panel alone) under ``tests/artifacts/<name>-NN-<step>``."""
+
+    def __init__(self, page, artifacts: Path, name: str) -> None:
+        self.page, self.artifacts, self.name, self.count = page, artifacts, name, 0
+        for old in artifacts.glob(f"{name}-*"):
+            old.unlink()
+
+    def path(self, step: str, suffix: str) -> Path:
+        return self.artifacts / f"{self.name}-{self.count:02d}-{step}{suffix}"
+
+    def shot(self, step: str, panel=None) -> None:
+        self.count += 1
+        self.page.screenshot(path=self.path(step, "-page.png"), full_page=True)
+        if panel is not None:
+            screenshot_panel(self.page, panel, self.path(step, "-panel.png"))
+
+
+def screenshot_panel(page, panel, path: Path) -> None:
+    """The whole panel. JupyterLab scrolls inside the notebook, not the page, so the viewport is made tall enough
+    for the panel to fit, then put back."""
+    viewport = page.viewport_size
+    height = panel.bounding_box()["height"]
+    page.set_viewport_size({"width": viewport["width"], "height": max(viewport["height"], int(height) + 300)})
+    try:
+        panel.evaluate("panel => panel.scrollIntoView({block: 'start'})")
+        panel.screenshot(path=path, animations="disabled")
+    finally:
+        page.set_viewport_size(viewport)
+
+
+def test_pattern(path: Path) -> Path:
+    """A JPEG unlike every sample image: colour ramps with a checkerboard and a disc."""
+    y, x = np.mgrid[0:240, 0:320]
+    rgb = np.stack([x * 255 // 319, y * 255 // 239, np.full_like(x, 128)], axis=-1)
+    rgb[((x // 40 + y // 40) % 2 == 0) & (x < 160)] = (250, 250, 250)
+    rgb[(x - 230) ** 2 + (y - 120) ** 2 < 60**2] = (20, 20, 160)
+    Image.fromarray(rgb.astype(np.uint8)).save(path, quality=92)
+    return path
+
+
+test_pattern.__test__ = False  # a helper, not a test
+
+
+def read_grid(panel) -> tuple[str, bytes]:
+    """The grid's current ``src`` (a blob URL in ipywidgets 8) and the PNG bytes behind it."""
+    result = panel.evaluate(_READ_GRID)
+    return result["src"], base64.b64decode(result["data"])
+
+
+def wait_for_grid(page, panel, previous_src: str | None, timeout: float) -> tuple[str, bytes]:
+    """Wait until the grid shows a new image and the status line is no longer busy; return the new grid."""
+    page.wait_for_function(_GRID_REDRAWN, arg=[panel.element_handle(), previous_src or ""], timeout=timeout)
+    return read_grid(panel)
+
+
+def status_text(panel) -> str:
+    return panel.locator(STATUS).first.inner_text()
+
+
+def assert_status_ok(panel) -> None:
+    status = panel.locator(STATUS).first
+    text = status.inner_text()
+    classes = status.get_attribute("class") or ""
+    assert "error" not in classes.split() and "Error" not in text, f"the panel reports an error: {text!r}"
+
+
+def assert_png_image(data: bytes, artifacts: Path, name: str) -> None:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"the grid is not a PNG: {data[:16]!r}"
+    (artifacts / name).write_bytes(data)
+    pixels = np.asarray(Image.open(artifacts / name).convert("RGB"))
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50 and pixels.std() > 5, "the grid is blank"
+
+
+def assert_clean_console(page) -> None:
+    errors = [e for e in page.errors if not any(re.fullmatch(rx, e, re.S) for rx, _ in CONSOLE_NOISE)]
+    assert not errors, "browser console errors:\n" + "\n".join(errors)
+
+
+def drive_panel(page, panel, steps: Steps, artifacts: Path, upload_file: Path, docs: Path | None = None):
+    """The shared flow once the panel is on the page: wait for its grid, upload an image, then change the stage.
+    ``docs``: where to save a picture of the panel as it opens. Returns timings in seconds."""
+    timings = {}
+    panel.locator(GRID).first.wait_for(state="visible", timeout=PANEL_TIMEOUT_MS)
+    src0, grid0 = wait_for_grid(page, panel, None, PANEL_TIMEOUT_MS)
+    assert_status_ok(panel)
+    assert_png_image(grid0, artifacts, f"{steps.name}-grid-0-opened.png")
+    steps.shot("panel-ready", panel)
+    if docs is not None:
+        screenshot_panel(page, panel, docs)
+
+    # Upload through the panel's own button: the click opens the browser's file chooser.
+    start = time.monotonic()
+    upload_button = panel.locator("button.widget-upload")
+    assert "Upload images" in upload_button.inner_text()
+    with page.expect_file_chooser() as chooser_info:
+        upload_button.click()
+    chooser = chooser_info.value
+    assert chooser.is_multiple()
+    chooser.set_files(str(upload_file))
+    image_select = panel.locator(".widget-dropdown", has=page.locator("label", has_text="Image")).locator("select")
+    page.wait_for_function(
+        "([select, name]) => select.selectedOptions.length && select.selectedOptions[0].text.startsWith(name)",
+        arg=[image_select.first.element_handle(), upload_file.name],
+        timeout=UPDATE_TIMEOUT_MS,
+    )
+    src1, grid1 = wait_for_grid(page, panel, src0, UPDATE_TIMEOUT_MS)
+    timings["upload"] = time.monotonic() - start
+    assert_status_ok(panel)
+    assert grid1 != grid0, "the grid did not change after the upload"
+    assert_png_image(grid1, artifacts, f"{steps.name}-grid-1-uploaded.png")
+    steps.shot("uploaded", panel)
+
+    # Another stage: click an option of the "Stages" list that is not selected (a plain click selects only it).
+    stages = panel.locator(".widget-select-multiple", has=page.locator("label", has_text="Stages")).locator("select")
+    options = stages.locator("option")
+    selected = stages.evaluate("select => [...select.options].map(o => o.selected)")
+    assert len(selected) > 1, "the Stages list has a single stage"
+    target = max(i for i, chosen in enumerate(selected) if not chosen)
+    name = options.nth(target).inner_text()
+    start = time.monotonic()
+    options.nth(target).click()
+    src2, grid2 = wait_for_grid(page, panel, src1, UPDATE_TIMEOUT_MS)
+    timings["stage"] = time.monotonic() - start
+    assert stages.evaluate("select => [...select.selectedOptions].map(o => o.text)") == [name]
+    show = panel.locator(".widget-dropdown", has=page.locator("label", has_text="Show")).locator("select")
+    assert show.first.evaluate("select => select.selectedOptions[0].text") == name
+    assert_status_ok(panel)
+    assert grid2 != grid1, f"the grid did not change after selecting stage {name}"
+    assert_png_image(grid2, artifacts, f"{steps.name}-grid-2-{name}.png")
+    steps.shot("stage-changed", panel)
+    return timings
+
+
+def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
+    steps = Steps(page, artifacts, "jupyterlab")
+    upload_file = test_pattern(tmp_path / UPLOAD_NAME)
+    start = time.monotonic()
+    page.goto(f"{jupyterlab.url}/lab/tree/explorer.ipynb?token={jupyterlab.token}")
+    page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=PANEL_TIMEOUT_MS)
+    # The kernel is started with the notebook; wait until the status bar says it is idle before running.
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=PANEL_TIMEOUT_MS)
+    # A fresh workspace opens the file browser; close it so the notebook (and the panel) gets the width.
+    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()
+    steps.shot("notebook-open")
+
+    page.locator(".jp-MenuBar .lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    # Every code cell run (the second one changes the stages): no prompt left empty or busy.
+    page.wait_for_function(
+        """() => {
+            const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputArea-prompt")];
+            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""",
+        timeout=PANEL_TIMEOUT_MS,
+    )
+    page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=PANEL_TIMEOUT_MS)
+    panel = page.locator(PANEL).first
+    # The README's picture (docs/panel.png): the panel as it opens in JupyterLab.
+    timings = drive_panel(page, panel, steps, artifacts, upload_file, docs=ROOT / "docs" / "panel.png")
+    timings["total"] = time.monotonic() - start
+    print(f"JupyterLab timings (s): {timings}")
+    assert_clean_console(page)
+
+
+def test_voila_panel(voila, page, artifacts, tmp_path):
+    steps = Steps(page, artifacts, "voila")
+    upload_file = test_pattern(tmp_path / UPLOAD_NAME)
+    start = time.monotonic()
+    page.goto(f"{voila.url}/", timeout=PANEL_TIMEOUT_MS)
+    timings = drive_panel(page, page.locator(PANEL).first, steps, artifacts, upload_file)
+    timings["total"] = time.monotonic() - start
+    print(f"Voila timings (s): {timings}")
+    assert_clean_console(page)
+
