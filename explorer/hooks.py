@@ -161,7 +161,9 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
         raise CaptureError(f"The layer returned {type(output).__name__}, which holds no tensor.")
     if tensor.ndim == 4:
         channels = layout.channels
-        if layout.channels_last or (channels and tensor.shape[-1] == channels and tensor.shape[1] != channels):
+        if layout.channels_last or (
+            channels and tensor.shape[-1] == channels and tensor.shape[1] != channels
+        ):
             tensor = tensor.permute(0, 3, 1, 2)
         return tensor
     if tensor.ndim == 3:

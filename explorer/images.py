@@ -26,7 +26,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -47,7 +46,7 @@ __all__ = [
     "SAMPLE_NAMES",
 ]
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray | torch.Tensor
 """Every form an image may take: a path, encoded bytes, a PIL image, an HWC/HW array or a CHW tensor."""
 
 MAX_PIXELS = 100_000_000
@@ -120,7 +119,9 @@ def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
 
 def _open_bytes(data: bytes, name: str) -> Image.Image:
     if not data:
-        raise ImageError(f"{name} is empty (0 bytes). Upload or pass a JPEG, PNG, WebP, GIF, BMP or TIFF image.")
+        raise ImageError(
+            f"{name} is empty (0 bytes). Upload or pass a JPEG, PNG, WebP, GIF, BMP or TIFF image."
+        )
     try:
         with _pil_pixel_limit(None):  # the check below, on the header's size, names the size and MAX_PIXELS
             image = Image.open(io.BytesIO(data), formats=FORMATS)
@@ -237,7 +238,9 @@ def load_image(source: ImageInput, *, name: str | None = None) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise _bomb_error(name, image.size) from err
     except _DECODE_ERRORS as err:
-        raise ImageError(f"{name} is damaged and cannot be decoded ({err}). Re-save or re-export it.") from err
+        raise ImageError(
+            f"{name} is damaged and cannot be decoded ({err}). Re-save or re-export it."
+        ) from err
     if max(rgb.size) > MAX_SIDE:
         rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     rgb.info["frames"] = frames
@@ -283,7 +286,9 @@ def preprocess(
         >>> preprocess(["a.jpg", "b.png"], Preprocess(), device="cpu").shape
         torch.Size([2, 3, 224, 224])
     """
-    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor)):
+    if isinstance(
+        images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor)
+    ):
         images = [images]
     views = [model_view(load_image(image), config) for image in images]
     if not views:

@@ -11,7 +11,7 @@ Example::
     >>> grid = render_grid(maps["layer1"][0], channels="top:64", norm="channel", cmap="viridis")
     >>> grid.shape, grid.dtype                   # 64 tiles of 56x56 in 8 columns, 1 px apart
     ((457, 457, 3), dtype('uint8'))
-    >>> png = to_png(grid)                       # bytes, about 10 ms
+    >>> png = to_png(grid)                       # PNG bytes
     >>> over = overlay(image, maps["layer1"][0, 5], alpha=0.5, preprocess=bb.preprocess)
     >>> over.shape
     (224, 224, 3)
@@ -431,8 +431,8 @@ class GridLayout:
 
         Example::
 
-            >>> layout.locate(60, 3)          # 2nd tile of a grid of 56x56 maps, 1 px padding
-            (17, 2, 3)
+            >>> layout.locate(60, 3)          # 56x56 maps, 1 px padding: the 2nd tile, 3rd row and column
+            (1, 2, 2)
         """
         height, width = self.tile
         col, dx = divmod(int(x) - self.pad, width + self.pad)
@@ -661,7 +661,7 @@ def render_grid(
     low, high = _norm_range(selected, full, norm, clip, vrange)
 
     rows, cols, tile_h, tile_w = _plan(len(chosen), height, width, cols, int(pad), scale, max_size)
-    if tile_h < height:
+    if tile_h < height or tile_w < width:
         selected = F.interpolate(selected[None], size=(tile_h, tile_w), mode="area")[0]
     plan = (rows, cols, tile_h, tile_w, int(pad))
     colours = _lookup(palette, _to_index(selected, low, high, _all_finite(selected)))

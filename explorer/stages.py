@@ -15,11 +15,10 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 __all__ = ["OutIndicesT", "OutFeaturesT", "select_stages", "verify_stages"]
 
-OutIndicesT = Union[list[int], tuple[int, ...]]
+OutIndicesT = list[int] | tuple[int, ...]
 """Indices into ``stage_names``: a list or tuple of ints, negative ones counting from the end."""
 
 OutFeaturesT = list[str]
@@ -40,7 +39,9 @@ def verify_stages(
         if not isinstance(out_features, (list,)):
             raise ValueError(f"out_features must be a list got {type(out_features)}")
         if any(feat not in stage_names for feat in out_features):
-            raise ValueError(f"out_features must be a subset of stage_names: {stage_names} got {out_features}")
+            raise ValueError(
+                f"out_features must be a subset of stage_names: {stage_names} got {out_features}"
+            )
         if len(out_features) != len(set(out_features)):
             raise ValueError(f"out_features must not contain any duplicates, got {out_features}")
         if out_features != (sorted_feats := [feat for feat in stage_names if feat in out_features]):
@@ -53,13 +54,17 @@ def verify_stages(
             raise ValueError(f"out_indices must be a list, got {type(out_indices)}")
         positive_indices = tuple(idx % len(stage_names) if idx < 0 else idx for idx in out_indices)
         if any(idx for idx in positive_indices if idx not in range(len(stage_names))):
-            raise ValueError(f"out_indices must be valid indices for stage_names {stage_names}, got {out_indices}")
+            raise ValueError(
+                f"out_indices must be valid indices for stage_names {stage_names}, got {out_indices}"
+            )
         if len(positive_indices) != len(set(positive_indices)):
             msg = f"out_indices must not contain any duplicates, got {out_indices}"
             msg += f"(equivalent to {positive_indices}))" if positive_indices != out_indices else ""
             raise ValueError(msg)
         if positive_indices != tuple(sorted(positive_indices)):
-            sorted_negative = [idx for _, idx in sorted(zip(positive_indices, out_indices), key=lambda x: x[0])]
+            sorted_negative = [
+                idx for _, idx in sorted(zip(positive_indices, out_indices), key=lambda x: x[0])
+            ]
             raise ValueError(
                 f"out_indices must be in the same order as stage_names, expected {sorted_negative} got {out_indices}"
             )
@@ -68,7 +73,9 @@ def verify_stages(
         if len(out_features) != len(out_indices):
             raise ValueError("out_features and out_indices should have the same length if both are set")
         if out_features != [stage_names[idx] for idx in out_indices]:
-            raise ValueError("out_features and out_indices should correspond to the same stages if both are set")
+            raise ValueError(
+                "out_features and out_indices should correspond to the same stages if both are set"
+            )
 
 
 def select_stages(

@@ -141,7 +141,7 @@ class _ChannelTable:
         return int(getattr(self, self._columns[0]).shape[0])
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class ChannelStats(_ChannelTable):
     """Per-channel statistics of one stage's map, on the CPU as NumPy arrays.
 
@@ -215,7 +215,7 @@ class ChannelStats(_ChannelTable):
         )
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class ChannelDifference(_ChannelTable):
     """Per-channel comparison of two maps ``a`` and ``b`` of one shape, pooled over the batch, each ``(C,)``.
 
@@ -446,7 +446,7 @@ def stage_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray)
     return {"cosine": float(cosine_value), "cka": float(cka_value)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Histogram:
     """Counts of a map's finite values in equal bins.
 

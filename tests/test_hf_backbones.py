@@ -66,7 +66,9 @@ def test_backbone_found_inside_a_task_model(tmp_path):
 
 
 def test_timm_backbone_inside_transformers(tmp_path):
-    config = transformers.TimmBackboneConfig(backbone="resnet18", use_pretrained_backbone=False, out_indices=(1, 2))
+    config = transformers.TimmBackboneConfig(
+        backbone="resnet18", use_pretrained_backbone=False, out_indices=(1, 2)
+    )
     model = transformers.TimmBackbone(config).eval()
     model.save_pretrained(tmp_path)
     bb = explorer.load_backbone(f"hf:{tmp_path}", out_indices=[1, 2], device="cpu")
@@ -81,7 +83,12 @@ def test_timm_backbone_inside_transformers(tmp_path):
 def test_convnext_and_preprocessor_config(tmp_path):
     config = transformers.ConvNextConfig(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3])
     transformers.ConvNextBackbone(config).save_pretrained(tmp_path)
-    processor = {"size": {"shortest_edge": 256}, "crop_pct": 0.9, "image_mean": [0.5] * 3, "image_std": [0.25] * 3}
+    processor = {
+        "size": {"shortest_edge": 256},
+        "crop_pct": 0.9,
+        "image_mean": [0.5] * 3,
+        "image_std": [0.25] * 3,
+    }
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
     bb = explorer.load_backbone(f"hf:{tmp_path}", out_indices=[2], device="cpu")
     assert bb.preprocess.input_size == (256, 256)

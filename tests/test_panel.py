@@ -21,7 +21,13 @@ def _png_pixels(data: bytes) -> np.ndarray:
 
 def _upload(app, name: str, content: bytes) -> None:
     """What the browser sends when a file is chosen in the upload button."""
-    entry = {"name": name, "type": "image/png", "size": len(content), "content": memoryview(content), "last_modified": 0}
+    entry = {
+        "name": name,
+        "type": "image/png",
+        "size": len(content),
+        "content": memoryview(content),
+        "last_modified": 0,
+    }
     app.upload.set_state({"value": [entry]})
 
 

@@ -210,6 +210,8 @@ def test_small_maps_upscale_by_whole_pixels():
 def test_layout_is_near_square_and_capped():
     _, ten = render_grid(torch.randn(10, 56, 56), return_layout=True)
     assert (ten.rows, ten.cols) == (3, 4)
+    _, wide = render_grid(torch.randn(6, 10, 30), return_layout=True)  # whole-pixel upscale keeps the aspect
+    assert wide.tile == (20, 60) and (wide.rows, wide.cols) == (3, 2)
     grid, capped = render_grid(torch.randn(64, 56, 56), max_size=200, return_layout=True)
     assert max(grid.shape[:2]) <= 200 and capped.tile[0] < 56
     small, lowered = render_grid(torch.randn(16, 7, 7), max_size=100, return_layout=True)

@@ -84,13 +84,16 @@ def test_documented_behaviour():
         select_stages(NAMES, out_indices=[2, 1])
 
 
-names_strategy = st.lists(st.sampled_from(["stem", "a", "b", "c", "d", "e", "f"]), min_size=1, max_size=6, unique=True)
+names_strategy = st.lists(
+    st.sampled_from(["stem", "a", "b", "c", "d", "e", "f"]), min_size=1, max_size=6, unique=True
+)
 
 
 @settings(max_examples=400, deadline=None)
 @given(
     stage_names=names_strategy,
-    out_features=st.none() | st.lists(st.sampled_from(["stem", "a", "b", "c", "d", "e", "f", "zz"]), max_size=4),
+    out_features=st.none()
+    | st.lists(st.sampled_from(["stem", "a", "b", "c", "d", "e", "f", "zz"]), max_size=4),
     out_indices=st.none() | st.lists(st.integers(-8, 8), max_size=4) | st.tuples(st.integers(-8, 8)),
 )
 def test_property_matches_transformers(stage_names, out_features, out_indices):

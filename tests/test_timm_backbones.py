@@ -47,7 +47,9 @@ EXPECTED = {
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_stages_channels_reductions_and_shapes(name, samples):
     stage_names, channels, reductions, last_shape = EXPECTED[name]
-    bb = explorer.load_backbone(name, out_indices=list(range(len(stage_names))), pretrained=False, device="cpu")
+    bb = explorer.load_backbone(
+        name, out_indices=list(range(len(stage_names))), pretrained=False, device="cpu"
+    )
     assert bb.stage_names == stage_names
     assert bb.channels == channels
     assert bb.reductions == reductions
@@ -60,10 +62,14 @@ def test_stages_channels_reductions_and_shapes(name, samples):
 
 
 def test_swin_nhwc_becomes_nchw():
-    bb = explorer.load_backbone("swin_tiny_patch4_window7_224", out_indices=[1], pretrained=False, device="cpu")
+    bb = explorer.load_backbone(
+        "swin_tiny_patch4_window7_224", out_indices=[1], pretrained=False, device="cpu"
+    )
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
-        _, intermediates = bb.model.forward_intermediates(x, indices=[1], output_fmt="NCHW", intermediates_only=False)
+        _, intermediates = bb.model.forward_intermediates(
+            x, indices=[1], output_fmt="NCHW", intermediates_only=False
+        )
     assert torch.allclose(bb(x)["layers.1"], intermediates[0], atol=1e-5)
 
 
@@ -100,7 +106,9 @@ def _count_calls(model, names):
     counts = dict.fromkeys(names, 0)
     modules = dict(model.named_modules())
     handles = [
-        modules[name].register_forward_hook(lambda m, a, o, name=name: counts.__setitem__(name, counts[name] + 1))
+        modules[name].register_forward_hook(
+            lambda m, a, o, name=name: counts.__setitem__(name, counts[name] + 1)
+        )
         for name in names
     ]
     return counts, handles

@@ -27,7 +27,15 @@ from ..stages import OutFeaturesT, OutIndicesT
 from ._base import WEIGHT_ORIGINS, Backbone, Stage, resolve_device
 from .local import WEIGHT_SUFFIXES
 
-__all__ = ["Backbone", "Stage", "WEIGHT_ORIGINS", "load_backbone", "list_backbones", "resolve_device", "SUGGESTED"]
+__all__ = [
+    "Backbone",
+    "Stage",
+    "WEIGHT_ORIGINS",
+    "load_backbone",
+    "list_backbones",
+    "resolve_device",
+    "SUGGESTED",
+]
 
 SUGGESTED = (
     "default",
@@ -61,7 +69,12 @@ def list_backbones(pattern: str | None = None) -> list[str]:
 
 
 def _is_path(spec: str) -> bool:
-    return spec.endswith(WEIGHT_SUFFIXES) or spec.startswith((".", "/", "~")) or os.sep in spec and Path(spec).exists()
+    return (
+        spec.endswith(WEIGHT_SUFFIXES)
+        or spec.startswith((".", "/", "~"))
+        or os.sep in spec
+        and Path(spec).exists()
+    )
 
 
 def load_backbone(

@@ -278,4 +278,3 @@ class Backbone:
             f"Backbone({self.spec!r}, weights={self.weights!r}, device={str(self.device)!r}, "
             f"input={self.preprocess.input_size})\n{rows}"
         )
-

@@ -29,7 +29,12 @@ ALTERNATIVES = (
 def _offline() -> bool:
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").upper() in (
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    )
 
 
 @lru_cache(maxsize=4)
@@ -72,4 +77,6 @@ def hub_file(repo_id: str, filename: str) -> tuple[str, str]:
     try:
         return hf_hub_download(repo_id, filename, etag_timeout=5, endpoint=constants.ENDPOINT), "hub"
     except Exception as err:  # the client raises many types: HTTP, repo and file-not-found, timeouts
-        raise WeightsUnavailableError(f"Could not download {filename} of {repo_id}: {err}. {ALTERNATIVES}") from err
+        raise WeightsUnavailableError(
+            f"Could not download {filename} of {repo_id}: {err}. {ALTERNATIVES}"
+        ) from err

@@ -26,8 +26,19 @@ __all__ = ["DEFAULT_ARCH", "DEFAULT_HUB_ID", "load_default", "package_state_dict
 DEFAULT_ARCH = "tf_efficientnet_lite0"
 DEFAULT_HUB_ID = "timm/tf_efficientnet_lite0.in1k"
 
-_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-_DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_TOP_LEVEL = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_DEPTHWISE_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
 _INVERTED_RESIDUAL = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",

@@ -80,7 +80,9 @@ def hf_preprocess(processor: dict, config) -> Preprocess:
         crop = _size(processor["crop_size"], default)
         return Preprocess(crop, mean, std, interpolation, crop_pct=crop[0] / resize[0], crop_mode="center")
     if "crop_pct" in processor and isinstance(size, dict) and "shortest_edge" in size:
-        return Preprocess(resize, mean, std, interpolation, crop_pct=float(processor["crop_pct"]), crop_mode="center")
+        return Preprocess(
+            resize, mean, std, interpolation, crop_pct=float(processor["crop_pct"]), crop_mode="center"
+        )
     return Preprocess(resize, mean, std, interpolation, crop_pct=1.0, crop_mode="squash")
 
 
@@ -120,7 +122,10 @@ class HFBackbone(Backbone):
         by_name = dict(zip(self.served, self.model(pixel_values).feature_maps))
         hw = tuple(pixel_values.shape[-2:])
         return FeatureMaps(
-            (stage.name, to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction)))
+            (
+                stage.name,
+                to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction)),
+            )
             for stage in self.stages
         )
 

@@ -74,7 +74,11 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     if missing or unexpected or mismatched:
 
         def short(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "") if keys else "none"
+            return (
+                ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "")
+                if keys
+                else "none"
+            )
 
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: missing keys: {short(missing)}; "
@@ -120,11 +124,19 @@ def _stages(model: nn.Module) -> list[Stage]:
 
 def timm_backbone(model: nn.Module, *, spec: str, weights: str, **options) -> Backbone:
     """Wrap an already built timm model; ``options`` are ``device``, ``out_indices``, ``out_features``."""
-    return Backbone(model, _stages(model), spec=spec, weights=weights, preprocess=_preprocess(model), **options)
+    return Backbone(
+        model, _stages(model), spec=spec, weights=weights, preprocess=_preprocess(model), **options
+    )
 
 
 def load_timm(
-    name: str, *, pretrained: bool, device: str | torch.device = "auto", out_indices=None, out_features=None, **kwargs
+    name: str,
+    *,
+    pretrained: bool,
+    device: str | torch.device = "auto",
+    out_indices=None,
+    out_features=None,
+    **kwargs,
 ) -> Backbone:
     """A timm registry model (``"resnet18"``, ``"convnext_tiny.fb_in22k"``); ``kwargs`` go to ``create_model``.
 

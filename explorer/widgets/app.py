@@ -30,15 +30,14 @@ from PIL import Image
 from traitlets import TraitError
 
 from .. import figures
-from ..backbones import SUGGESTED, Backbone, list_backbones
+from ..backbones import SUGGESTED, Backbone
 from ..errors import ExplorerError, ImageError
 from ..hooks import FeatureMaps, list_layers
 from ..images import ImageInput, load_image, model_view, sample_images
-from ..stages import select_stages
 from ..render import overlay, render_grid, to_png, value_range
-from ..stats import channel_difference, channel_stats, histogram, stage_similarity
+from ..stages import select_stages
+from ..stats import STAT_NAMES, channel_difference, channel_stats, histogram, stage_similarity
 from .session import Session
-from ..stats import STAT_NAMES
 from .state import COMPARE_MODES, NORMS, PAGE_SIZES, PRECISIONS, ExplorerState
 from .views import STYLE, format_bytes, html_table, status_html
 
@@ -98,12 +97,17 @@ class Explorer(widgets.VBox):
     ) -> None:
         super().__init__(layout=widgets.Layout(width="100%"))
         self.session = Session()
-        self.state = ExplorerState(model=model, pretrained=pretrained, device=device, layers=list(layers), **state)
+        self.state = ExplorerState(
+            model=model, pretrained=pretrained, device=device, layers=list(layers), **state
+        )
         self.backbone: Backbone | None = None
         self.feature_maps_all: FeatureMaps | None = None
         self.compare_maps: FeatureMaps | None = None
         self.last_update_ms = 0.0
         self.draws = 0
+        self._drawn: dict[str, tuple] = {}
+        self._capture_count = 0
+        self._view: Image.Image | None = None
         self._pending_out_features = list(out_features) if out_features is not None else None
         if out_indices is not None:
             self.state.out_indices = list(out_indices)
@@ -123,7 +127,9 @@ class Explorer(widgets.VBox):
     pretrained = property(lambda self: self.state.pretrained, lambda self, v: self._set("pretrained", v))
     device = property(lambda self: self.state.device, lambda self, v: self._set("device", v))
     precision = property(lambda self: self.state.precision, lambda self, v: self._set("precision", v))
-    out_indices = property(lambda self: list(self.state.out_indices), lambda self, v: self._set("out_indices", list(v)))
+    out_indices = property(
+        lambda self: list(self.state.out_indices), lambda self, v: self._set("out_indices", list(v))
+    )
     layers = property(lambda self: list(self.state.layers), lambda self, v: self._set("layers", list(v)))
     stage = property(lambda self: self.state.stage, lambda self, v: self._set("stage", v))
     channel = property(lambda self: self.state.channel, lambda self, v: self._set("channel", v))
@@ -196,53 +202,136 @@ class Explorer(widgets.VBox):
         s = self.state
         wide = widgets.Layout(width="auto")
         self.status_line = widgets.HTML(status_html("busy", "Starting..."))
-        self.progress = widgets.IntProgress(value=0, max=1, bar_style="info", layout=widgets.Layout(width="120px", visibility="hidden"))
+        self.progress = widgets.IntProgress(
+            value=0, max=1, bar_style="info", layout=widgets.Layout(width="120px", visibility="hidden")
+        )
         self.model_box = widgets.Combobox(
-            value=s.model, options=list(SUGGESTED), placeholder="default, resnet50, hf:..., hf-hub:..., /path/model.safetensors",
-            description="Checkpoint", continuous_update=False, ensure_option=False,
+            value=s.model,
+            options=list(SUGGESTED),
+            placeholder="default, resnet50, hf:..., hf-hub:..., /path/model.safetensors",
+            description="Checkpoint",
+            continuous_update=False,
+            ensure_option=False,
             layout=widgets.Layout(width="420px"),
         )
-        self.pretrained_box = widgets.Checkbox(value=s.pretrained, description="pretrained", indent=False, layout=wide)
+        self.pretrained_box = widgets.Checkbox(
+            value=s.pretrained, description="pretrained", indent=False, layout=wide
+        )
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        self.device_box = widgets.Dropdown(options=devices, value=s.device if s.device in devices else "auto", description="Device", layout=widgets.Layout(width="160px"))
-        self.precision_box = widgets.Dropdown(options=PRECISIONS, value=s.precision, description="Precision", layout=widgets.Layout(width="190px"))
-        self.stage_select = widgets.SelectMultiple(options=[], rows=6, description="Stages", layout=widgets.Layout(width="260px"))
-        self.layers_box = widgets.TagsInput(value=list(s.layers), allowed_tags=[], allow_duplicates=False, layout=widgets.Layout(width="100%"))
+        self.device_box = widgets.Dropdown(
+            options=devices,
+            value=s.device if s.device in devices else "auto",
+            description="Device",
+            layout=widgets.Layout(width="160px"),
+        )
+        self.precision_box = widgets.Dropdown(
+            options=PRECISIONS,
+            value=s.precision,
+            description="Precision",
+            layout=widgets.Layout(width="190px"),
+        )
+        self.stage_select = widgets.SelectMultiple(
+            options=[], rows=6, description="Stages", layout=widgets.Layout(width="260px")
+        )
+        self.layers_box = widgets.TagsInput(
+            value=list(s.layers), allowed_tags=[], allow_duplicates=False, layout=widgets.Layout(width="100%")
+        )
         self.stage_table = widgets.HTML()
-        self.image_box = widgets.Dropdown(options=[], description="Image", layout=widgets.Layout(width="260px"))
-        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload images", layout=widgets.Layout(width="180px"))
+        self.image_box = widgets.Dropdown(
+            options=[], description="Image", layout=widgets.Layout(width="260px")
+        )
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=True, description="Upload images", layout=widgets.Layout(width="180px")
+        )
         self.view_image = _png_widget("224px")
-        self.shown_stage = widgets.Dropdown(options=[], description="Show", layout=widgets.Layout(width="260px"))
-        self.mode_box = widgets.ToggleButtons(options=[("Page", "page"), ("Top K", "top")], value=s.channel_mode, style={"button_width": "64px"})
-        self.page_slider = widgets.IntSlider(value=0, min=0, max=0, description="Page", continuous_update=True, layout=widgets.Layout(width="300px"))
-        self.page_size_box = widgets.Dropdown(options=PAGE_SIZES, value=s.page_size, description="Per page", layout=widgets.Layout(width="150px"))
-        self.top_by_box = widgets.Dropdown(options=STAT_NAMES, value=s.top_by, description="Top by", layout=widgets.Layout(width="160px"))
-        self.norm_box = widgets.Dropdown(options=NORMS, value=s.norm, description="Norm", layout=widgets.Layout(width="170px"))
-        self.cmap_box = widgets.Combobox(value=s.cmap, options=list(CMAPS), description="Colours", ensure_option=False, continuous_update=False, layout=widgets.Layout(width="200px"))
-        self.channel_box = widgets.BoundedIntText(value=s.channel, min=0, max=0, description="Channel", layout=widgets.Layout(width="160px"))
+        self.shown_stage = widgets.Dropdown(
+            options=[], description="Show", layout=widgets.Layout(width="260px")
+        )
+        self.mode_box = widgets.ToggleButtons(
+            options=[("Page", "page"), ("Top K", "top")], value=s.channel_mode, style={"button_width": "64px"}
+        )
+        self.page_slider = widgets.IntSlider(
+            value=0,
+            min=0,
+            max=0,
+            description="Page",
+            continuous_update=True,
+            layout=widgets.Layout(width="300px"),
+        )
+        self.page_size_box = widgets.Dropdown(
+            options=PAGE_SIZES,
+            value=s.page_size,
+            description="Per page",
+            layout=widgets.Layout(width="150px"),
+        )
+        self.top_by_box = widgets.Dropdown(
+            options=STAT_NAMES, value=s.top_by, description="Top by", layout=widgets.Layout(width="160px")
+        )
+        self.norm_box = widgets.Dropdown(
+            options=NORMS, value=s.norm, description="Norm", layout=widgets.Layout(width="170px")
+        )
+        self.cmap_box = widgets.Combobox(
+            value=s.cmap,
+            options=list(CMAPS),
+            description="Colours",
+            ensure_option=False,
+            continuous_update=False,
+            layout=widgets.Layout(width="200px"),
+        )
+        self.channel_box = widgets.BoundedIntText(
+            value=s.channel, min=0, max=0, description="Channel", layout=widgets.Layout(width="160px")
+        )
         self.grid_image = _png_widget()
         self.overlay_image = _png_widget("224px")
         self.heatmap = None  # a plotly FigureWidget, made on first draw
         self.heatmap_box = widgets.Box(layout=widgets.Layout(width="340px"))
-        self.sort_box = widgets.Dropdown(options=("channel",) + STAT_NAMES, value="mean", description="Sort by", layout=widgets.Layout(width="170px"))
-        self.descending_box = widgets.Checkbox(value=True, description="descending", indent=False, layout=wide)
+        self.sort_box = widgets.Dropdown(
+            options=("channel",) + STAT_NAMES,
+            value="mean",
+            description="Sort by",
+            layout=widgets.Layout(width="170px"),
+        )
+        self.descending_box = widgets.Checkbox(
+            value=True, description="descending", indent=False, layout=wide
+        )
         self.stats_table = widgets.HTML()
         self.dead_table = widgets.HTML()
         self.stats_figures = widgets.HBox()
         self.shapes_table = widgets.HTML()
-        self.compare_mode_box = widgets.ToggleButtons(options=[(m.title(), m) for m in COMPARE_MODES], value=s.compare)
-        self.compare_image_box = widgets.Dropdown(options=[], description="Image B", layout=widgets.Layout(width="260px"))
-        self.compare_model_box = widgets.Text(value=s.compare_model, placeholder="same checkpoint", description="Checkpoint B", continuous_update=False, layout=widgets.Layout(width="360px"))
-        self.compare_pretrained_box = widgets.Checkbox(value=s.compare_pretrained, description="B pretrained", indent=False, layout=wide)
+        self.compare_mode_box = widgets.ToggleButtons(
+            options=[(m.title(), m) for m in COMPARE_MODES], value=s.compare
+        )
+        self.compare_image_box = widgets.Dropdown(
+            options=[], description="Image B", layout=widgets.Layout(width="260px")
+        )
+        self.compare_model_box = widgets.Text(
+            value=s.compare_model,
+            placeholder="same checkpoint",
+            description="Checkpoint B",
+            continuous_update=False,
+            layout=widgets.Layout(width="360px"),
+        )
+        self.compare_pretrained_box = widgets.Checkbox(
+            value=s.compare_pretrained, description="B pretrained", indent=False, layout=wide
+        )
         self.compare_grids = widgets.HBox()
         self.compare_table = widgets.HTML()
 
         for box, name in (
-            (self.model_box, "model"), (self.pretrained_box, "pretrained"), (self.device_box, "device"),
-            (self.precision_box, "precision"), (self.mode_box, "channel_mode"), (self.page_slider, "page"),
-            (self.page_size_box, "page_size"), (self.top_by_box, "top_by"), (self.norm_box, "norm"),
-            (self.cmap_box, "cmap"), (self.channel_box, "channel"), (self.compare_mode_box, "compare"),
-            (self.compare_model_box, "compare_model"), (self.compare_pretrained_box, "compare_pretrained"),
+            (self.model_box, "model"),
+            (self.pretrained_box, "pretrained"),
+            (self.device_box, "device"),
+            (self.precision_box, "precision"),
+            (self.mode_box, "channel_mode"),
+            (self.page_slider, "page"),
+            (self.page_size_box, "page_size"),
+            (self.top_by_box, "top_by"),
+            (self.norm_box, "norm"),
+            (self.cmap_box, "cmap"),
+            (self.channel_box, "channel"),
+            (self.compare_mode_box, "compare"),
+            (self.compare_model_box, "compare_model"),
+            (self.compare_pretrained_box, "compare_pretrained"),
         ):
             box.observe(self._control_setter(name), names="value")
         self.stage_select.observe(self._on_stage_select, names="value")
@@ -257,23 +346,42 @@ class Explorer(widgets.VBox):
         self.tabs = widgets.Tab(
             children=[
                 widgets.HBox([self.grid_image, widgets.VBox([self.heatmap_box, self.overlay_image])]),
-                widgets.VBox([widgets.HBox([self.sort_box, self.descending_box]), self.stats_figures,
-                              widgets.HBox([self.stats_table, self.dead_table])]),
+                widgets.VBox(
+                    [
+                        widgets.HBox([self.sort_box, self.descending_box]),
+                        self.stats_figures,
+                        widgets.HBox([self.stats_table, self.dead_table]),
+                    ]
+                ),
                 self.shapes_table,
-                widgets.VBox([widgets.HBox([self.compare_mode_box, self.compare_image_box]),
-                              widgets.HBox([self.compare_model_box, self.compare_pretrained_box]),
-                              self.compare_grids, self.compare_table]),
+                widgets.VBox(
+                    [
+                        widgets.HBox([self.compare_mode_box, self.compare_image_box]),
+                        widgets.HBox([self.compare_model_box, self.compare_pretrained_box]),
+                        self.compare_grids,
+                        self.compare_table,
+                    ]
+                ),
             ]
         )
         for index, title in enumerate(TABS):
             self.tabs.set_title(index, title)
         self.tabs.observe(lambda _: self._mark(DRAW) or self._schedule(), names="selected_index")
 
-        checkpoint_row = widgets.HBox([self.model_box, self.pretrained_box, self.device_box, self.precision_box, self.progress])
-        stages_box = widgets.VBox([widgets.HBox([self.stage_select, self.stage_table]),
-                                   widgets.HTML("<small>Any layer (type a name from explorer.list_layers):</small>"), self.layers_box])
+        checkpoint_row = widgets.HBox(
+            [self.model_box, self.pretrained_box, self.device_box, self.precision_box, self.progress]
+        )
+        stages_box = widgets.VBox(
+            [
+                widgets.HBox([self.stage_select, self.stage_table]),
+                widgets.HTML("<small>Any layer (type a name from explorer.list_layers):</small>"),
+                self.layers_box,
+            ]
+        )
         images_box = widgets.VBox([widgets.HBox([self.image_box, self.upload]), self.view_image])
-        display_row = widgets.HBox([self.shown_stage, self.mode_box, self.page_slider, self.page_size_box, self.top_by_box])
+        display_row = widgets.HBox(
+            [self.shown_stage, self.mode_box, self.page_slider, self.page_size_box, self.top_by_box]
+        )
         display_row2 = widgets.HBox([self.norm_box, self.cmap_box, self.channel_box])
         self.children = [
             widgets.HTML(STYLE),
@@ -386,9 +494,13 @@ class Explorer(widgets.VBox):
 
     def _load(self) -> None:
         s = self.state
-        self._busy(f"Loading <b>{html.escape(s.model)}</b> ({'pretrained' if s.pretrained else 'random'} weights)...")
+        self._busy(
+            f"Loading <b>{html.escape(s.model)}</b> ({'pretrained' if s.pretrained else 'random'} weights)..."
+        )
         try:
-            backbone = self.session.backbone(s.model, pretrained=s.pretrained, device=s.device, precision=s.precision)
+            backbone = self.session.backbone(
+                s.model, pretrained=s.pretrained, device=s.device, precision=s.precision
+            )
         except Exception:
             self._revert(("model", "pretrained", "device", "precision"))
             raise
@@ -399,7 +511,11 @@ class Explorer(widgets.VBox):
                 names, self._pending_out_features = self._pending_out_features, None
                 self._quiet_set("out_indices", select_stages(backbone.stage_names, out_features=names)[1])
             else:
-                self._quiet_set("out_indices", [i for i in s.out_indices if -len(backbone.stage_names) <= i < len(backbone.stage_names)] or [0])
+                self._quiet_set(
+                    "out_indices",
+                    [i for i in s.out_indices if -len(backbone.stage_names) <= i < len(backbone.stage_names)]
+                    or [0],
+                )
             self._syncing = True
             try:
                 self.layers_box.allowed_tags = list_layers(backbone)
@@ -417,27 +533,43 @@ class Explorer(widgets.VBox):
             images.append(self._images[min(s.compare_image_index, len(self._images) - 1)])
         try:
             self._busy(f"Running <b>{html.escape(s.model)}</b> on {len(images)} image(s)...")
-            maps = self.session.capture(backbone, images, out_indices=s.out_indices, layers=s.layers,
-                                        images_key=(self._images_version, tuple(id(i) for i in images)))
+            maps = self.session.capture(
+                backbone,
+                images,
+                out_indices=s.out_indices,
+                layers=s.layers,
+                images_key=(self._images_version, tuple(id(i) for i in images)),
+            )
         except Exception:
             backbone.out_indices = previous
             self._revert(("out_indices", "layers", "image_index"))
             raise
         self._remember(("out_indices", "layers", "image_index"))
         self.feature_maps_all = maps
+        self._capture_count += 1
         names = list(maps)
         if s.stage not in names:
             self._quiet_set("stage", names[0])
         self.compare_maps = None
         if s.compare == "checkpoints":
-            other = self.session.backbone(s.compare_model or s.model, pretrained=s.compare_pretrained,
-                                          device=s.device, precision=s.precision, slot="compare")
-            stage_indices = [other.stage_names.index(n) for n in backbone.out_features if n in other.stage_names]
+            other = self.session.backbone(
+                s.compare_model or s.model,
+                pretrained=s.compare_pretrained,
+                device=s.device,
+                precision=s.precision,
+                slot="compare",
+            )
+            stage_indices = [
+                other.stage_names.index(n) for n in backbone.out_features if n in other.stage_names
+            ]
             if len(stage_indices) != len(backbone.out_features):
-                raise ValueError(f"Checkpoint B ({other.spec}) has other stages ({other.stage_names}); compare "
-                                 "checkpoints of the same architecture.")
-            self.compare_maps = self.session.capture(other, images[:1], out_indices=stage_indices,
-                                                     images_key=(self._images_version, id(images[0])))
+                raise ValueError(
+                    f"Checkpoint B ({other.spec}) has other stages ({other.stage_names}); compare "
+                    "checkpoints of the same architecture."
+                )
+            self.compare_maps = self.session.capture(
+                other, images[:1], out_indices=stage_indices, images_key=(self._images_version, id(images[0]))
+            )
         else:
             self.session.release("compare")
 
@@ -465,6 +597,13 @@ class Explorer(widgets.VBox):
     def _current_map(self) -> torch.Tensor:
         return self.feature_maps_all[self.state.stage][0].float()
 
+    def _changed(self, view: str, key: tuple) -> bool:
+        """Whether ``view`` must be redrawn for ``key``; remembers the key."""
+        if self._drawn.get(view) == key:
+            return False
+        self._drawn[view] = key
+        return True
+
     def _channel_spec(self) -> str:
         s = self.state
         return f"top:{s.page_size}" if s.channel_mode == "top" else f"page:{s.page}/{s.page_size}"
@@ -479,11 +618,13 @@ class Explorer(widgets.VBox):
         if s.page * s.page_size >= count:
             self._quiet_set("page", 0)
         self._sync_controls()
-        view = model_view(self._current_image(), self.backbone.preprocess)
-        self.view_image.value = to_png(np.asarray(view))
+        image_key = (id(self._current_image()), self.backbone.preprocess)
+        if self._changed("view", image_key):
+            self._view = model_view(self._current_image(), self.backbone.preprocess)
+            self.view_image.value = to_png(np.asarray(self._view))
         tab = TABS[self.tabs.selected_index or 0]
         if tab == "Grid":
-            self._draw_grid(fmap, view)
+            self._draw_grid(fmap, self._view)
         elif tab == "Statistics":
             self._draw_stats(fmap)
         elif tab == "Shapes":
@@ -495,14 +636,26 @@ class Explorer(widgets.VBox):
         """PNG bytes of a grid and the channels it shows."""
         s = self.state
         norm = "stage" if s.norm == "global" and vrange is None else s.norm
-        grid, layout = render_grid(fmap, channels=channels, norm=norm, cmap=s.cmap, clip=s.clip, vrange=vrange,
-                                   by=s.top_by, labels=True, max_size=896, return_layout=True)
+        grid, layout = render_grid(
+            fmap,
+            channels=channels,
+            norm=norm,
+            cmap=s.cmap,
+            clip=s.clip,
+            vrange=vrange,
+            by=s.top_by,
+            labels=True,
+            max_size=896,
+            return_layout=True,
+        )
         return to_png(grid), list(layout.channels)
 
     def _draw_grid(self, fmap: torch.Tensor, view: Image.Image) -> None:
         s = self.state
         self.grid_image.value = self._grid(fmap, self._channel_spec())[0]
         channel_map = fmap[s.channel]
+        if not self._changed("channel", (self._capture_count, s.stage, s.channel, s.alpha)):
+            return  # the zoomed channel is already on show
         self.overlay_image.value = to_png(overlay(view, channel_map, alpha=s.alpha))
         figure = figures.heatmap_figure(channel_map, title=f"{s.stage} · channel {s.channel}")
         if self.heatmap is None:
@@ -521,12 +674,20 @@ class Explorer(widgets.VBox):
         rows = stats.rows()
         key = self.sort_box.value
         rows.sort(key=lambda row: row[key], reverse=self.descending_box.value)
-        self.stats_table.value = f"<b>{html.escape(self.state.stage)}</b> · {len(rows)} channels" + html_table(rows, limit=64)
+        self.stats_table.value = (
+            f"<b>{html.escape(self.state.stage)}</b> · {len(rows)} channels" + html_table(rows, limit=64)
+        )
         dead = []
         for name, stage_map in self.feature_maps_all.items():
             summary = channel_stats(stage_map[0].float()).summary()
-            dead.append({"stage": name, "channels": summary["channels"], "dead": summary["dead"],
-                         "constant": summary["constant"]})
+            dead.append(
+                {
+                    "stage": name,
+                    "channels": summary["channels"],
+                    "dead": summary["dead"],
+                    "constant": summary["constant"],
+                }
+            )
         self.dead_table.value = "<b>Dead channels per stage</b>" + html_table(dead)
         bar = figures.stat_bar_figure(stats, by=self.sort_box.value if key != "channel" else "mean")
         hist = figures.histogram_figure(histogram(fmap, bins=64))
@@ -542,14 +703,16 @@ class Explorer(widgets.VBox):
         rows = []
         for name, fmap in self.feature_maps_all.items():
             stage = by_name.get(name)
-            rows.append({
-                "map": name,
-                "shape": tuple(fmap[:1].shape),
-                "dtype": str(fmap.dtype).replace("torch.", ""),
-                "memory": format_bytes(fmap[:1].numel() * fmap.element_size()),
-                "reduction": stage.reduction if stage else round(height / fmap.shape[-2]),
-                "device": str(fmap.device),
-            })
+            rows.append(
+                {
+                    "map": name,
+                    "shape": tuple(fmap[:1].shape),
+                    "dtype": str(fmap.dtype).replace("torch.", ""),
+                    "memory": format_bytes(fmap[:1].numel() * fmap.element_size()),
+                    "reduction": stage.reduction if stage else round(height / fmap.shape[-2]),
+                    "device": str(fmap.device),
+                }
+            )
         self.shapes_table.value = f"<b>Input</b> (1, 3, {height}, {width})" + html_table(rows)
 
     def _draw_compare(self, fmap: torch.Tensor) -> None:
@@ -562,31 +725,53 @@ class Explorer(widgets.VBox):
             if len(self._images) < 2:
                 raise ValueError("Comparing images needs two images in the gallery: upload another one.")
             other = self.feature_maps_all[s.stage][1].float()
-            title_a, title_b = self._image_names[s.image_index], self._image_names[min(s.compare_image_index, len(self._images) - 1)]
-            similarity = {name: stage_similarity(m[:1].float(), m[1:2].float()) for name, m in self.feature_maps_all.items()}
+            title_a, title_b = (
+                self._image_names[s.image_index],
+                self._image_names[min(s.compare_image_index, len(self._images) - 1)],
+            )
+            similarity = {
+                name: stage_similarity(m[:1].float(), m[1:2].float())
+                for name, m in self.feature_maps_all.items()
+            }
         else:
             other = self.compare_maps[s.stage][0].float()
             title_a = f"{s.model} ({'pretrained' if s.pretrained else 'random'})"
             title_b = f"{s.compare_model or s.model} ({'pretrained' if s.compare_pretrained else 'random'})"
-            similarity = {name: stage_similarity(self.feature_maps_all[name][:1].float(), m.float())
-                          for name, m in self.compare_maps.items()}
+            similarity = {
+                name: stage_similarity(self.feature_maps_all[name][:1].float(), m.float())
+                for name, m in self.compare_maps.items()
+            }
         vrange = value_range([fmap, other], clip=s.clip) if s.norm == "global" else None
         png_a, channels = self._grid(fmap, self._channel_spec(), vrange)
         png_b, _ = self._grid(other, channels, vrange)
-        png_diff = to_png(render_grid(fmap - other, channels=channels, norm="symmetric", cmap="RdBu_r", labels=True,
-                                      max_size=896))
+        png_diff = to_png(
+            render_grid(
+                fmap - other, channels=channels, norm="symmetric", cmap="RdBu_r", labels=True, max_size=896
+            )
+        )
         self.compare_grids.children = [
-            widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"),
-                          widgets.Image(value=png, format="png", layout=widgets.Layout(width="100%"))],
-                         layout=widgets.Layout(width="33%"))
+            widgets.VBox(
+                [
+                    widgets.HTML(f"<b>{html.escape(title)}</b>"),
+                    widgets.Image(value=png, format="png", layout=widgets.Layout(width="100%")),
+                ],
+                layout=widgets.Layout(width="33%"),
+            )
             for title, png in ((title_a, png_a), (title_b, png_b), ("A − B", png_diff))
         ]
         diff = channel_difference(fmap, other)
-        rows = [{"stage": name, "cosine": round(v["cosine"], 4), "linear CKA": round(v["cka"], 4)} for name, v in similarity.items()]
+        rows = [
+            {"stage": name, "cosine": round(v["cosine"], 4), "linear CKA": round(v["cka"], 4)}
+            for name, v in similarity.items()
+        ]
         top = diff.top(8, by="mean_abs")
         changed = [{"channel": int(c), "mean |A−B|": float(v)} for c, v in zip(top.channels, top.values)]
-        self.compare_table.value = ("<b>Similarity per stage</b>" + html_table(rows)
-                                    + f"<b>Channels that differ most at {html.escape(s.stage)}</b>" + html_table(changed))
+        self.compare_table.value = (
+            "<b>Similarity per stage</b>"
+            + html_table(rows)
+            + f"<b>Channels that differ most at {html.escape(s.stage)}</b>"
+            + html_table(changed)
+        )
 
     # -- syncing controls and status -----------------------------------------------------------------------
     def _set_images(self, images: Sequence[ImageInput] | None) -> None:
@@ -597,15 +782,19 @@ class Explorer(widgets.VBox):
             loaded = [load_image(image) for image in images]
             names = [str(image) if isinstance(image, str) else f"image {i}" for i, image in enumerate(images)]
         if not loaded:
-            raise ImageError("The panel needs at least one image; pass images=[...] or leave it out for samples.")
+            raise ImageError(
+                "The panel needs at least one image; pass images=[...] or leave it out for samples."
+            )
         self._images, self._image_names = loaded, names
         self._images_version += 1
         self._quiet_set("image_index", 0)
         self._sync_image_options()
 
     def _sync_image_options(self) -> None:
-        options = [(f"{name}{' (GIF: first frame)' if img.info.get('frames', 1) > 1 else ''}", i)
-                   for i, (name, img) in enumerate(zip(self._image_names, self._images))]
+        options = [
+            (f"{name}{' (GIF: first frame)' if img.info.get('frames', 1) > 1 else ''}", i)
+            for i, (name, img) in enumerate(zip(self._image_names, self._images))
+        ]
         self._syncing = True
         try:
             for box in (self.image_box, self.compare_image_box):
@@ -627,7 +816,10 @@ class Explorer(widgets.VBox):
                 self.stage_select.options = self.backbone.stage_names
                 self.stage_select.value = tuple(self.backbone.out_features)
                 self.stage_table.value = html_table(
-                    [{k: row[k] for k in ("index", "name", "channels", "reduction", "shape")} for row in self.backbone.stage_table()],
+                    [
+                        {k: row[k] for k in ("index", "name", "channels", "reduction", "shape")}
+                        for row in self.backbone.stage_table()
+                    ],
                     selected=[row["selected"] for row in self.backbone.stage_table()],
                 )
             if self.feature_maps_all is not None:

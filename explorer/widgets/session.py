@@ -69,7 +69,9 @@ class Session:
             self._backbones[slot] = (key, backbone)
             self.loads += 1
         if dtype != torch.float32 and backbone.device.type == "cpu":
-            raise ValueError(f"{precision} needs a GPU; this model runs on the CPU. Choose float32, or device cuda.")
+            raise ValueError(
+                f"{precision} needs a GPU; this model runs on the CPU. Choose float32, or device cuda."
+            )
         if backbone.dtype != dtype:
             backbone.to(dtype=dtype)
             self._forget(backbone)

@@ -29,9 +29,13 @@ COMPARE_MODES = ("off", "images", "checkpoints")
 class ExplorerState(HasTraits):
     """Everything the panel shows; setting a trait is what a control does."""
 
-    model = Unicode("default", help="Checkpoint spec: 'default', a timm name, 'hf-hub:...', 'hf:...' or a path.")
+    model = Unicode(
+        "default", help="Checkpoint spec: 'default', a timm name, 'hf-hub:...', 'hf:...' or a path."
+    )
     pretrained = Bool(True, help="Real weights (True) or random initialisation (False).")
-    device = Enum(DEVICES, default_value="auto", help="Where the model runs; 'auto' is cuda, then mps, then cpu.")
+    device = Enum(
+        DEVICES, default_value="auto", help="Where the model runs; 'auto' is cuda, then mps, then cpu."
+    )
     precision = Enum(PRECISIONS, default_value="float32", help="float16 and bfloat16 need a GPU.")
     out_indices = List(Int(), default_value=[0], help="Selected stages, transformers' out_indices rules.")
     layers = List(Unicode(), help="Any extra module names to capture (see explorer.list_layers).")
@@ -41,7 +45,9 @@ class ExplorerState(HasTraits):
     page = Int(0, help="Channel page, from 0.")
     page_size = Int(64, help="Channels per page.")
     top_by = Enum(STAT_NAMES, default_value="mean", help="Statistic that ranks channels in 'top' mode.")
-    norm = Enum(NORMS, default_value="channel", help="Colour scale: per channel, per stage, global, symmetric.")
+    norm = Enum(
+        NORMS, default_value="channel", help="Colour scale: per channel, per stage, global, symmetric."
+    )
     cmap = Unicode("viridis", help="Any matplotlib colour map name.")
     clip = Float(99.5, allow_none=True, help="Percentile clipping of the colour scale; None for min-max.")
     channel = Int(0, help="The channel shown zoomed, as a heatmap and an overlay.")

@@ -56,7 +56,11 @@ def html_table(rows: Sequence[dict], selected: Sequence[bool] | None = None, lim
     for i, row in enumerate(shown):
         css = ' class="selected"' if selected is not None and selected[i] else ""
         body.append(f"<tr{css}>" + "".join(f"<td>{_cell(row[c])}</td>" for c in columns) + "</tr>")
-    more = f"<tr><td colspan={len(columns)}>... {len(rows) - len(shown)} more rows</td></tr>" if limit and len(rows) > limit else ""
+    more = (
+        f"<tr><td colspan={len(columns)}>... {len(rows) - len(shown)} more rows</td></tr>"
+        if limit and len(rows) > limit
+        else ""
+    )
     return f'<table class="explorer-table"><tr>{head}</tr>{"".join(body)}{more}</table>'
 
 
