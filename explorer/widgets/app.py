@@ -64,6 +64,12 @@ TABS = ("Grid", "Statistics", "Shapes", "Compare")
 _FAILURES = (ExplorerError, ValueError, TypeError, KeyError, RuntimeError, TraitError, MemoryError, OSError)
 
 
+def _dropdown(description: str, options, value=None, width: str = "170px") -> widgets.Dropdown:
+    return widgets.Dropdown(
+        options=options, value=value, description=description, layout=widgets.Layout(width=width)
+    )
+
+
 def _png_widget(width: str = "auto") -> widgets.Image:
     return widgets.Image(format="png", layout=widgets.Layout(width=width, object_fit="contain"))
 
@@ -218,18 +224,8 @@ class Explorer(widgets.VBox):
             value=s.pretrained, description="pretrained", indent=False, layout=wide
         )
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        self.device_box = widgets.Dropdown(
-            options=devices,
-            value=s.device if s.device in devices else "auto",
-            description="Device",
-            layout=widgets.Layout(width="160px"),
-        )
-        self.precision_box = widgets.Dropdown(
-            options=PRECISIONS,
-            value=s.precision,
-            description="Precision",
-            layout=widgets.Layout(width="190px"),
-        )
+        self.device_box = _dropdown("Device", devices, s.device if s.device in devices else "auto", "160px")
+        self.precision_box = _dropdown("Precision", PRECISIONS, s.precision, "190px")
         self.stage_select = widgets.SelectMultiple(
             options=[], rows=6, description="Stages", layout=widgets.Layout(width="260px")
         )
@@ -237,16 +233,12 @@ class Explorer(widgets.VBox):
             value=list(s.layers), allowed_tags=[], allow_duplicates=False, layout=widgets.Layout(width="100%")
         )
         self.stage_table = widgets.HTML()
-        self.image_box = widgets.Dropdown(
-            options=[], description="Image", layout=widgets.Layout(width="260px")
-        )
+        self.image_box = _dropdown("Image", [], None, "260px")
         self.upload = widgets.FileUpload(
             accept="image/*", multiple=True, description="Upload images", layout=widgets.Layout(width="180px")
         )
         self.view_image = _png_widget("224px")
-        self.shown_stage = widgets.Dropdown(
-            options=[], description="Show", layout=widgets.Layout(width="260px")
-        )
+        self.shown_stage = _dropdown("Show", [], None, "260px")
         self.mode_box = widgets.ToggleButtons(
             options=[("Page", "page"), ("Top K", "top")], value=s.channel_mode, style={"button_width": "64px"}
         )
@@ -258,18 +250,9 @@ class Explorer(widgets.VBox):
             continuous_update=True,
             layout=widgets.Layout(width="300px"),
         )
-        self.page_size_box = widgets.Dropdown(
-            options=PAGE_SIZES,
-            value=s.page_size,
-            description="Per page",
-            layout=widgets.Layout(width="150px"),
-        )
-        self.top_by_box = widgets.Dropdown(
-            options=STAT_NAMES, value=s.top_by, description="Top by", layout=widgets.Layout(width="160px")
-        )
-        self.norm_box = widgets.Dropdown(
-            options=NORMS, value=s.norm, description="Norm", layout=widgets.Layout(width="170px")
-        )
+        self.page_size_box = _dropdown("Per page", PAGE_SIZES, s.page_size, "150px")
+        self.top_by_box = _dropdown("Top by", STAT_NAMES, s.top_by, "160px")
+        self.norm_box = _dropdown("Norm", NORMS, s.norm, "170px")
         self.cmap_box = widgets.Combobox(
             value=s.cmap,
             options=list(CMAPS),
@@ -285,12 +268,7 @@ class Explorer(widgets.VBox):
         self.overlay_image = _png_widget("224px")
         self.heatmap = None  # a plotly FigureWidget, made on first draw
         self.heatmap_box = widgets.Box(layout=widgets.Layout(width="340px"))
-        self.sort_box = widgets.Dropdown(
-            options=("channel",) + STAT_NAMES,
-            value="mean",
-            description="Sort by",
-            layout=widgets.Layout(width="170px"),
-        )
+        self.sort_box = _dropdown("Sort by", ("channel",) + STAT_NAMES, "mean", "170px")
         self.descending_box = widgets.Checkbox(
             value=True, description="descending", indent=False, layout=wide
         )
@@ -301,9 +279,7 @@ class Explorer(widgets.VBox):
         self.compare_mode_box = widgets.ToggleButtons(
             options=[(m.title(), m) for m in COMPARE_MODES], value=s.compare
         )
-        self.compare_image_box = widgets.Dropdown(
-            options=[], description="Image B", layout=widgets.Layout(width="260px")
-        )
+        self.compare_image_box = _dropdown("Image B", [], None, "260px")
         self.compare_model_box = widgets.Text(
             value=s.compare_model,
             placeholder="same checkpoint",
