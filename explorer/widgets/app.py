@@ -230,12 +230,16 @@ class Explorer(widgets.VBox):
             options=[], rows=6, description="Stages", layout=widgets.Layout(width="260px")
         )
         self.layers_box = widgets.TagsInput(
-            value=list(s.layers), allowed_tags=[], allow_duplicates=False, layout=widgets.Layout(width="100%")
+            value=list(s.layers),
+            allowed_tags=[],
+            allow_duplicates=False,
+            placeholder="e.g. blocks.1.0.conv_dw",
+            layout=widgets.Layout(width="420px"),
         )
         self.stage_table = widgets.HTML()
         self.image_box = _dropdown("Image", [], None, "260px")
         self.upload = widgets.FileUpload(
-            accept="image/*", multiple=True, description="Upload images", layout=widgets.Layout(width="180px")
+            accept="image/*", multiple=True, description="Upload", layout=widgets.Layout(width="120px")
         )
         self.view_image = _png_widget("224px")
         self.shown_stage = _dropdown("Show", [], None, "260px")
@@ -264,10 +268,12 @@ class Explorer(widgets.VBox):
         self.channel_box = widgets.BoundedIntText(
             value=s.channel, min=0, max=0, description="Channel", layout=widgets.Layout(width="160px")
         )
-        self.grid_image = _png_widget()
+        self.grid_image = _png_widget("640px")
+        self.grid_image.layout.max_width = "100%"
+        self.grid_image.add_class("explorer-pixels")
         self.overlay_image = _png_widget("224px")
         self.heatmap = None  # a plotly FigureWidget, made on first draw
-        self.heatmap_box = widgets.Box(layout=widgets.Layout(width="340px"))
+        self.heatmap_box = widgets.Box(layout=widgets.Layout(width="370px"))
         self.sort_box = _dropdown("Sort by", ("channel",) + STAT_NAMES, "mean", "170px")
         self.descending_box = widgets.Checkbox(
             value=True, description="descending", indent=False, layout=wide
@@ -321,7 +327,10 @@ class Explorer(widgets.VBox):
 
         self.tabs = widgets.Tab(
             children=[
-                widgets.HBox([self.grid_image, widgets.VBox([self.heatmap_box, self.overlay_image])]),
+                widgets.HBox(
+                    [self.grid_image, widgets.VBox([self.heatmap_box, self.overlay_image])],
+                    layout=widgets.Layout(align_items="flex-start"),
+                ),
                 widgets.VBox(
                     [
                         widgets.HBox([self.sort_box, self.descending_box]),
@@ -355,15 +364,17 @@ class Explorer(widgets.VBox):
             ]
         )
         images_box = widgets.VBox([widgets.HBox([self.image_box, self.upload]), self.view_image])
+        rows = widgets.Layout(flex_flow="row wrap", align_items="center")
         display_row = widgets.HBox(
-            [self.shown_stage, self.mode_box, self.page_slider, self.page_size_box, self.top_by_box]
+            [self.shown_stage, self.mode_box, self.page_slider, self.page_size_box, self.top_by_box],
+            layout=rows,
         )
-        display_row2 = widgets.HBox([self.norm_box, self.cmap_box, self.channel_box])
+        display_row2 = widgets.HBox([self.norm_box, self.cmap_box, self.channel_box], layout=rows)
         self.children = [
             widgets.HTML(STYLE),
             self.status_line,
             checkpoint_row,
-            widgets.HBox([stages_box, images_box]),
+            widgets.HBox([stages_box, images_box], layout=widgets.Layout(flex_flow="row wrap")),
             display_row,
             display_row2,
             self.tabs,
@@ -634,15 +645,15 @@ class Explorer(widgets.VBox):
             return  # the zoomed channel is already on show
         self.overlay_image.value = to_png(overlay(view, channel_map, alpha=s.alpha))
         figure = figures.heatmap_figure(channel_map, title=f"{s.stage} · channel {s.channel}")
-        if self.heatmap is None:
+        figure.update_layout(width=360, height=330, margin=dict(l=10, r=10, t=30, b=10))
+        if self._changed("heatmap", (s.stage, tuple(channel_map.shape))):
             import plotly.graph_objects as go
 
-            self.heatmap = go.FigureWidget(figure)
-            self.heatmap.update_layout(width=340, height=320, margin=dict(l=10, r=10, t=30, b=10))
+            self.heatmap = go.FigureWidget(figure)  # a new figure when the axes change
             self.heatmap_box.children = [self.heatmap]
         else:
             with self.heatmap.batch_update():
-                self.heatmap.data[0].z = figure.data[0].z
+                self.heatmap.data[0].update(x=figure.data[0].x, y=figure.data[0].y, z=figure.data[0].z)
                 self.heatmap.layout.title = figure.layout.title
 
     def _draw_stats(self, fmap: torch.Tensor) -> None:

@@ -17,7 +17,8 @@ STYLE = """
 <style>
 .explorer-table { border-collapse: collapse; font: 12px/1.4 var(--jp-code-font-family, monospace); }
 .explorer-table th { text-align: left; border-bottom: 1px solid #999; padding: 2px 10px 2px 0; }
-.explorer-table td { padding: 1px 10px 1px 0; }
+.explorer-table td { padding: 1px 10px 1px 0; white-space: nowrap; }
+.explorer-pixels img, img.explorer-pixels { image-rendering: pixelated; }
 .explorer-table tr.selected td { font-weight: bold; }
 .explorer-status { padding: 4px 8px; border-radius: 4px; font: 13px/1.4 sans-serif; }
 .explorer-status.ok { background: #eef6ee; color: #1d4d1d; }

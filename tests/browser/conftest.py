@@ -5,7 +5,7 @@ Jupyter config, data, runtime and settings folders, so nothing from the user's s
 pop-up (news, update checks) covers the page. Kernels inherit the servers' environment: ``HF_HUB_OFFLINE=1``.
 
 Chromium is Debian's (``make browser-deps``); Playwright never downloads a browser. The tests are skipped, with a
-message, when it is missing.
+message, when it is missing, except in CI (``CI`` set), where they fail.
 
 Screenshots and the grid PNGs go to ``tests/artifacts/`` (gitignored).
 """
@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,9 +57,11 @@ LAB_SETTINGS = {
 
 
 def pytest_collection_modifyitems(config, items):
-    if CHROMIUM.exists():
-        return
-    skip = pytest.mark.skip(reason=f"no Chromium at {CHROMIUM}: run `make browser-deps` (apt-get install chromium)")
+    if CHROMIUM.exists() or os.environ.get("CI"):
+        return  # in CI a missing browser fails the tests instead of skipping them
+    skip = pytest.mark.skip(
+        reason=f"no Chromium at {CHROMIUM}: run `make browser-deps` (apt-get install chromium)"
+    )
     for item in items:
         if "browser" in item.keywords:
             item.add_marker(skip)
@@ -74,10 +76,6 @@ class Server:
     process: subprocess.Popen
     log: Path
     root: Path
-    children: list = field(default_factory=list)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
 def _free_port() -> int:
@@ -101,30 +99,44 @@ def _server_env(home: Path) -> dict[str, str]:
     return env
 
 
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
+
+
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with _LOCAL.open(url, timeout=5) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
 
 
-def _start(command: list[str], *, cwd: Path, env: dict[str, str], log: Path, ready_url: str) -> subprocess.Popen:
+def _start(
+    command: list[str], *, cwd: Path, env: dict[str, str], log: Path, ready_url: str
+) -> subprocess.Popen:
     """Start a server in its own process group; return once ``ready_url`` answers 200."""
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{command[0]} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+            raise RuntimeError(
+                f"{command[0]} exited with {process.returncode}:\n{log.read_text(errors='replace')}"
+            )
         if _answers(ready_url):
             return process
         time.sleep(0.25)
     _stop(process)
-    raise RuntimeError(f"{command[0]} did not answer within {SERVER_START_S} s:\n{log.read_text(errors='replace')}")
+    raise RuntimeError(
+        f"{command[0]} did not answer within {SERVER_START_S} s:\n{log.read_text(errors='replace')}"
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -170,7 +182,7 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def jupyterlab(tmp_path_factory) -> Iterator[Server]:
+def jupyterlab(tmp_path_factory, artifacts) -> Iterator[Server]:
     """``jupyter-lab`` on a free 127.0.0.1 port, serving a copy of ``notebooks/``."""
     home, root = _workspace(tmp_path_factory, "jupyterlab")
     for name, settings in LAB_SETTINGS.items():
@@ -195,15 +207,17 @@ def jupyterlab(tmp_path_factory) -> Iterator[Server]:
     ]
     log = home / "jupyterlab.log"
     url = f"http://127.0.0.1:{port}"
-    process = _start(command, cwd=root, env=_server_env(home), log=log, ready_url=f"{url}/api/status?token={token}")
+    process = _start(
+        command, cwd=root, env=_server_env(home), log=log, ready_url=f"{url}/api/status?token={token}"
+    )
     server = Server(url=url, token=token, process=process, log=log, root=root)
     yield server
     _stop(process)
-    shutil.copy(log, ARTIFACTS / "jupyterlab.log") if ARTIFACTS.exists() else None
+    shutil.copy(log, artifacts / "jupyterlab.log")
 
 
 @pytest.fixture(scope="session")
-def voila(tmp_path_factory) -> Iterator[Server]:
+def voila(tmp_path_factory, artifacts) -> Iterator[Server]:
     """``voila notebooks/explorer.ipynb`` on a free 127.0.0.1 port (the notebook runs when the page is opened)."""
     home, root = _workspace(tmp_path_factory, "voila")
     port = _free_port()
@@ -223,7 +237,7 @@ def voila(tmp_path_factory) -> Iterator[Server]:
     server = Server(url=url, token="", process=process, log=log, root=root)
     yield server
     _stop(process)
-    shutil.copy(log, ARTIFACTS / "voila.log") if ARTIFACTS.exists() else None
+    shutil.copy(log, artifacts / "voila.log")
 
 
 @pytest.fixture(scope="session")
@@ -234,9 +248,21 @@ def playwright_driver():
         yield driver
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(playwright_driver, tmp_path):
-    """A Chromium page in a fresh profile; console errors and page errors are collected in ``page.errors``."""
+def page(playwright_driver, tmp_path, request, artifacts):
+    """A Chromium page in a fresh profile; console errors and page errors are collected in ``page.errors``.
+
+    The whole console goes to ``tests/artifacts/<test>-console.txt``; a failed test leaves a screenshot of the
+    page as it was, ``<test>-FAILED.png``."""
+    name = request.node.name
+    (artifacts / f"{name}-FAILED.png").unlink(missing_ok=True)
     context = playwright_driver.chromium.launch_persistent_context(
         str(tmp_path / "chromium-profile"),
         executable_path=str(CHROMIUM),
@@ -260,4 +286,11 @@ def page(playwright_driver, tmp_path):
     page.on("console", on_console)
     page.on("pageerror", lambda error: page.errors.append(f"[pageerror] {error}"))
     yield page
+    (artifacts / f"{name}-console.txt").write_text("\n".join(page.console_log) + "\n")
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        try:
+            page.screenshot(path=artifacts / f"{name}-FAILED.png")
+        except Exception as err:  # the page may be gone; the report matters more than the picture
+            print(f"no failure screenshot: {err}")
     context.close()

@@ -3,7 +3,9 @@
 Each test opens ``notebooks/explorer.ipynb``, waits for the panel to draw its grid, uploads an image through the
 panel's own upload button (the browser's file chooser), selects another stage in "Stages", and checks that the grid
 image changed each time, that the status line reports no error and that the browser console stayed clean.
-Screenshots of every step go to ``tests/artifacts/``; the JupyterLab test also refreshes ``docs/panel.png``.
+Screenshots of every step go to ``tests/artifacts/``. The JupyterLab test also takes the README's picture of the
+panel: ``tests/artifacts/jupyterlab-panel-docs.png``, copied to ``docs/panel.png`` when that is missing or when
+``EXPLORER_UPDATE_DOCS=1`` (so that a test run leaves the tree clean).
 
 Run: ``.venv/bin/pytest tests/browser -q`` (needs Debian's Chromium: ``make browser-deps``).
 """
@@ -11,7 +13,9 @@ Run: ``.venv/bin/pytest tests/browser -q`` (needs Debian's Chromium: ``make brow
 from __future__ import annotations
 
 import base64
+import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -43,24 +47,26 @@ PANEL = ".widget-vbox:has(.explorer-status)"  # the outermost match is the Explo
 STATUS = ".explorer-status"
 GRID = ".widget-tab-contents img.widget-image"  # the first image of the tabs is the channel grid ("Grid" tab)
 
+# The grid's src is a blob URL (ipywidgets 8): fetch it in the page and hand the bytes back as base64.
 _READ_GRID = """
-async (panel) => {
-    const img = panel.querySelector(%r);
+async (panel, selector) => {
+    const img = panel.querySelector(selector);
     const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
     let text = "";
     for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
     return {src: img.src, data: btoa(text)};
 }
-""" % GRID
+"""
 
+# A new grid is on show and the panel is done updating.
 _GRID_REDRAWN = """
-([panel, previous]) => {
-    const img = panel.querySelector(%r);
-    const status = panel.querySelector(%r);
-    return img && status && img.src && img.src !== previous && img.complete && img.naturalWidth > 0
-        && !status.classList.contains("busy");
+([panel, previous, grid, status]) => {
+    const img = panel.querySelector(grid);
+    const line = panel.querySelector(status);
+    return Boolean(img && line && img.src && img.src !== previous && img.complete && img.naturalWidth > 0
+        && !line.classList.contains("busy"));
 }
-""" % (GRID, STATUS)
+"""
 
 
 class Steps:
@@ -80,6 +86,11 @@ class Steps:
         if panel is not None:
             screenshot_panel(self.page, panel, self.path(step, "-panel.png"))
 
+    def save_timings(self, timings: dict[str, float]) -> None:
+        text = " ".join(f"{step}={seconds:.1f}s" for step, seconds in timings.items())
+        (self.artifacts / f"{self.name}-timings.txt").write_text(text + "\n")
+        print(f"{self.name}: {text}")
+
 
 def screenshot_panel(page, panel, path: Path) -> None:
     """The whole panel. JupyterLab scrolls inside the notebook, not the page, so the viewport is made tall enough
@@ -94,7 +105,7 @@ def screenshot_panel(page, panel, path: Path) -> None:
         page.set_viewport_size(viewport)
 
 
-def test_pattern(path: Path) -> Path:
+def write_upload_image(path: Path) -> Path:
     """A JPEG unlike every sample image: colour ramps with a checkerboard and a disc."""
     y, x = np.mgrid[0:240, 0:320]
     rgb = np.stack([x * 255 // 319, y * 255 // 239, np.full_like(x, 128)], axis=-1)
@@ -104,23 +115,23 @@ def test_pattern(path: Path) -> Path:
     return path
 
 
-test_pattern.__test__ = False  # a helper, not a test
-
-
 def read_grid(panel) -> tuple[str, bytes]:
     """The grid's current ``src`` (a blob URL in ipywidgets 8) and the PNG bytes behind it."""
-    result = panel.evaluate(_READ_GRID)
+    result = panel.evaluate(_READ_GRID, GRID)
     return result["src"], base64.b64decode(result["data"])
 
 
 def wait_for_grid(page, panel, previous_src: str | None, timeout: float) -> tuple[str, bytes]:
     """Wait until the grid shows a new image and the status line is no longer busy; return the new grid."""
-    page.wait_for_function(_GRID_REDRAWN, arg=[panel.element_handle(), previous_src or ""], timeout=timeout)
+    arg = [panel.element_handle(), previous_src or "", GRID, STATUS]
+    page.wait_for_function(_GRID_REDRAWN, arg=arg, timeout=timeout)
     return read_grid(panel)
 
 
-def status_text(panel) -> str:
-    return panel.locator(STATUS).first.inner_text()
+def select_labelled(panel, label: str):
+    """The ``<select>`` of the panel's Dropdown or SelectMultiple whose description is exactly ``label``."""
+    exact = panel.page.locator("label.widget-label", has_text=re.compile(f"^{re.escape(label)}$"))
+    return panel.locator(".widget-inline-hbox", has=exact).locator("select").first
 
 
 def assert_status_ok(panel) -> None:
@@ -152,9 +163,14 @@ def drive_panel(page, panel, steps: Steps, artifacts: Path, upload_file: Path, d
     assert_png_image(grid0, artifacts, f"{steps.name}-grid-0-opened.png")
     steps.shot("panel-ready", panel)
     if docs is not None:
-        screenshot_panel(page, panel, docs)
+        screenshot_panel(page, panel, artifacts / "jupyterlab-panel-docs.png")
+        if not docs.exists() or os.environ.get("EXPLORER_UPDATE_DOCS") == "1":
+            docs.parent.mkdir(exist_ok=True)
+            shutil.copy(artifacts / "jupyterlab-panel-docs.png", docs)
 
     # Upload through the panel's own button: the click opens the browser's file chooser.
+    image_select = select_labelled(panel, "Image")
+    gallery = image_select.evaluate("select => select.options.length")
     start = time.monotonic()
     upload_button = panel.locator("button.widget-upload")
     assert "Upload images" in upload_button.inner_text()
@@ -163,21 +179,21 @@ def drive_panel(page, panel, steps: Steps, artifacts: Path, upload_file: Path, d
     chooser = chooser_info.value
     assert chooser.is_multiple()
     chooser.set_files(str(upload_file))
-    image_select = panel.locator(".widget-dropdown", has=page.locator("label", has_text="Image")).locator("select")
     page.wait_for_function(
         "([select, name]) => select.selectedOptions.length && select.selectedOptions[0].text.startsWith(name)",
-        arg=[image_select.first.element_handle(), upload_file.name],
+        arg=[image_select.element_handle(), upload_file.name],
         timeout=UPDATE_TIMEOUT_MS,
     )
     src1, grid1 = wait_for_grid(page, panel, src0, UPDATE_TIMEOUT_MS)
     timings["upload"] = time.monotonic() - start
+    assert image_select.evaluate("select => select.options.length") == gallery + 1, "the gallery did not grow"
     assert_status_ok(panel)
     assert grid1 != grid0, "the grid did not change after the upload"
     assert_png_image(grid1, artifacts, f"{steps.name}-grid-1-uploaded.png")
     steps.shot("uploaded", panel)
 
     # Another stage: click an option of the "Stages" list that is not selected (a plain click selects only it).
-    stages = panel.locator(".widget-select-multiple", has=page.locator("label", has_text="Stages")).locator("select")
+    stages = select_labelled(panel, "Stages")
     options = stages.locator("option")
     selected = stages.evaluate("select => [...select.options].map(o => o.selected)")
     assert len(selected) > 1, "the Stages list has a single stage"
@@ -188,8 +204,7 @@ def drive_panel(page, panel, steps: Steps, artifacts: Path, upload_file: Path, d
     src2, grid2 = wait_for_grid(page, panel, src1, UPDATE_TIMEOUT_MS)
     timings["stage"] = time.monotonic() - start
     assert stages.evaluate("select => [...select.selectedOptions].map(o => o.text)") == [name]
-    show = panel.locator(".widget-dropdown", has=page.locator("label", has_text="Show")).locator("select")
-    assert show.first.evaluate("select => select.selectedOptions[0].text") == name
+    assert select_labelled(panel, "Show").evaluate("select => select.selectedOptions[0].text") == name
     assert_status_ok(panel)
     assert grid2 != grid1, f"the grid did not change after selecting stage {name}"
     assert_png_image(grid2, artifacts, f"{steps.name}-grid-2-{name}.png")
@@ -199,14 +214,16 @@ def drive_panel(page, panel, steps: Steps, artifacts: Path, upload_file: Path, d
 
 def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     steps = Steps(page, artifacts, "jupyterlab")
-    upload_file = test_pattern(tmp_path / UPLOAD_NAME)
+    upload_file = write_upload_image(tmp_path / UPLOAD_NAME)
     start = time.monotonic()
     page.goto(f"{jupyterlab.url}/lab/tree/explorer.ipynb?token={jupyterlab.token}")
     page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=PANEL_TIMEOUT_MS)
     # The kernel is started with the notebook; wait until the status bar says it is idle before running.
     page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(timeout=PANEL_TIMEOUT_MS)
     # A fresh workspace opens the file browser; close it so the notebook (and the panel) gets the width.
-    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()
+    open_sidebar_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if open_sidebar_tab.count():
+        open_sidebar_tab.first.click()
     steps.shot("notebook-open")
 
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
@@ -224,17 +241,16 @@ def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     # The README's picture (docs/panel.png): the panel as it opens in JupyterLab.
     timings = drive_panel(page, panel, steps, artifacts, upload_file, docs=ROOT / "docs" / "panel.png")
     timings["total"] = time.monotonic() - start
-    print(f"JupyterLab timings (s): {timings}")
+    steps.save_timings(timings)
     assert_clean_console(page)
 
 
 def test_voila_panel(voila, page, artifacts, tmp_path):
     steps = Steps(page, artifacts, "voila")
-    upload_file = test_pattern(tmp_path / UPLOAD_NAME)
+    upload_file = write_upload_image(tmp_path / UPLOAD_NAME)
     start = time.monotonic()
     page.goto(f"{voila.url}/", timeout=PANEL_TIMEOUT_MS)
     timings = drive_panel(page, page.locator(PANEL).first, steps, artifacts, upload_file)
     timings["total"] = time.monotonic() - start
-    print(f"Voila timings (s): {timings}")
+    steps.save_timings(timings)
     assert_clean_console(page)
-
