@@ -1,8 +1,8 @@
 """Image input: anything a user has (bytes, a path, PIL, an array) becomes an upright RGB image, then a tensor.
 
 Reading refuses what it cannot use with an :class:`~explorer.ImageError` that says why and what to do: empty
-or corrupt bytes, a file that is not an image, a decompression bomb (checked from the header, before any pixel is
-decoded). Any mode (16-bit, CMYK, palette, transparency, greyscale) becomes RGB; EXIF orientation is applied;
+or corrupt bytes, a file that is not an image, a format outside :data:`FORMATS` (EPS would run Ghostscript), a
+decompression bomb (checked from the header, before any pixel is decoded). Any mode (16-bit, CMYK, palette, transparency, greyscale) becomes RGB; EXIF orientation is applied;
 an animated image gives its first frame, with ``image.info["frames"]`` telling how many it had.
 
 Preprocessing follows the checkpoint's own configuration (:class:`Preprocess`, filled in by each source).
@@ -21,6 +21,7 @@ import io
 import math
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -104,17 +105,21 @@ class Preprocess:
     crop_mode: str = "center"
 
 
+_PIL_LIMIT_LOCK = threading.RLock()
+
+
 @contextmanager
 def _pil_pixel_limit(limit: int | None) -> Iterator[None]:
     """Set PIL's own decompression-bomb limit for the block (PIL refuses over twice it and warns below)."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+    with _PIL_LIMIT_LOCK:  # a global of PIL's: threads reading images take turns
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _open_bytes(data: bytes, name: str) -> Image.Image:

@@ -45,6 +45,7 @@ def test_swin_reselect_and_channels(swin_folder):
 
 def test_random_init_from_a_folder(swin_folder):
     folder, reference = swin_folder
+    torch.manual_seed(1)  # not the seed the reference was built with
     bb = explorer.load_backbone(f"hf:{folder}", pretrained=False, device="cpu")
     assert bb.weights == "random" and bb.out_features == ["stage4"]
     assert not torch.equal(

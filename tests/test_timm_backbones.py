@@ -100,6 +100,9 @@ def test_out_features_and_reselection():
     with pytest.raises(ValueError, match="out_features must be a subset of stage_names"):
         bb.out_features = ["stage9"]
     assert bb.out_features == ["layer4"]  # a refused selection changes nothing
+    with pytest.raises(ValueError, match="out_indices must be a list, got <class 'int'>"):
+        bb.out_indices = 2
+    assert bb.out_indices == [4]
 
 
 def _count_calls(model, names):

@@ -123,8 +123,7 @@ class Backbone:
 
     @out_features.setter
     def out_features(self, out_features: OutFeaturesT | None) -> None:
-        self._out_features, self._out_indices = select_stages(self.stage_names, out_features, None)
-        self._on_select()
+        self._select(out_features, None)
 
     @property
     def out_indices(self) -> list[int]:
@@ -133,9 +132,17 @@ class Backbone:
 
     @out_indices.setter
     def out_indices(self, out_indices: OutIndicesT | None) -> None:
-        out_indices = list(out_indices) if out_indices is not None else None
-        self._out_features, self._out_indices = select_stages(self.stage_names, None, out_indices)
-        self._on_select()
+        self._select(None, out_indices)
+
+    def _select(self, out_features: OutFeaturesT | None, out_indices: OutIndicesT | None) -> None:
+        """Apply a selection, or raise and keep the previous one."""
+        previous = self._out_features, self._out_indices
+        self._out_features, self._out_indices = select_stages(self.stage_names, out_features, out_indices)
+        try:
+            self._on_select()
+        except Exception:
+            self._out_features, self._out_indices = previous
+            raise
 
     @property
     def stages(self) -> list[Stage]:

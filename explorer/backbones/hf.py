@@ -168,7 +168,7 @@ def _from_pretrained(transformers, cls: type, folder: Path, config, pretrained: 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        return cls.from_pretrained(str(folder), config=config)
+        return cls.from_pretrained(str(folder), config=config, trust_remote_code=False)
     finally:
         transformers.logging.set_verbosity(verbosity)
 
@@ -209,7 +209,7 @@ def load_hf(
     """
     transformers = _transformers()
     folder, origin = _resolve_folder(spec, pretrained)
-    config = transformers.AutoConfig.from_pretrained(str(folder), **kwargs)
+    config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=False, **kwargs)
     if pretrained and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise CheckpointError(f"{folder} holds a config but no weights. {ALTERNATIVES}")
     from transformers.backbone_utils import BackboneConfigMixin

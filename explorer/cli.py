@@ -1,0 +1,122 @@
+"""The ``explorer`` command: stage tables, grids and statistics from the shell, and the panel in JupyterLab.
+
+Example::
+
+    $ explorer stages resnet50 --random
+    $ explorer render default cat.jpg --stage blocks.2 --channels top:32 --out grid.png
+    $ explorer stats default cat.jpg --stage blocks.2 --csv blocks2.csv
+    $ explorer lab
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+_log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="explorer", description="See what a vision backbone sees.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_model(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("spec", help='checkpoint: "default", a timm name, "hf:...", "hf-hub:...", a path')
+        sub.add_argument("--random", action="store_true", help="random weights instead of pretrained ones")
+        sub.add_argument("--arch", help="timm architecture of a bare weights file")
+        sub.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+    stages = commands.add_parser("stages", help="print every stage: channels, stride and output shape")
+    with_model(stages)
+
+    for name, text in (
+        ("render", "write a PNG grid of a stage's channels"),
+        ("stats", "per-channel statistics"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        with_model(sub)
+        sub.add_argument("image", help="an image file")
+        sub.add_argument("--stage", help="stage or layer name (default: the last stage)")
+        if name == "render":
+            sub.add_argument(
+                "--channels", default="first:64", help="all, first:K, top:K, page:P/S (default first:64)"
+            )
+            sub.add_argument(
+                "--norm", default="channel", help="channel, stage or symmetric (default channel)"
+            )
+            sub.add_argument("--cmap", default="viridis", help="a matplotlib colour map (default viridis)")
+            sub.add_argument("--out", default="grid.png", help="the PNG to write (default grid.png)")
+        else:
+            sub.add_argument("--csv", help="also write the table as CSV")
+
+    lab = commands.add_parser("lab", help="open the explorer notebook in JupyterLab")
+    lab.add_argument("--notebook", default="notebooks/explorer.ipynb", help="notebook to open")
+    return parser
+
+
+def _backbone(args: argparse.Namespace):
+    from .backbones import load_backbone
+
+    options = {"arch": args.arch} if args.arch else {}
+    return load_backbone(args.spec, pretrained=not args.random, device=args.device, **options)
+
+
+def _stage_map(args: argparse.Namespace):
+    bb = _backbone(args)
+    pixel_values = bb.pixel_values([args.image])
+    if args.stage is None or args.stage in bb.stage_names:
+        bb.out_features = [args.stage or bb.stage_names[-1]]
+        maps = bb(pixel_values)
+    else:
+        maps = bb.capture(pixel_values, layers=[args.stage])
+    name, fmap = next(iter(maps.items()))
+    return name, fmap[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (1 with a one-line message for the explorer's errors)."""
+    from .errors import ExplorerError
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "stages":
+            bb = _backbone(args)
+            print(bb)
+        elif args.command == "render":
+            from .export import save_png
+            from .render import render_grid
+
+            name, fmap = _stage_map(args)
+            save_png(
+                render_grid(fmap, channels=args.channels, norm=args.norm, cmap=args.cmap, labels=True),
+                args.out,
+            )
+            print(f"{args.out}: {name} {tuple(fmap.shape)}")
+        elif args.command == "stats":
+            from .stats import channel_stats
+
+            name, fmap = _stage_map(args)
+            stats = channel_stats(fmap)
+            print(f"{name} {tuple(fmap.shape)}: {stats.summary()}")
+            if args.csv:
+                from .export import stats_to_csv
+
+                stats_to_csv(stats, args.csv)
+        else:
+            import os
+
+            root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+            os.execvp("jupyter-lab", ["jupyter-lab", *root, str(Path(args.notebook))])
+    except (ExplorerError, ValueError, OSError) as err:
+        print(f"explorer: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

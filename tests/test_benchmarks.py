@@ -1,0 +1,69 @@
+"""Smoke tests of the benchmark suite: the runner's interleaving, and one suite at its smallest. No timing asserts."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ sits beside the package, not inside it
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import report, suites  # noqa: E402
+from benchmarks.timing import Method, Timing, run_interleaved  # noqa: E402
+
+
+def test_runner_interleaves_warms_up_and_spreads_slow_methods():
+    calls = []
+    methods = [
+        Method("a", lambda: calls.append("a")),
+        Method("b", lambda: calls.append("b"), repeats=2, warmup=0),
+        Method(
+            "c",
+            lambda: calls.append("c"),
+            setup=lambda: calls.append("c+"),
+            teardown=lambda: calls.append("c-"),
+        ),
+    ]
+    timings = run_interleaved(methods, repeats=4, warmup=1)
+    rounds = ["a", "c+", "c", "c-"]  # warm-up: b has none
+    rounds += ["a", "b", "c+", "c", "c-"] + ["a", "c+", "c", "c-"]  # b in rounds 0 and 2 of 4
+    rounds += ["a", "b", "c+", "c", "c-"] + ["a", "c+", "c", "c-"]
+    assert calls == rounds
+    assert [t.n for t in timings.values()] == [4, 2, 4]
+
+
+def test_timing_summaries():
+    timing = Timing("x", [4.0, 1.0, 3.0, 2.0, 100.0])
+    assert timing.median_ms == 3.0
+    assert timing.quartiles_ms == (2.0, 4.0)
+    assert timing.iqr_ms == 2.0
+    assert math.isnan(Timing("empty").median_ms)
+
+
+def test_render_suite_smallest_case_and_report(tmp_path):
+    rows = suites.render_suite(suites.QUICK, "cpu", shapes=[(16, 8, 8)], repeats=1, warmup=0)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["shape"] == [16, 8, 8]
+    expected = [suites.OURS_RENDER, suites.OURS_GRID, suites.NUMPY, suites.NUMPY_FAST, suites.MATPLOTLIB]
+    assert list(row["methods"]) == expected
+    for entry in row["methods"].values():
+        assert entry["n"] == 1 and len(entry["samples_ms"]) == 1 and entry["median_ms"] > 0
+    # every PNG-producing method reported its output size; render_grid alone returns an array
+    assert set(row["png_bytes"]) == set(expected) - {suites.OURS_GRID}
+    assert all(size > 100 for size in row["png_bytes"].values())
+
+    results = {"environment": report.environment("cpu", 1, "pytest"), "render": rows, "quick": True}
+    results["targets"] = report.evaluate_targets(results)
+    by_name = {t["target"].split(" <")[0].split(" >")[0]: t for t in results["targets"]}
+    assert by_name["All-stage capture"]["met"] is None  # not measured
+    assert {t["met"] for t in results["targets"]} == {None}  # no (256, 56, 56) map: render targets unmeasured
+    paths = report.write_all(results, tmp_path)
+    assert [p.name for p in paths] == ["results.json", "RESULTS.md", "results.png"]
+    assert json.loads(paths[0].read_text())["render"][0]["shape"] == [16, 8, 8]
+    markdown = paths[1].read_text()
+    assert "| (16, 8, 8) | matplotlib subplot grid |" in markdown
+    assert paths[2].read_bytes()[:4] == b"\x89PNG"
