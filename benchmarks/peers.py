@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -104,7 +105,9 @@ def torchvision_fx(model: nn.Module, modules: Sequence[str]) -> Capture:
     from torchvision.models.feature_extraction import create_feature_extractor
 
     try:
-        extractor = create_feature_extractor(model, return_nodes={name: name for name in modules}).eval()
+        with warnings.catch_warnings():  # its note on train/eval node sets does not concern an eval-only run
+            warnings.filterwarnings("ignore", message="NOTE: The nodes obtained by tracing")
+            extractor = create_feature_extractor(model, return_nodes={name: name for name in modules}).eval()
     except Exception as err:  # any tracing failure is the finding, not a crash of the suite
         raise Unavailable(error_reason(err)) from err
 

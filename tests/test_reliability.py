@@ -911,3 +911,67 @@ def test_folder_configs_run_no_code(tmp_path):
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         explorer.load_backbone(f"hf:{folder}", pretrained=False, device="cpu")
     assert not marker.exists()
+
+
+# -- the panel: memory over many interactions, switching checkpoints, events during work ----------------------
+
+
+def _rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def test_panel_switching_checkpoints_frees_the_previous_model():
+    import weakref
+
+    app = explorer.Explorer("resnet18", pretrained=False, out_indices=[1], device="cpu")
+    first = weakref.ref(app.backbone.model)
+    app.model = "resnet34"
+    assert app.backbone.spec == "resnet34" and "Error" not in app.status
+    gc.collect()
+    assert first() is None
+
+
+def test_panel_200_interactions_stay_within_a_small_memory_bound():
+    app = explorer.Explorer(device="cpu", out_indices=[1, 2])
+    controls = [
+        lambda i: setattr(app.cmap_box, "value", ("viridis", "magma", "gray")[i % 3]),
+        lambda i: setattr(app.norm_box, "value", ("channel", "stage", "symmetric")[i % 3]),
+        lambda i: setattr(app.channel_box, "value", i % 20),
+        lambda i: setattr(app.image_box, "value", i % 4),
+        lambda i: setattr(
+            app.stage_select, "value", (("blocks.1",), ("blocks.2",), ("blocks.1", "blocks.2"))[i % 3]
+        ),
+        lambda i: setattr(app.tabs, "selected_index", i % 4),
+    ]
+    for i in range(40):  # warm every cache and view first
+        controls[i % len(controls)](i)
+    gc.collect()
+    before = _rss_mib()
+    for i in range(200):
+        controls[i % len(controls)](i // len(controls))
+    gc.collect()
+    grown = _rss_mib() - before
+    assert "Error" not in app.status
+    assert grown < 100, f"memory grew by {grown:.0f} MiB over 200 interactions"
+
+
+def test_panel_model_change_amid_rapid_events_shows_one_model():
+    import asyncio
+
+    app = explorer.Explorer(device="cpu", out_indices=[1])
+
+    async def storm():
+        app.page_slider.value = 0
+        app.cmap_box.value = "magma"
+        app.pretrained_box.value = False  # a new checkpoint while display changes are pending
+        app.model_box.value = "resnet18"
+        app.cmap_box.value = "gray"
+        await asyncio.sleep(0.5)
+
+    asyncio.run(storm())
+    assert app.backbone.spec == "resnet18" and app.backbone.weights == "random"
+    assert set(app.feature_maps) <= set(app.backbone.stage_names)  # no stage of the old model left on show
+    assert app.stage in app.backbone.stage_names and app.state.cmap == "gray"
+    assert "resnet18" in app.status and "Error" not in app.status
