@@ -1,12 +1,12 @@
 """Peak memory of one call, each measured in a fresh Python process so that nothing earlier skews it.
 
-On the CPU the child process reads its resident set size (RSS) just before the call, samples it every
-millisecond from a thread during the call (psutil), and also reads the kernel's own high-water mark
-(``resource.getrusage(...).ru_maxrss``) after it: when the call raised the high-water mark, that is its exact
-peak; otherwise the sampled peak is used. glibc is told to serve every block above 64 KiB with ``mmap`` and to
-give it back on free (``MALLOC_MMAP_THRESHOLD_``), so RSS follows the live tensors instead of holding freed
-heap. Before measuring, the same call runs once at batch 1 (library initialisation, lazy buffers). On CUDA
-the peak is ``torch.cuda.max_memory_allocated`` above what was allocated before the call.
+On the CPU the child process resets the kernel's peak-RSS mark (``/proc/self/clear_refs``, Linux 4.0+) just
+before the call, and reads it (``VmHWM`` in ``/proc/self/status``) after: the exact peak resident set size
+(RSS) during the call, less the RSS before it. Where the mark cannot be reset, a thread samples RSS every
+millisecond (psutil) instead. glibc is told to serve every block above 64 KiB with ``mmap`` and to give it back
+on free (``MALLOC_MMAP_THRESHOLD_``), so RSS follows the live tensors instead of holding freed heap. Before
+measuring, the same call runs once at batch 1 (library initialisation, lazy buffers). On CUDA the peak is
+``torch.cuda.max_memory_allocated`` above what was allocated before the call.
 
 Run as a child: ``python -m benchmarks.memory --model resnet50 --method explorer --batch 8`` prints one
 JSON line.
@@ -18,7 +18,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -41,8 +40,24 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _max_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KIB  # Linux reports KiB
+def _reset_peak_rss() -> bool:
+    """Set the kernel's peak-RSS mark to the current RSS; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _peak_rss() is not None
+
+
+def _peak_rss() -> int | None:
+    """The kernel's peak RSS of this process since the last reset (``VmHWM``), in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * _KIB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def measure_peak(fn: Callable[[], object], device: str, interval_s: float = 0.001) -> dict:
@@ -65,7 +80,8 @@ def measure_peak(fn: Callable[[], object], device: str, interval_s: float = 0.00
         del result
         return {"peak_bytes": peak - before, "retained_bytes": after - before, "method": "cuda allocator"}
 
-    before, high_water_before = _rss(), _max_rss()
+    before = _rss()
+    exact = _reset_peak_rss()
     sampled = [before]
     done = threading.Event()
 
@@ -81,14 +97,16 @@ def measure_peak(fn: Callable[[], object], device: str, interval_s: float = 0.00
     finally:
         done.set()
         sampler.join()
-    after, high_water = _rss(), _max_rss()
+    after, high_water = _rss(), _peak_rss() if exact else None
     del result
-    exact = high_water > high_water_before
-    peak = high_water if exact else max(sampled + [after])
+    peak = high_water if high_water is not None else max(sampled + [after])
     return {
         "peak_bytes": peak - before,
+        "sampled_peak_bytes": max(sampled + [after]) - before,
         "retained_bytes": after - before,
-        "method": "ru_maxrss (exact)" if exact else f"RSS sampled every {interval_s * 1000:g} ms",
+        "method": "kernel peak RSS (VmHWM)"
+        if high_water is not None
+        else f"RSS sampled every {interval_s * 1000:g} ms",
     }
 
 

@@ -19,13 +19,17 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from matplotlib.ticker import FuncFormatter
 
 from . import suites as S
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["environment", "evaluate_targets", "write_all", "write_json", "write_markdown", "write_plot"]
 
@@ -149,7 +153,15 @@ def _torchlens_fastest(row: dict) -> float | None:
 # ----------------------------------------------------------------------------------------------- targets
 
 
-def _target(name: str, values: list[tuple[str, float]], ok, unit: str, note: str, fmt=_x) -> dict:
+def _target(
+    name: str,
+    values: list[tuple[str, float]],
+    ok: Callable[[float], bool],
+    unit: str,
+    note: str,
+    fmt: Callable[[float], str] = _x,
+) -> dict:
+    """One target: the measured values, met when ``ok`` holds for every one, and the note where it does not."""
     if not values:
         return {"target": name, "measured": "not measured", "met": None, "note": ""}
     failed = [label for label, value in values if not ok(value)]
@@ -171,21 +183,25 @@ def evaluate_targets(results: dict) -> list[dict]:
     ]
     overhead = [(label, v) for label, v in overhead if v is not None]
     noise = [
-        f"{r['model']} b{r['batch']} bare IQR {100 * r['methods'][S.BARE]['iqr_ms'] / r['methods'][S.BARE]['median_ms']:.0f}%"
+        f"{r['model']} b{r['batch']}: bare IQR {100 * r['methods'][S.BARE]['iqr_ms'] / r['methods'][S.BARE]['median_ms']:.0f}% "
+        f"of its median, plain hooks / bare {_x(_ratio(_median(r, S.HOOKS), _median(r, S.BARE)))}"
         for r in capture
         if S.BARE in r["methods"]
         and (_ratio(_median(r, S.OURS_ALL), _median(r, S.BARE)) or 0) > TARGET_OVERHEAD
     ]
-    targets.append(
-        _target(
-            f"All-stage capture <= {TARGET_OVERHEAD}x the bare forward",
-            overhead,
-            lambda v: v <= TARGET_OVERHEAD,
-            "x",
-            "Capture registers one hook per stage and stops after the last one; compare the spread of the bare "
-            f"forward itself on this machine ({'; '.join(noise)}) and the plain-hooks column.",
-        )
+    all_stages = _target(
+        f"All-stage capture <= {TARGET_OVERHEAD}x the bare forward",
+        overhead,
+        lambda v: v <= TARGET_OVERHEAD,
+        "x",
+        "Capture adds one hook per stage and stops after the last one; set the ratio against the spread of the "
+        f"bare forward itself and against plain hooks on the same run ({'; '.join(noise)}).",
     )
+    if overhead:
+        all_stages["measured"] = (
+            f"geometric mean {_x(_geomean([v for _, v in overhead]))}; " + all_stages["measured"]
+        )
+    targets.append(all_stages)
     hf = [
         (f"resnet50 b{r['batch']}", _ratio(_median(r, S.OURS_FIRST), _median(r, S.HF_FIRST)))
         for r in capture
@@ -218,21 +234,24 @@ def evaluate_targets(results: dict) -> list[dict]:
     big = next((r for r in render if r["shape"] == [256, 56, 56]), None)
     ours = _median(big, S.OURS_RENDER) if big else None
     grid = _median(big, S.OURS_GRID) if big else None
+    single = _median(big, S.OURS_ONE_THREAD) if big else None
     speedup = _ratio(_median(big, S.MATPLOTLIB), ours) if big else None
+    where = (
+        f"render_grid alone takes {grid:.1f} ms of explorer's {ours:.1f} ms, PNG encoding the rest"
+        if grid and ours
+        else ""
+    )
+    if single:
+        where += f"; with 1 torch thread instead of {results['environment']['torch_threads']} the whole call takes {single:.1f} ms"
     targets.append(
         _target(
             f"Render (256, 56, 56) to PNG >= {TARGET_MPL:g}x faster than matplotlib's subplot grid",
             [("speed-up", speedup)] if speedup else [],
             lambda v: v >= TARGET_MPL,
             "x",
-            "",
+            f"{where}.",
             fmt=lambda v: _x(v, 0),
         )
-    )
-    encode = (
-        f"render_grid alone takes {grid:.1f} ms of the {ours:.1f} ms; PNG encoding the rest"
-        if grid and ours
-        else ""
     )
     targets.append(
         _target(
@@ -240,7 +259,7 @@ def evaluate_targets(results: dict) -> list[dict]:
             [("median", ours)] if ours else [],
             lambda v: v < TARGET_RENDER_MS,
             "ms",
-            f"{encode}.",
+            f"{where}.",
             fmt=lambda v: f"{v:.1f} ms",
         )
     )
@@ -252,8 +271,7 @@ def evaluate_targets(results: dict) -> list[dict]:
             [(label, v) for label, v in display if v is not None],
             lambda v: v < TARGET_PANEL_MS,
             "ms",
-            "A display-only change redraws the grid, the channel overlay, the heatmap figure and the image view; "
-            f"per change, under cProfile: {profile}.",
+            f"Where a colour-map change spends its time (cProfile, cumulative per change): {profile}.",
             fmt=lambda v: f"{v:.0f} ms",
         )
     )
@@ -439,9 +457,9 @@ def _memory_section(memory: list[dict], device: str) -> list[str]:
     else:
         how = (
             "peak RSS during the call above RSS just before it, each in a fresh process after a batch-1 warm-up; "
-            "the peak is the kernel's `ru_maxrss` high-water mark when the call raised it, else a 1 ms psutil "
-            "sample; `MALLOC_MMAP_THRESHOLD_=65536` makes glibc return freed tensors at once, so RSS follows "
-            "live memory"
+            "the peak is the kernel's own high-water mark (`VmHWM`, reset through `/proc/self/clear_refs` just "
+            "before the call), or a 1 ms psutil sample where it cannot be reset; `MALLOC_MMAP_THRESHOLD_=65536` "
+            "makes glibc return freed tensors at once, so RSS follows live memory"
         )
     out = _section(
         "6. Peak memory, all stages at batch 8",
@@ -514,7 +532,7 @@ def write_json(results: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------- plot
 
 
-def _bars(ax, groups: Sequence[str], series: dict[str, list[float | None]], log: bool = True) -> None:
+def _bars(ax: Axes, groups: Sequence[str], series: dict[str, list[float | None]], log: bool = True) -> None:
     if not groups:
         ax.set_axis_off()
         return
@@ -528,6 +546,8 @@ def _bars(ax, groups: Sequence[str], series: dict[str, list[float | None]], log:
     if log:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=6)
     ax.legend(fontsize=6)
 
 

@@ -18,7 +18,7 @@ import logging
 import pstats
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +72,7 @@ TIMM_FIRST = "timm features_only: first stage"
 HF_FIRST = "transformers ResNetBackbone"
 OURS_RENDER = "explorer: render_grid + to_png"
 OURS_GRID = "explorer: render_grid only"
+OURS_ONE_THREAD = "explorer: render_grid + to_png, 1 thread"
 NUMPY = "NumPy tiling + PIL PNG"
 NUMPY_FAST = "NumPy tiling + PIL PNG (level 1)"
 MATPLOTLIB = "matplotlib subplot grid"
@@ -299,6 +300,16 @@ def render_suite(
             NUMPY_FAST: lambda fmap=fmap: peers.numpy_grid(fmap, compress_level=1),
             MATPLOTLIB: lambda fmap=fmap: peers.matplotlib_grid(fmap),
         }
+        threads = torch.get_num_threads()
+        one_thread: dict[str, dict] = {}
+        if (
+            device.type == "cpu" and threads > 1
+        ):  # how much the torch thread pool helps (or hurts) so small a job
+            contenders[OURS_ONE_THREAD] = contenders[OURS_RENDER]
+            one_thread[OURS_ONE_THREAD] = {
+                "setup": lambda: torch.set_num_threads(1),
+                "teardown": lambda threads=threads: torch.set_num_threads(threads),
+            }
         slow = {MATPLOTLIB: settings.matplotlib_repeats}
         sizes: dict[str, int] = {}
 
@@ -319,6 +330,7 @@ def render_suite(
                 keep_size(name, fn),
                 repeats=repeats or slow.get(name),
                 warmup=min(warmup, 1) if name in slow else None,
+                **one_thread.get(name, {}),
             )
             for name, fn in contenders.items()
         ]
@@ -377,10 +389,12 @@ class _PanelDriver:
         self.model_runs[kind] = self.model_runs.get(kind, 0) + self.app.forward_passes - runs
         return png
 
-    def flip(self, box, first, second) -> Callable[[], None]:
+    def flip(self, box: Any, first: object, second: object) -> Callable[[], None]:
+        """A change that toggles a control between two values."""
         return lambda: setattr(box, "value", second if box.value == first else first)
 
     def new_image(self) -> None:
+        """Show the next image of the gallery, never shown before (so never cached)."""
         self.app.image_box.value = self.next_image
         self.next_image += 1
 

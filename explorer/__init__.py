@@ -28,6 +28,7 @@ _EXPORTS = {
     "list_layers": "explorer.hooks",
     "select_stages": "explorer.stages",
     "load_image": "explorer.images",
+    "model_view": "explorer.images",
     "sample_images": "explorer.images",
     "Preprocess": "explorer.images",
     "Explorer": "explorer.widgets",
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
     from .export import load_feature_maps, save_feature_maps, save_png, stats_to_csv, stats_to_json
     from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
     from .hooks import FeatureMaps, capture, list_layers
-    from .images import Preprocess, load_image, sample_images
+    from .images import Preprocess, load_image, model_view, sample_images
     from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
     from .stages import select_stages
     from .stats import (

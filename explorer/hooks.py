@@ -224,7 +224,8 @@ def capture(
                 _log.debug("layer %s ran again in the same pass; keeping its first output", name)
                 return
             hw = input_hw[-1] if input_hw else (0, 0)
-            raw[name] = to_nchw(output, hw, layouts.get(name, LayerLayout())).detach()
+            # a copy: later in-place operations (x += shortcut, ReLU(inplace=True)) would change a view
+            raw[name] = to_nchw(output, hw, layouts.get(name, LayerLayout())).detach().clone()
             if stop_early and len(raw) == len(names):
                 raise _StopForward
 

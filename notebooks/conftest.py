@@ -2,7 +2,8 @@
 
 Kernels started by nbval inherit this process's environment, so the variables set here reach the notebooks.
 Text outputs (shapes, channel counts, stage names, error messages, rounded statistics) are compared strictly;
-what changes from run to run is masked by ``sanitize.cfg`` (paths, devices) or left out here by type.
+what changes from run to run is masked by ``sanitize.cfg`` (temporary paths, the device) or left out here by
+output type. A cell whose whole output is unstable (the panel) carries the ``nbval-ignore-output`` tag.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # model hubs are never asked: every notebook runs without a network
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Not compared (nbval already skips image/png, image/jpeg and widget views):
-# - text/html: HTML reprs of widgets and tables carry generated ids;
-# - the plotly and widget-state payloads hold random ids and layout numbers.
 UNSTABLE_MIME_TYPES = (
-    "text/html",
-    "application/vnd.plotly.v1+json",
+    "image/png",  # pixels differ across BLAS builds and platforms; the text beside each image is compared
+    "image/jpeg",
+    "text/html",  # HTML reprs (widgets, tables) carry generated ids
+    "application/vnd.jupyter.widget-view+json",  # model ids are random
     "application/vnd.jupyter.widget-state+json",
-    "image/svg+xml",
+    "application/vnd.plotly.v1+json",  # plotly figures carry random uids
 )
+"""Output types nbval does not compare (it skips images and widget views by default; listed so that
+``--nbdime`` or a change of nbval's defaults does not bring them back)."""
 
 
 def pytest_collectstart(collector):
-    """Extend nbval's list of output types it does not compare, for notebooks only."""
+    """Add :data:`UNSTABLE_MIME_TYPES` to nbval's skip list, for notebook files only."""
     if str(getattr(collector, "path", "")).endswith(".ipynb") and hasattr(collector, "skip_compare"):
-        collector.skip_compare = tuple(collector.skip_compare) + UNSTABLE_MIME_TYPES
+        collector.skip_compare = tuple(dict.fromkeys((*collector.skip_compare, *UNSTABLE_MIME_TYPES)))

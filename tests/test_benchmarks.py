@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ sits beside the package, not inside it
     sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 from benchmarks import report, suites  # noqa: E402
 from benchmarks.timing import Method, Timing, run_interleaved  # noqa: E402
 
@@ -44,12 +46,16 @@ def test_timing_summaries():
 
 
 def test_render_suite_smallest_case_and_report(tmp_path):
+    threads = torch.get_num_threads()
     rows = suites.render_suite(suites.QUICK, "cpu", shapes=[(16, 8, 8)], repeats=1, warmup=0)
     assert len(rows) == 1
     row = rows[0]
     assert row["shape"] == [16, 8, 8]
     expected = [suites.OURS_RENDER, suites.OURS_GRID, suites.NUMPY, suites.NUMPY_FAST, suites.MATPLOTLIB]
+    if threads > 1:
+        expected.append(suites.OURS_ONE_THREAD)
     assert list(row["methods"]) == expected
+    assert torch.get_num_threads() == threads  # the 1-thread variant restored the pool
     for entry in row["methods"].values():
         assert entry["n"] == 1 and len(entry["samples_ms"]) == 1 and entry["median_ms"] > 0
     # every PNG-producing method reported its output size; render_grid alone returns an array

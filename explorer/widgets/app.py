@@ -64,6 +64,19 @@ TABS = ("Grid", "Statistics", "Shapes", "Compare")
 _FAILURES = (ExplorerError, ValueError, TypeError, KeyError, RuntimeError, TraitError, MemoryError, OSError)
 
 
+def _show_in_notebook(widget: widgets.Widget) -> None:
+    """Display ``widget`` when running in a Jupyter kernel; do nothing elsewhere (scripts, tests)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        from IPython.display import display
+
+        display(widget)
+
+
 def _dropdown(description: str, options, value=None, width: str = "170px") -> widgets.Dropdown:
     return widgets.Dropdown(
         options=options, value=value, description=description, layout=widgets.Layout(width=width)
@@ -86,6 +99,7 @@ class Explorer(widgets.VBox):
         pretrained: real weights or random initialisation.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         layers: extra module names to capture (see :func:`explorer.list_layers`).
+        display: show the panel at once when running in a notebook (so ``app = Explorer()`` is enough).
         state: any other :class:`ExplorerState` trait (``cmap="magma"``, ``norm="stage"``, ...).
     """
 
@@ -99,6 +113,7 @@ class Explorer(widgets.VBox):
         pretrained: bool = True,
         device: str = "auto",
         layers: Sequence[str] = (),
+        display: bool = True,
         **state,
     ) -> None:
         super().__init__(layout=widgets.Layout(width="100%"))
@@ -127,6 +142,8 @@ class Explorer(widgets.VBox):
         self._set_images(images if images is not None else None)
         self.state.observe(self._on_state)
         self.refresh()
+        if display:
+            _show_in_notebook(self)
 
     # -- scripting ---------------------------------------------------------------------------------------
     model = property(lambda self: self.state.model, lambda self, v: self._set("model", v))
