@@ -35,6 +35,15 @@ def test_swin_tiny_stage1_seed_example(swin_folder):
     assert torch.allclose(maps["stage1"], expected, atol=1e-5)  # transformers' own output, norm included
 
 
+def test_stage_names_and_any_layer_in_one_pass(swin_folder):
+    folder, _ = swin_folder
+    bb = explorer.load_backbone(f"hf:{folder}", out_indices=[1], device="cpu")
+    x = torch.randn(1, 3, 224, 224)
+    maps = bb.capture(x, layers=["stage1", "swin.encoder.layers.0.blocks.0"])
+    assert maps.shapes == {"stage1": (1, 96, 56, 56), "swin.encoder.layers.0.blocks.0": (1, 96, 56, 56)}
+    assert torch.equal(maps["stage1"], bb(x)["stage1"])  # the model's own stage output, its norm included
+
+
 def test_swin_reselect_and_channels(swin_folder):
     folder, _ = swin_folder
     bb = explorer.load_backbone(f"hf:{folder}", out_features=["stage2", "stage4"], device="cpu")

@@ -14,6 +14,24 @@ def test_import_loads_no_torch_timm_or_transformers():
     assert result.stdout.strip() == "[]"
 
 
+DESIGN_NAMES = [  # the public API of DESIGN.md: a contract with code outside the project
+    "load_backbone",
+    "list_backbones",
+    "list_layers",
+    "channel_stats",
+    "render_grid",
+    "to_png",
+    "overlay",
+    "Explorer",
+    "Backbone",
+    "Stage",
+    "FeatureMaps",
+]
+
+
 def test_public_names_resolve():
-    for name in explorer.__all__:
+    for name in DESIGN_NAMES + explorer.__all__:
         assert getattr(explorer, name) is not None, name
+    backbone_attributes = ["stage_names", "out_indices", "out_features", "channels", "reductions", "stages"]
+    for name in backbone_attributes + ["weights", "device", "model", "extract", "capture"]:
+        assert hasattr(explorer.Backbone, name) or name in ("weights", "model"), name

@@ -167,17 +167,47 @@ def test_random_weights_are_said_loud():
 
 
 def test_compare_images_and_checkpoints():
-    app = explorer.Explorer(device="cpu", out_indices=[2])
+    app = explorer.Explorer(device="cpu", out_indices=[1, 2])
     app.tabs.selected_index = 3
     app.compare_mode_box.value = "images"
-    assert len(app.compare_grids.children) == 3
-    assert "linear CKA" in app.compare_table.value and "blocks.2" in app.compare_table.value
+    app.compare_image_box.value = 0  # the image against itself
+    assert all(
+        v["cosine"] == pytest.approx(1.0) and v["cka"] == pytest.approx(1.0) for v in app.similarity.values()
+    )
+    app.compare_image_box.value = 1  # chelsea against coffee
+    assert set(app.similarity) == {"blocks.1", "blocks.2"}
+    assert all(0.0 < v["cka"] < 0.99 for v in app.similarity.values())
+    difference = _png_pixels(app.compare_grids.children[2].children[1].value)
+    assert difference.std() > 5  # a real difference grid, not a blank
     app.compare_mode_box.value = "checkpoints"  # the same checkpoint with random weights
-    assert len(app.compare_grids.children) == 3
-    assert app.session.loads == 2 and "cosine" in app.compare_table.value
+    assert app.session.loads == 2
+    assert all(v["cka"] < 0.99 for v in app.similarity.values())
     runs = app.forward_passes
     app.cmap_box.value = "magma"
     assert app.forward_passes == runs
+
+
+def test_redraws_make_no_new_widgets():
+    from ipywidgets.widgets.widget import _instances  # every open widget of the kernel
+
+    app = explorer.Explorer(device="cpu", out_indices=[1])
+    app.compare_mode_box.value = "images"
+    for tab in range(4):
+        app.tabs.selected_index = tab
+    before = len(_instances)
+    for i in range(12):
+        app.tabs.selected_index = i % 4
+        app.channel_box.value = i % 8
+        app.sort_box.value = ("mean", "std", "channel")[i % 3]
+    assert len(_instances) == before
+
+
+def test_precision_needs_a_gpu_and_bad_colour_maps_are_refused(app):
+    app.precision_box.value = "float16"
+    if not torch.cuda.is_available():
+        assert "needs a GPU" in app.status and app.precision == "float32"
+    app.cmap_box.value = "viridiss"
+    assert "No colour map" in app.status and "viridis" in app.status and app.cmap == "viridis"
 
 
 def test_shapes_and_statistics_views(app):

@@ -176,8 +176,31 @@ def test_unknown_layer_lists_closest_names_and_list_layers():
 
 def test_capture_any_layer_and_stage_names():
     bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")
-    maps = bb.capture(torch.randn(2, 3, 224, 224), layers=["layer2.0.conv1", "layer1"])
-    assert maps.shapes == {"layer2.0.conv1": (2, 128, 28, 28), "layer1": (2, 64, 56, 56)}
+    maps = bb.capture(torch.randn(2, 3, 224, 224), layers=["layer2.0.conv1", "layer1", "fc"])
+    assert maps.shapes == {
+        "layer2.0.conv1": (2, 128, 28, 28),
+        "layer1": (2, 64, 56, 56),
+        "fc": (2, 1000, 1, 1),
+    }
+
+
+def test_captures_are_not_changed_by_later_in_place_operations():
+    bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    maps = bb.capture(x, layers=["layer1.1.bn2", "layer1.1"])  # the block adds its shortcut to bn2 in place
+    assert not torch.equal(maps["layer1.1.bn2"], maps["layer1.1"])  # a view of bn2 would equal the block output
+
+
+def test_precision_runs_under_autocast_and_leaves_the_weights():
+    bb = explorer.load_backbone("resnet18", out_indices=[2], pretrained=False, device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    reference = bb(x)["layer2"]
+    bb.precision = torch.bfloat16
+    low = bb(x)["layer2"]
+    assert low.dtype == torch.bfloat16 and bb.dtype == torch.float32
+    assert torch.allclose(low.float(), reference, atol=0.1, rtol=0.05)
+    bb.precision = None
+    assert torch.equal(bb(x)["layer2"], reference)  # back to exactly float32
 
 
 def test_inference_mode_eval_and_device():

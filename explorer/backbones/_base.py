@@ -165,6 +165,10 @@ class Backbone:
         """The device the model and its feature maps live on."""
         return self._device
 
+    precision: torch.dtype | None = None
+    """Run the forward pass under autocast with this dtype (``torch.float16``, ``torch.bfloat16``; for GPUs);
+    None runs in the weights' own dtype. The weights are never converted, so switching back is exact."""
+
     @property
     def dtype(self) -> torch.dtype:
         """The floating-point type of the model's parameters."""
@@ -211,9 +215,7 @@ class Backbone:
     # -- running -------------------------------------------------------------------------------------------
     def __call__(self, pixel_values: torch.Tensor) -> FeatureMaps:
         """Feature maps of the selected stages for a ``(B, 3, H, W)`` batch, every tensor NCHW on ``device``."""
-        pixel_values = self._prepare(pixel_values)
-        with torch.inference_mode():
-            return self._forward_stages(pixel_values)
+        return self.capture(pixel_values, self.out_features)
 
     def extract(self, images: Sequence[ImageInput] | ImageInput) -> FeatureMaps:
         """Feature maps from images (paths, bytes, PIL images, arrays), preprocessed as the checkpoint expects.
@@ -230,24 +232,24 @@ class Backbone:
         return preprocess(images, self.preprocess, device=self.device, dtype=self.dtype)
 
     def capture(self, pixel_values: torch.Tensor, layers: Sequence[str]) -> FeatureMaps:
-        """Feature maps of any named modules (see :func:`explorer.list_layers`) or stage names, NCHW.
+        """Feature maps of stages (by stage name) and of any named modules (see :func:`explorer.list_layers`).
 
-        The forward pass stops after the last of them.
+        One forward pass serves them all; it stops after the last of them where the source allows (timm, local
+        and default models). Runs under ``torch.inference_mode()``, and autocast when :attr:`precision` is set.
 
         Example::
 
-            >>> bb.capture(x, layers=["layer2.0.conv1"]).shapes
-            {'layer2.0.conv1': (1, 128, 28, 28)}
+            >>> bb.capture(x, layers=["layer1", "layer2.0.conv1"]).shapes
+            {'layer1': (1, 64, 56, 56), 'layer2.0.conv1': (1, 128, 28, 28)}
         """
         if isinstance(layers, str):
             layers = [layers]
-        by_name = {stage.name: stage for stage in self.all_stages}
-        modules = {name: by_name[name].module if name in by_name else name for name in layers}
         pixel_values = self._prepare(pixel_values)
-        with torch.inference_mode():
-            with capture(self.model, list(modules.values()), **self._capture_options(pixel_values)) as raw:
-                self._run(pixel_values)
-        return FeatureMaps((name, raw[module]) for name, module in modules.items())
+        precision = self.precision
+        with torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=precision or torch.float32, enabled=precision is not None
+        ):
+            return self._forward(pixel_values, list(dict.fromkeys(layers)))
 
     # -- for sources to override ---------------------------------------------------------------------------
     def _capture_options(self, pixel_values: torch.Tensor) -> dict:
@@ -261,16 +263,13 @@ class Backbone:
             )
         return pixel_values.to(self.device, self.dtype)
 
-    def _run(self, pixel_values: torch.Tensor) -> object:
-        """Run the network far enough for the hooks; timm models skip their head."""
-        forward_features = getattr(self.model, "forward_features", None)
-        return forward_features(pixel_values) if callable(forward_features) else self.model(pixel_values)
-
-    def _forward_stages(self, pixel_values: torch.Tensor) -> FeatureMaps:
-        stages = self.stages
-        with capture(self.model, [s.module for s in stages], **self._capture_options(pixel_values)) as raw:
-            self._run(pixel_values)
-        return FeatureMaps((stage.name, raw[stage.module]) for stage in stages)
+    def _forward(self, pixel_values: torch.Tensor, layers: list[str]) -> FeatureMaps:
+        """Hooks on the modules behind ``layers``; the pass stops once the last of them has run."""
+        by_name = {stage.name: stage for stage in self.all_stages}
+        modules = {name: by_name[name].module if name in by_name else name for name in layers}
+        with capture(self.model, list(modules.values()), **self._capture_options(pixel_values)) as raw:
+            self.model(pixel_values)
+        return FeatureMaps((name, raw[module]) for name, module in modules.items())
 
     def _on_select(self) -> None:
         """Called after every (re-)selection; sources that hold their own selection sync it here."""

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingDependencyError, UnknownBackboneError, WeightsUnavailableError
-from ..hooks import FeatureMaps, LayerLayout, to_nchw
+from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw
 from ..images import Preprocess
 from ._base import Backbone, Stage
 from ._hub import ALTERNATIVES, hub_file
@@ -115,19 +115,26 @@ class HFBackbone(Backbone):
                 "be selected. Select among those, or load the backbone checkpoint itself rather than a task model."
             )
 
-    def _run(self, pixel_values: torch.Tensor) -> object:
-        return self.model(pixel_values)
-
-    def _forward_stages(self, pixel_values: torch.Tensor) -> FeatureMaps:
-        by_name = dict(zip(self.served, self.model(pixel_values).feature_maps))
+    def _forward(self, pixel_values: torch.Tensor, layers: list[str]) -> FeatureMaps:
+        """Stages from the model's own ``feature_maps``, other layers from hooks, in one full pass."""
+        stages = {stage.name: stage for stage in self.all_stages}
+        refused = [name for name in layers if name in stages and name not in self.served]
+        if refused:
+            raise ValueError(f"This {type(self.model).__name__} outputs {self.served} only, not {refused}.")
+        extra = [name for name in layers if name not in stages]
+        raw = {}
+        if extra:
+            with capture(self.model, extra, stop_early=False, input_size=tuple(pixel_values.shape[-2:])) as raw:
+                output = self.model(pixel_values)
+        else:
+            output = self.model(pixel_values)
+        by_name = dict(zip(self.served, output.feature_maps))
         hw = tuple(pixel_values.shape[-2:])
-        return FeatureMaps(
-            (
-                stage.name,
-                to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction)),
-            )
-            for stage in self.stages
-        )
+
+        def stage_map(stage: Stage) -> torch.Tensor:
+            return to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction))
+
+        return FeatureMaps((name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers)
 
 
 def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stage]:

@@ -31,7 +31,7 @@ from traitlets import TraitError
 
 from .. import figures
 from ..backbones import SUGGESTED, Backbone
-from ..errors import ExplorerError, ImageError
+from ..errors import ImageError
 from ..hooks import FeatureMaps, list_layers
 from ..images import ImageInput, load_image, model_view, sample_images
 from ..render import overlay, render_grid, to_png, value_range
@@ -61,7 +61,8 @@ _LEVELS = {
 }
 CMAPS = ("viridis", "magma", "inferno", "gray", "RdBu_r", "coolwarm", "jet", "cividis")
 TABS = ("Grid", "Statistics", "Shapes", "Compare")
-_FAILURES = (ExplorerError, ValueError, TypeError, KeyError, RuntimeError, TraitError, MemoryError, OSError)
+GRID_SIZE = 640
+"""Width of the grid on show, in pixels: no grid is drawn larger than the view shows."""
 
 
 def _show_in_notebook(widget: widgets.Widget) -> None:
@@ -124,9 +125,11 @@ class Explorer(widgets.VBox):
         self.backbone: Backbone | None = None
         self.feature_maps_all: FeatureMaps | None = None
         self.compare_maps: FeatureMaps | None = None
+        self.similarity: dict[str, dict[str, float]] = {}  # per stage, on the Compare tab: cosine and cka
         self.last_update_ms = 0.0
         self.draws = 0
         self._drawn: dict[str, tuple] = {}
+        self._stats_cache: dict[tuple, object] = {}
         self._capture_count = 0
         self._view: Image.Image | None = None
         self._pending_out_features = list(out_features) if out_features is not None else None
@@ -200,7 +203,7 @@ class Explorer(widgets.VBox):
     def stats(self):
         """:class:`~explorer.stats.ChannelStats` of the shown stage for the current image."""
         self.refresh()
-        return channel_stats(self._current_map())
+        return self._stats(self.state.stage)
 
     @property
     def forward_passes(self) -> int:
@@ -313,7 +316,13 @@ class Explorer(widgets.VBox):
         self.compare_pretrained_box = widgets.Checkbox(
             value=s.compare_pretrained, description="B pretrained", indent=False, layout=wide
         )
-        self.compare_grids = widgets.HBox()
+        self.compare_grids = widgets.HBox(
+            [
+                widgets.VBox([widgets.HTML(), _png_widget("100%")], layout=widgets.Layout(width="33%"))
+                for _ in range(3)
+            ],
+            layout=widgets.Layout(display="none"),
+        )
         self.compare_table = widgets.HTML()
 
         for box, name in (
@@ -488,7 +497,10 @@ class Explorer(widgets.VBox):
             )
             torch.cuda.empty_cache()
             return
-        except _FAILURES as err:
+        except Exception as err:  # noqa: BLE001 - every failure lands in the status line; the panel lives on
+            _log.debug("panel update failed", exc_info=True)
+            if self.backbone is None or self.feature_maps_all is None:
+                self._dirty = LOAD  # nothing shown yet: the next change tries from the start
             self._error(err)
             return
         finally:
@@ -534,7 +546,7 @@ class Explorer(widgets.VBox):
         previous = backbone.out_indices
         images = [self._current_image()]
         if s.compare == "images" and len(self._images) > 1:
-            images.append(self._images[min(s.compare_image_index, len(self._images) - 1)])
+            images.append(self._images[self._image_at(s.compare_image_index)])
         try:
             self._busy(f"Running <b>{html.escape(s.model)}</b> on {len(images)} image(s)...")
             maps = self.session.capture(
@@ -572,7 +584,11 @@ class Explorer(widgets.VBox):
                     "checkpoints of the same architecture."
                 )
             self.compare_maps = self.session.capture(
-                other, images[:1], out_indices=stage_indices, images_key=(self._images_version, id(images[0]))
+                other,
+                images[:1],
+                out_indices=stage_indices,
+                layers=s.layers,
+                images_key=(self._images_version, id(images[0])),
             )
         else:
             self.session.release("compare")
@@ -595,8 +611,12 @@ class Explorer(widgets.VBox):
         self._sync_controls()
 
     # -- drawing -----------------------------------------------------------------------------------------
+    def _image_at(self, index: int) -> int:
+        """``index`` clamped to the gallery."""
+        return min(index, len(self._images) - 1)
+
     def _current_image(self) -> Image.Image:
-        return self._images[min(self.state.image_index, len(self._images) - 1)]
+        return self._images[self._image_at(self.state.image_index)]
 
     def _current_map(self) -> torch.Tensor:
         return self.feature_maps_all[self.state.stage][0].float()
@@ -649,14 +669,16 @@ class Explorer(widgets.VBox):
             vrange=vrange,
             by=s.top_by,
             labels=True,
-            max_size=896,
+            max_size=GRID_SIZE,
             return_layout=True,
         )
         return to_png(grid), list(layout.channels)
 
     def _draw_grid(self, fmap: torch.Tensor, view: Image.Image) -> None:
         s = self.state
-        self.grid_image.value = self._grid(fmap, self._channel_spec())[0]
+        grid_key = (self._capture_count, s.stage, self._channel_spec(), s.norm, s.cmap, s.clip, s.top_by)
+        if self._changed("grid", grid_key):
+            self.grid_image.value = self._grid(fmap, self._channel_spec())[0]
         channel_map = fmap[s.channel]
         if not self._changed("channel", (self._capture_count, s.stage, s.channel, s.alpha)):
             return  # the zoomed channel is already on show
@@ -666,6 +688,8 @@ class Explorer(widgets.VBox):
         if self._changed("heatmap", (s.stage, tuple(channel_map.shape))):
             import plotly.graph_objects as go
 
+            if self.heatmap is not None:
+                self.heatmap.close()
             self.heatmap = go.FigureWidget(figure)  # a new figure when the axes change
             self.heatmap_box.children = [self.heatmap]
         else:
@@ -673,37 +697,52 @@ class Explorer(widgets.VBox):
                 self.heatmap.data[0].update(x=figure.data[0].x, y=figure.data[0].y, z=figure.data[0].z)
                 self.heatmap.layout.title = figure.layout.title
 
+    def _stats(self, name: str):
+        """Channel statistics of a captured map for the current image, computed once per capture."""
+        key = (self._capture_count, name)
+        if key not in self._stats_cache:
+            if self._stats_cache and next(iter(self._stats_cache))[0] != self._capture_count:
+                self._stats_cache.clear()
+            self._stats_cache[key] = channel_stats(self.feature_maps_all[name][0].float())
+        return self._stats_cache[key]
+
     def _draw_stats(self, fmap: torch.Tensor) -> None:
-        stats = channel_stats(fmap)
+        s = self.state
+        stats = self._stats(s.stage)
+        key, descending = self.sort_box.value, self.descending_box.value
+        if key == "channel":
+            order = range(len(stats))[:: -1 if descending else 1]
+        else:
+            order = (stats.top if descending else stats.bottom)(None, by=key).channels
         rows = stats.rows()
-        key = self.sort_box.value
-        rows.sort(key=lambda row: row[key], reverse=self.descending_box.value)
-        self.stats_table.value = (
-            f"<b>{html.escape(self.state.stage)}</b> · {len(rows)} channels" + html_table(rows, limit=64)
+        rows = [rows[int(i)] for i in order]
+        self.stats_table.value = f"<b>{html.escape(s.stage)}</b> · {len(rows)} channels" + html_table(
+            rows, limit=64
         )
-        dead = []
-        for name, stage_map in self.feature_maps_all.items():
-            summary = channel_stats(stage_map[0].float()).summary()
-            dead.append(
-                {
-                    "stage": name,
-                    "channels": summary["channels"],
-                    "dead": summary["dead"],
-                    "constant": summary["constant"],
-                }
-            )
+        dead = [
+            {k: summary[k] for k in ("channels", "dead", "constant")} | {"stage": name}
+            for name in self.feature_maps_all
+            for summary in [self._stats(name).summary()]
+        ]
         self.dead_table.value = "<b>Dead channels per stage</b>" + html_table(dead)
-        bar = figures.stat_bar_figure(stats, by=self.sort_box.value if key != "channel" else "mean")
+        bar = figures.stat_bar_figure(stats, by=key if key != "channel" else "mean")
         hist = figures.histogram_figure(histogram(fmap, bins=64))
         for figure in (bar, hist):
             figure.update_layout(width=440, height=280, margin=dict(l=40, r=10, t=30, b=30))
-        import plotly.graph_objects as go
+        if not self.stats_figures.children:
+            import plotly.graph_objects as go
 
-        self.stats_figures.children = [go.FigureWidget(bar), go.FigureWidget(hist)]
+            self.stats_figures.children = [go.FigureWidget(bar), go.FigureWidget(hist)]
+            return
+        for widget, figure in zip(self.stats_figures.children, (bar, hist)):
+            with widget.batch_update():
+                widget.data = []
+                widget.add_traces(figure.data)
+                widget.layout = figure.layout
 
     def _draw_shapes(self) -> None:
         by_name = {stage.name: stage for stage in self.backbone.all_stages}
-        height, width = self.backbone.pixel_values([self._current_image()]).shape[-2:]
+        height, width = self.backbone.preprocess.input_size
         rows = []
         for name, fmap in self.feature_maps_all.items():
             stage = by_name.get(name)
@@ -722,16 +761,17 @@ class Explorer(widgets.VBox):
     def _draw_compare(self, fmap: torch.Tensor) -> None:
         s = self.state
         if s.compare == "off":
-            self.compare_grids.children = []
+            self.compare_grids.layout.display = "none"
             self.compare_table.value = "<i>Choose Images or Checkpoints to compare.</i>"
             return
+        self.compare_grids.layout.display = None
         if s.compare == "images":
             if len(self._images) < 2:
                 raise ValueError("Comparing images needs two images in the gallery: upload another one.")
             other = self.feature_maps_all[s.stage][1].float()
             title_a, title_b = (
-                self._image_names[s.image_index],
-                self._image_names[min(s.compare_image_index, len(self._images) - 1)],
+                self._image_names[self._image_at(s.image_index)],
+                self._image_names[self._image_at(s.compare_image_index)],
             )
             similarity = {
                 name: stage_similarity(m[:1].float(), m[1:2].float())
@@ -750,19 +790,20 @@ class Explorer(widgets.VBox):
         png_b, _ = self._grid(other, channels, vrange)
         png_diff = to_png(
             render_grid(
-                fmap - other, channels=channels, norm="symmetric", cmap="RdBu_r", labels=True, max_size=896
+                fmap - other,
+                channels=channels,
+                norm="symmetric",
+                cmap="RdBu_r",
+                labels=True,
+                max_size=GRID_SIZE,
             )
         )
-        self.compare_grids.children = [
-            widgets.VBox(
-                [
-                    widgets.HTML(f"<b>{html.escape(title)}</b>"),
-                    widgets.Image(value=png, format="png", layout=widgets.Layout(width="100%")),
-                ],
-                layout=widgets.Layout(width="33%"),
-            )
-            for title, png in ((title_a, png_a), (title_b, png_b), ("A − B", png_diff))
-        ]
+        for pane, (title, png) in zip(
+            self.compare_grids.children, ((title_a, png_a), (title_b, png_b), ("A − B", png_diff))
+        ):
+            pane.children[0].value = f"<b>{html.escape(title)}</b>"
+            pane.children[1].value = png
+        self.similarity = similarity
         diff = channel_difference(fmap, other)
         rows = [
             {"stage": name, "cosine": round(v["cosine"], 4), "linear CKA": round(v["cka"], 4)}
@@ -813,18 +854,16 @@ class Explorer(widgets.VBox):
         s = self.state
         self._syncing = True
         try:
-            self.model_box.value = s.model
-            self.pretrained_box.value = s.pretrained
-            self.precision_box.value = s.precision
             if self.backbone is not None:
+                table = self.backbone.stage_table()
                 self.stage_select.options = self.backbone.stage_names
                 self.stage_select.value = tuple(self.backbone.out_features)
                 self.stage_table.value = html_table(
                     [
                         {k: row[k] for k in ("index", "name", "channels", "reduction", "shape")}
-                        for row in self.backbone.stage_table()
+                        for row in table
                     ],
-                    selected=[row["selected"] for row in self.backbone.stage_table()],
+                    selected=[row["selected"] for row in table],
                 )
             if self.feature_maps_all is not None:
                 names = list(self.feature_maps_all)
@@ -833,13 +872,27 @@ class Explorer(widgets.VBox):
                 count = self.feature_maps_all[self.shown_stage.value].shape[1]
                 self.page_slider.max = max(0, math.ceil(count / s.page_size) - 1)
                 self.channel_box.max = count - 1
-            self.page_slider.value = s.page
             self.page_slider.disabled = s.channel_mode == "top"
-            self.channel_box.value = s.channel
-            self.cmap_box.value = s.cmap
-            self.norm_box.value = s.norm
-            self.layers_box.value = list(s.layers)
-            self.image_box.value = min(s.image_index, len(self._images) - 1)
+            for box, value in (
+                (self.model_box, s.model),
+                (self.pretrained_box, s.pretrained),
+                (self.device_box, s.device if s.device in self.device_box.options else "auto"),
+                (self.precision_box, s.precision),
+                (self.page_slider, s.page),
+                (self.page_size_box, s.page_size),
+                (self.mode_box, s.channel_mode),
+                (self.top_by_box, s.top_by),
+                (self.channel_box, s.channel),
+                (self.cmap_box, s.cmap),
+                (self.norm_box, s.norm),
+                (self.layers_box, list(s.layers)),
+                (self.image_box, self._image_at(s.image_index)),
+                (self.compare_mode_box, s.compare),
+                (self.compare_image_box, self._image_at(s.compare_image_index)),
+                (self.compare_model_box, s.compare_model),
+                (self.compare_pretrained_box, s.compare_pretrained),
+            ):
+                box.value = value
         finally:
             self._syncing = False
 

@@ -24,12 +24,13 @@ from PIL import Image
 
 from ..backbones import Backbone, load_backbone
 from ..hooks import FeatureMaps
+from .state import PRECISIONS
 
 __all__ = ["Session", "DTYPES"]
 
 _log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in PRECISIONS}
 
 
 class Session:
@@ -72,9 +73,7 @@ class Session:
             raise ValueError(
                 f"{precision} needs a GPU; this model runs on the CPU. Choose float32, or device cuda."
             )
-        if backbone.dtype != dtype:
-            backbone.to(dtype=dtype)
-            self._forget(backbone)
+        backbone.precision = None if dtype == torch.float32 else dtype  # autocast: the weights stay as loaded
         return backbone
 
     def release(self, slot: str) -> None:
@@ -113,18 +112,13 @@ class Session:
         """
         backbone.out_indices = list(out_indices)
         images_key = images_key if images_key is not None else tuple(id(image) for image in images)
-        key = (id(backbone), str(backbone.dtype), images_key, tuple(backbone.out_features), tuple(layers))
+        key = (id(backbone), str(backbone.precision), images_key, tuple(backbone.out_features), tuple(layers))
         cached = self._captures.get(key)
         if cached is not None:
             self._captures.move_to_end(key)
             return cached
-        pixel_values = backbone.pixel_values(list(images))
-        maps = backbone(pixel_values)
+        maps = backbone.capture(backbone.pixel_values(list(images)), layers=[*backbone.out_features, *layers])
         self.forward_passes += 1
-        extra = [name for name in layers if name not in maps]
-        if extra:
-            maps.update(backbone.capture(pixel_values, layers=extra))
-            self.forward_passes += 1
         self._captures[key] = maps
         while len(self._captures) > self.max_captures:
             self._captures.popitem(last=False)

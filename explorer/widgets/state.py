@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from traitlets import Bool, Enum, Float, HasTraits, Int, List, TraitError, Unicode, validate
 
+from ..render import NORMS
 from ..stats import STAT_NAMES
 
 __all__ = ["ExplorerState", "NORMS", "PRECISIONS", "DEVICES", "PAGE_SIZES", "COMPARE_MODES"]
 
-NORMS = ("channel", "stage", "global", "symmetric")
 PRECISIONS = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PAGE_SIZES = (16, 32, 64, 128, 256)
@@ -68,6 +68,19 @@ class ExplorerState(HasTraits):
         if proposal["value"] not in PAGE_SIZES:
             raise TraitError(f"page_size must be one of {PAGE_SIZES}, got {proposal['value']}")
         return proposal["value"]
+
+    @validate("cmap")
+    def _cmap(self, proposal):
+        import difflib
+
+        import matplotlib
+
+        name = proposal["value"]
+        if name not in matplotlib.colormaps:
+            close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=4)
+            hint = f" Closest: {', '.join(close)}." if close else ""
+            raise TraitError(f'No colour map named "{name}".{hint} Any matplotlib colour map name works.')
+        return name
 
     @validate("alpha")
     def _alpha(self, proposal):
