@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # benchmarks/ sits beside the package, not inside it
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks import report, suites  # noqa: E402
-from benchmarks.timing import Method, Timing, run_interleaved  # noqa: E402
+from benchmarks import report, suites  # importable through pytest's pythonpath (pyproject.toml)
+from benchmarks.timing import Method, Timing, run_interleaved
 
 
 def test_runner_interleaves_warms_up_and_spreads_slow_methods():

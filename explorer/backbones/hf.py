@@ -193,7 +193,10 @@ def _resolve_folder(spec: str, pretrained: bool) -> tuple[Path, str]:
     except WeightsUnavailableError:
         pass
     if pretrained:
-        origin = hub_file(spec, "model.safetensors")[1]
+        try:
+            origin = hub_file(spec, "model.safetensors")[1]
+        except WeightsUnavailableError:
+            origin = hub_file(spec, "pytorch_model.bin")[1]  # older repos; transformers reads it weights-only
     return Path(config_path).parent, origin
 
 
