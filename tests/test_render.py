@@ -375,3 +375,17 @@ def test_real_stage_end_to_end(default_backbone, samples):
     assert list(top64.channels) == ranked.tolist()
     over = overlay(samples["chelsea"], fmap[5], preprocess=default_backbone.preprocess)
     assert over.shape == (*default_backbone.preprocess.input_size, 3)
+
+
+@pytest.mark.parametrize("fast_deflate", [True, False])
+@pytest.mark.parametrize("level", [0, 1, 3, 6])
+def test_png_round_trip_with_and_without_isal(monkeypatch, fast_deflate, level):
+    import explorer.render as render
+
+    if not fast_deflate:
+        monkeypatch.setattr(render, "_isal_zlib", None)
+    else:
+        assert render._isal_zlib is not None  # isal is a dependency
+    pixels = np.random.default_rng(level).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(render.to_png(pixels, level=level))).convert("RGB"))
+    assert np.array_equal(decoded, pixels)

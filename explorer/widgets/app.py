@@ -227,6 +227,7 @@ class Explorer(widgets.VBox):
     def _build_controls(self) -> None:
         s = self.state
         wide = widgets.Layout(width="auto")
+        self.load_log = widgets.Output(layout=widgets.Layout(max_height="120px", overflow="auto"))
         self.status_line = widgets.HTML(status_html("busy", "Starting..."))
         self.progress = widgets.IntProgress(
             value=0, max=1, bar_style="info", layout=widgets.Layout(width="120px", visibility="hidden")
@@ -400,6 +401,7 @@ class Explorer(widgets.VBox):
             widgets.HTML(STYLE),
             self.status_line,
             checkpoint_row,
+            self.load_log,
             widgets.HBox([stages_box, images_box], layout=widgets.Layout(flex_flow="row wrap")),
             display_row,
             display_row2,
@@ -514,12 +516,15 @@ class Explorer(widgets.VBox):
             f"Loading <b>{html.escape(s.model)}</b> ({'pretrained' if s.pretrained else 'random'} weights)..."
         )
         try:
-            backbone = self.session.backbone(
-                s.model, pretrained=s.pretrained, device=s.device, precision=s.precision
-            )
+            with self.load_log:  # download and weight-loading progress bars show here while they run
+                backbone = self.session.backbone(
+                    s.model, pretrained=s.pretrained, device=s.device, precision=s.precision
+                )
         except Exception:
             self._revert(("model", "pretrained", "device", "precision"))
             raise
+        finally:
+            self.load_log.clear_output()
         self._remember(("model", "pretrained", "device", "precision"))
         if backbone is not self.backbone:
             self.backbone = backbone
