@@ -188,7 +188,9 @@ def test_captures_are_not_changed_by_later_in_place_operations():
     bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")
     x = torch.randn(1, 3, 64, 64)
     maps = bb.capture(x, layers=["layer1.1.bn2", "layer1.1"])  # the block adds its shortcut to bn2 in place
-    assert not torch.equal(maps["layer1.1.bn2"], maps["layer1.1"])  # a view of bn2 would equal the block output
+    assert not torch.equal(
+        maps["layer1.1.bn2"], maps["layer1.1"]
+    )  # a view of bn2 would equal the block output
 
 
 def test_precision_runs_under_autocast_and_leaves_the_weights():

@@ -246,8 +246,9 @@ class Backbone:
             layers = [layers]
         pixel_values = self._prepare(pixel_values)
         precision = self.precision
-        with torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=precision or torch.float32, enabled=precision is not None
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=precision or torch.float32, enabled=precision is not None),
         ):
             return self._forward(pixel_values, list(dict.fromkeys(layers)))
 

@@ -124,7 +124,9 @@ class HFBackbone(Backbone):
         extra = [name for name in layers if name not in stages]
         raw = {}
         if extra:
-            with capture(self.model, extra, stop_early=False, input_size=tuple(pixel_values.shape[-2:])) as raw:
+            with capture(
+                self.model, extra, stop_early=False, input_size=tuple(pixel_values.shape[-2:])
+            ) as raw:
                 output = self.model(pixel_values)
         else:
             output = self.model(pixel_values)
@@ -134,7 +136,9 @@ class HFBackbone(Backbone):
         def stage_map(stage: Stage) -> torch.Tensor:
             return to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction))
 
-        return FeatureMaps((name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers)
+        return FeatureMaps(
+            (name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers
+        )
 
 
 def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stage]:
