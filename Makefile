@@ -26,8 +26,10 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# the browser tests run on their own: Playwright's event loop would stay running under the panel tests
 test: $(STAMP) browser-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/browser
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests notebooks --ignore=tests/browser --nbval --nbval-sanitize-with notebooks/sanitize.cfg
 
 lint: $(STAMP)
 	$(BIN)/ruff check explorer tests notebooks benchmarks

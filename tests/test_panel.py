@@ -224,6 +224,7 @@ def test_shapes_and_statistics_views(app):
 def test_rapid_events_end_on_the_latest_value_in_one_draw():
     app = explorer.Explorer(device="cpu", out_indices=[3])  # 112 channels: 7 pages of 16
     app.page_size_box.value = 16
+    app.coalesce = True  # as in a kernel, where the front end sends the events
 
     async def drag():
         draws = app.draws

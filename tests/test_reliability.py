@@ -961,6 +961,7 @@ def test_panel_model_change_amid_rapid_events_shows_one_model():
     import asyncio
 
     app = explorer.Explorer(device="cpu", out_indices=[1])
+    app.coalesce = True  # as in a kernel, where the front end sends the events
 
     async def storm():
         app.page_slider.value = 0

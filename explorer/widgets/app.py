@@ -65,14 +65,19 @@ GRID_SIZE = 640
 """Width of the grid on show, in pixels: no grid is drawn larger than the view shows."""
 
 
-def _show_in_notebook(widget: widgets.Widget) -> None:
-    """Display ``widget`` when running in a Jupyter kernel; do nothing elsewhere (scripts, tests)."""
+def _in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (where a front end sends widget events)."""
     try:
         from IPython import get_ipython
     except ImportError:
-        return
+        return False
     shell = get_ipython()
-    if shell is not None and getattr(shell, "kernel", None) is not None:
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _show_in_notebook(widget: widgets.Widget) -> None:
+    """Display ``widget`` when running in a Jupyter kernel; do nothing elsewhere (scripts, tests)."""
+    if _in_kernel():
         from IPython.display import display
 
         display(widget)
@@ -466,11 +471,17 @@ class Explorer(widgets.VBox):
     def _mark(self, level: int) -> None:
         self._dirty = max(self._dirty or 0, level)
 
+    coalesce: bool | None = None
+    """Coalesce control events into one redraw on the event loop: None does so in a Jupyter kernel (where a
+    front end sends them, a slider drag many at a time); elsewhere every change redraws at once."""
+
     def _schedule(self) -> None:
         """Redraw soon, once: events arriving meanwhile only raise the level of work to do."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if loop is None or not (_in_kernel() if self.coalesce is None else self.coalesce):
             self.refresh()
             return
         if self._scheduled is None:
@@ -690,17 +701,15 @@ class Explorer(widgets.VBox):
         self.overlay_image.value = to_png(overlay(view, channel_map, alpha=s.alpha))
         figure = figures.heatmap_figure(channel_map, title=f"{s.stage} · channel {s.channel}")
         figure.update_layout(width=360, height=330, margin=dict(l=10, r=10, t=30, b=10))
-        if self._changed("heatmap", (s.stage, tuple(channel_map.shape))):
+        if self.heatmap is None:
             import plotly.graph_objects as go
 
-            if self.heatmap is not None:
-                self.heatmap.close()
-            self.heatmap = go.FigureWidget(figure)  # a new figure when the axes change
+            self.heatmap = go.FigureWidget(figure)
             self.heatmap_box.children = [self.heatmap]
-        else:
-            with self.heatmap.batch_update():
-                self.heatmap.data[0].update(x=figure.data[0].x, y=figure.data[0].y, z=figure.data[0].z)
-                self.heatmap.layout.title = figure.layout.title
+            return
+        with self.heatmap.batch_update():  # x and y too: the axes change with the stage
+            self.heatmap.data[0].update(x=figure.data[0].x, y=figure.data[0].y, z=figure.data[0].z)
+            self.heatmap.layout.title = figure.layout.title
 
     def _stats(self, name: str):
         """Channel statistics of a captured map for the current image, computed once per capture."""
