@@ -275,7 +275,9 @@ def _percentile(values: torch.Tensor, finite: torch.Tensor | None, q: float) -> 
     else:
         count = finite.sum(1, keepdim=True)
     last = (count - 1).clamp(min=0)
-    position = last.to(torch.float32 if values.device.type == "mps" else torch.float64) * q  # no float64 on MPS
+    position = (
+        last.to(torch.float32 if values.device.type == "mps" else torch.float64) * q
+    )  # no float64 on MPS
     below = position.floor().long()
     above = torch.minimum(below + 1, last)
     frac = (position - below).float()

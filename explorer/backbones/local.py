@@ -26,7 +26,7 @@ import torch
 from ..errors import CheckpointError, UnsafeCheckpointError
 from ._base import Backbone
 
-__all__ = ["load_local", "read_state_dict", "find_weights_file", "WEIGHT_SUFFIXES"]
+__all__ = ["load_local", "read_state_dict", "find_weights_file", "folder_config", "WEIGHT_SUFFIXES"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 """Checkpoint file types, safest first."""
@@ -113,11 +113,16 @@ def find_weights_file(folder: Path) -> Path:
     )
 
 
-def _is_transformers_folder(folder: Path) -> bool:
+def folder_config(folder: Path) -> dict:
+    """The folder's ``config.json`` as a dict; empty when it is missing or unreadable.
+
+    A transformers folder's has a ``model_type``, a timm folder's an ``architecture``.
+    """
     try:
-        return "model_type" in json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def load_local(path: str | Path, *, pretrained: bool = True, arch: str | None = None, **options) -> Backbone:
@@ -133,15 +138,16 @@ def load_local(path: str | Path, *, pretrained: bool = True, arch: str | None = 
         CheckpointError: unreadable, no ``arch=`` for a bare file, or weights that do not fit ``arch``.
         UnsafeCheckpointError: a pickle file that would run code.
     """
-    from .timm import build_timm, is_timm_folder, load_timm_folder, load_weights, timm_backbone
+    from .timm import build_timm, load_timm_folder, load_weights, timm_backbone
 
     path = Path(path).expanduser()
     if path.is_dir():
-        if _is_transformers_folder(path):
+        config = folder_config(path)
+        if "model_type" in config:
             from .hf import load_hf
 
             return load_hf(str(path), pretrained=pretrained, **options)
-        if is_timm_folder(path):
+        if "architecture" in config:
             return load_timm_folder(path, pretrained=pretrained, **options)
         weights_file = find_weights_file(path)
     elif path.is_file():

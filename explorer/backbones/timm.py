@@ -34,7 +34,6 @@ __all__ = [
     "build_timm",
     "timm_backbone",
     "load_weights",
-    "is_timm_folder",
 ]
 
 _log = logging.getLogger(__name__)
@@ -155,17 +154,6 @@ def load_timm(
     path, origin = hub_file(hub_id, getattr(cfg, "hf_hub_filename", None) or "model.safetensors")
     model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path}, **kwargs)
     return timm_backbone(model, spec=name, weights=origin, **options)
-
-
-def is_timm_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a timm ``config.json`` (an ``architecture`` key)."""
-    config = folder / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return "architecture" in json.loads(config.read_text())
-    except (ValueError, OSError):
-        return False
 
 
 def load_timm_folder(
