@@ -38,6 +38,17 @@ MAX_HEATMAP_SIDE = 128
 _NONFINITE_CSS = "rgb({}, {}, {})".format(*NONFINITE_COLOR)
 
 
+def _colorscale(cmap: str) -> str | list:
+    """A plotly colour scale: a matplotlib colour map name becomes 11 sampled stops; plotly names pass through."""
+    import matplotlib
+
+    if cmap not in matplotlib.colormaps:
+        return cmap
+    positions = np.linspace(0.0, 1.0, 11)
+    colours = matplotlib.colormaps[cmap](positions)[:, :3] * 255
+    return [[float(p), "rgb({:.0f},{:.0f},{:.0f})".format(*c)] for p, c in zip(positions, colours)]
+
+
 def heatmap_figure(
     channel_map: torch.Tensor | np.ndarray,
     title: str | None = None,
@@ -53,7 +64,8 @@ def heatmap_figure(
     Args:
         channel_map: ``(H, W)``, for example ``maps["layer1"][0, 5]``.
         title: the figure title.
-        cmap: a plotly colour scale name (``"Viridis"``, ``"RdBu"``, ...).
+        cmap: a matplotlib colour map name (``"viridis"``, ``"magma"``, ...) or a plotly colour scale name
+            (``"Viridis"``, ``"RdBu"``, ...).
         max_side: the largest number of rows or columns drawn.
 
     Example::
@@ -80,7 +92,7 @@ def heatmap_figure(
             z=z,
             x=np.arange(0, width, step),
             y=np.arange(0, height, step),
-            colorscale=cmap,
+            colorscale=_colorscale(cmap),
             hovertemplate="row %{y}<br>column %{x}<br>value %{z:.4g}<extra></extra>",
         )
     )

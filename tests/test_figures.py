@@ -121,3 +121,15 @@ def test_figures_of_a_real_stage(default_backbone, samples):
     assert np.asarray(heat.data[0].z).shape == (112, 112)
     bars = stat_bar_figure(channel_stats(maps["blocks.1"]), by="std")
     assert len(bars.data[0].y) == 24
+
+
+def test_heatmap_takes_matplotlib_and_plotly_colour_maps():
+    import matplotlib
+
+    figure = heatmap_figure(torch.arange(12.0).reshape(3, 4), cmap="magma")
+    scale = figure.data[0].colorscale
+    first = tuple(round(c * 255) for c in matplotlib.colormaps["magma"](0.0)[:3])
+    assert scale[0][0] == 0.0 and scale[0][1] == "rgb({},{},{})".format(*first)
+    assert scale[-1][0] == 1.0 and len(scale) == 11
+    plotly_scale = heatmap_figure(torch.ones(2, 2), cmap="Viridis").data[0].colorscale
+    assert plotly_scale[0][1] == "#440154"  # plotly's own Viridis

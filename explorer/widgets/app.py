@@ -696,10 +696,10 @@ class Explorer(widgets.VBox):
         if self._changed("grid", grid_key):
             self.grid_image.value = self._grid(fmap, self._channel_spec())[0]
         channel_map = fmap[s.channel]
-        if not self._changed("channel", (self._capture_count, s.stage, s.channel, s.alpha)):
+        if not self._changed("channel", (self._capture_count, s.stage, s.channel, s.alpha, s.cmap)):
             return  # the zoomed channel is already on show
         self.overlay_image.value = to_png(overlay(view, channel_map, alpha=s.alpha))
-        figure = figures.heatmap_figure(channel_map, title=f"{s.stage} · channel {s.channel}")
+        figure = figures.heatmap_figure(channel_map, title=f"{s.stage} · channel {s.channel}", cmap=s.cmap)
         figure.update_layout(width=360, height=330, margin=dict(l=10, r=10, t=30, b=10))
         if self.heatmap is None:
             import plotly.graph_objects as go
@@ -708,7 +708,8 @@ class Explorer(widgets.VBox):
             self.heatmap_box.children = [self.heatmap]
             return
         with self.heatmap.batch_update():  # x and y too: the axes change with the stage
-            self.heatmap.data[0].update(x=figure.data[0].x, y=figure.data[0].y, z=figure.data[0].z)
+            trace = figure.data[0]
+            self.heatmap.data[0].update(x=trace.x, y=trace.y, z=trace.z, colorscale=trace.colorscale)
             self.heatmap.layout.title = figure.layout.title
 
     def _stats(self, name: str):
