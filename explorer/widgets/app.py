@@ -21,7 +21,8 @@ import html
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import ipywidgets as widgets
 import numpy as np
@@ -445,11 +446,8 @@ class Explorer(widgets.VBox):
                 added.append((name, load_image(item["content"], name=name)))
             except ImageError as err:
                 failures.append(str(err))
-        self._syncing = True
-        try:
+        with self._quietly():
             self.upload.value = ()
-        finally:
-            self._syncing = False
         if added:
             self._images += [image for _, image in added]
             self._image_names += [name for name, _ in added]
@@ -548,12 +546,9 @@ class Explorer(widgets.VBox):
                     [i for i in s.out_indices if -len(backbone.stage_names) <= i < len(backbone.stage_names)]
                     or [0],
                 )
-            self._syncing = True
-            try:
+            with self._quietly():
                 self.layers_box.allowed_tags = list_layers(backbone)
                 self.layers_box.value = [n for n in s.layers if n in self.layers_box.allowed_tags]
-            finally:
-                self._syncing = False
             self._quiet_set("layers", list(self.layers_box.value))
 
     def _capture(self) -> None:
@@ -609,12 +604,18 @@ class Explorer(widgets.VBox):
         else:
             self.session.release("compare")
 
-    def _quiet_set(self, name: str, value) -> None:
-        self._syncing = True
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Change controls and state without their observers reacting (the panel itself is making the change)."""
+        outer, self._syncing = self._syncing, True
         try:
-            setattr(self.state, name, value)
+            yield
         finally:
-            self._syncing = False
+            self._syncing = outer
+
+    def _quiet_set(self, name: str, value) -> None:
+        with self._quietly():
+            setattr(self.state, name, value)
 
     def _remember(self, names) -> None:
         for name in names:
@@ -855,20 +856,16 @@ class Explorer(widgets.VBox):
             (f"{name}{' (GIF: first frame)' if img.info.get('frames', 1) > 1 else ''}", i)
             for i, (name, img) in enumerate(zip(self._image_names, self._images))
         ]
-        self._syncing = True
-        try:
+        with self._quietly():
             for box in (self.image_box, self.compare_image_box):
                 box.options = options
-            self.image_box.value = min(self.state.image_index, len(options) - 1)
-            self.compare_image_box.value = min(self.state.compare_image_index, len(options) - 1)
-        finally:
-            self._syncing = False
+            self.image_box.value = self._image_at(self.state.image_index)
+            self.compare_image_box.value = self._image_at(self.state.compare_image_index)
 
     def _sync_controls(self) -> None:
         """Make every control show the state (after a revert, a clamp or a scripted change)."""
         s = self.state
-        self._syncing = True
-        try:
+        with self._quietly():
             if self.backbone is not None:
                 table = self.backbone.stage_table()
                 self.stage_select.options = self.backbone.stage_names
@@ -908,8 +905,6 @@ class Explorer(widgets.VBox):
                 (self.compare_pretrained_box, s.compare_pretrained),
             ):
                 box.value = value
-        finally:
-            self._syncing = False
 
     def _busy(self, message: str) -> None:
         self.status_line.value = status_html("busy", message)
