@@ -6,7 +6,7 @@ signal), share of positive values and the count of non-finite values, per image 
 batch ``(C,)``. Non-finite values (NaN, inf) are counted and left out of every other statistic.
 
 Comparisons: :func:`channel_difference` (per channel, two maps of the same stage: two images, or two checkpoints
-of one architecture) and :func:`stage_similarity` (cosine and linear CKA of a whole stage).
+of one architecture) and :func:`stage_similarity` (cosine and linear CKA of a whole stage, plain and debiased).
 
 Example::
 
@@ -404,46 +404,71 @@ def channel_difference(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarra
         )
 
 
-def stage_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> dict[str, float]:
-    """How alike two maps of one stage are as a whole: cosine similarity and linear CKA.
+def _debiased_hsic(
+    cross: torch.Tensor, rows_x: torch.Tensor, rows_y: torch.Tensor, samples: int
+) -> torch.Tensor:
+    """The unbiased HSIC estimator (Song et al., 2012), times ``n (n - 3)``, of two linear kernels of centred
+    features: ``cross`` is ``||X^T Y||_F^2``, ``rows_x`` and ``rows_y`` the squared norms of each sample."""
+    n = samples
+    return cross - n / (n - 2) * (rows_x @ rows_y) + rows_x.sum() * rows_y.sum() / ((n - 1) * (n - 2))
 
-    Linear CKA (Kornblith et al., 2019) treats every image and spatial position as a sample and the channels as
-    features: both maps become ``(B*H*W, C)`` matrices, centred per channel. It is 1 for maps equal up to a
-    rotation and scale of the channels, and near 0 for unrelated maps. Computed on ``a``'s device, in float64
-    where the device has it.
+
+def stage_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """How alike two maps of one stage are as a whole: cosine similarity and linear CKA, plain and debiased.
+
+    Linear CKA (Kornblith et al., 2019) compares two sets of features of the same samples. Here a sample is
+    every spatial position of every image (Kornblith et al. use one sample per image) and the channels are the
+    features: both maps become ``(B*H*W, C)`` matrices, centred per channel. CKA is invariant to an orthogonal
+    transform (a rotation) and an isotropic scale of the channels, not to other invertible maps; it is near 0
+    for unrelated maps. The plain estimator is biased upward when the samples are few against the channels
+    (two random ``(n, C)`` matrices give about ``C / (n + C)``, not 0); ``"cka_debiased"`` uses the unbiased
+    HSIC estimator of Song et al. (2012) instead, as in Kornblith et al.'s code, so unrelated maps give about 0
+    (it can then be slightly negative). Neither corrects for neighbouring positions being alike. Computed on
+    ``a``'s device, in float64 where the device has it.
 
     Args:
         a: ``(C, H, W)`` or ``(B, C, H, W)``.
         b: the same shape as ``a``.
 
     Returns:
-        ``{"cosine": float, "cka": float}``; both NaN when a map holds NaN or inf, or is constant (CKA) or all
-        zero (cosine).
+        ``{"cosine": float, "cka": float, "cka_debiased": float}``; all NaN when a map holds NaN or inf; CKA is
+        NaN when a map is constant, cosine when one is all zero; ``cka_debiased`` needs at least 4 samples.
 
     Example::
 
-        >>> stage_similarity(finetuned["layer3"], pretrained["layer3"])
-        {'cosine': 0.93, 'cka': 0.88}
+        >>> stage_similarity(finetuned["layer3"], pretrained["layer3"])     # (8, 256, 14, 14) each
+        {'cosine': 0.93, 'cka': 0.88, 'cka_debiased': 0.86}
     """
     x, y = _pair(a, b)
     if not bool(torch.isfinite(x).all() & torch.isfinite(y).all()):
         _log.warning("stage_similarity: a map holds NaN or inf; the similarity is NaN")
-        return {"cosine": math.nan, "cka": math.nan}
+        return {"cosine": math.nan, "cka": math.nan, "cka_debiased": math.nan}
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
     channels = x.shape[1]
     x = x.to(dtype).transpose(0, 1).reshape(channels, -1).T
     y = y.to(dtype).transpose(0, 1).reshape(channels, -1).T
+    samples = x.shape[0]
     cosine = (x * y).sum() / (x.norm() * y.norm())
     x = x - x.mean(0)
     y = y - y.mean(0)
-    if x.shape[0] >= channels:
-        cross, xx, yy = (x.T @ y).square().sum(), (x.T @ x).norm(), (y.T @ y).norm()
+    if samples >= channels:
+        cross, xx, yy = (x.T @ y).square().sum(), (x.T @ x).square().sum(), (y.T @ y).square().sum()
     else:
         gx, gy = x @ x.T, y @ y.T
-        cross, xx, yy = (gx * gy).sum(), gx.norm(), gy.norm()
-    cka = cross / (xx * yy)
-    cosine_value, cka_value = torch.stack([cosine, cka]).cpu().tolist()
-    return {"cosine": float(cosine_value), "cka": float(cka_value)}
+        cross, xx, yy = (gx * gy).sum(), gx.square().sum(), gy.square().sum()
+    cka = cross / (xx * yy).sqrt()
+    if samples >= 4:
+        rows_x, rows_y = x.square().sum(1), y.square().sum(1)
+        debiased = (
+            _debiased_hsic(cross, rows_x, rows_y, samples)
+            / (
+                _debiased_hsic(xx, rows_x, rows_x, samples) * _debiased_hsic(yy, rows_y, rows_y, samples)
+            ).sqrt()
+        )
+    else:
+        debiased = torch.tensor(math.nan, dtype=dtype, device=x.device)
+    cosine_value, cka_value, debiased_value = torch.stack([cosine, cka, debiased]).cpu().tolist()
+    return {"cosine": float(cosine_value), "cka": float(cka_value), "cka_debiased": float(debiased_value)}
 
 
 @dataclass(frozen=True, eq=False)

@@ -218,9 +218,10 @@ def test_stage_similarity_is_invariant_to_channel_rotation_and_scale():
     a = torch.randn(2, 6, 5, 5)
     rotation, _ = torch.linalg.qr(torch.randn(6, 6))
     b = 3.0 * torch.einsum("dc,bchw->bdhw", rotation, a)
-    assert stage_similarity(a, a) == pytest.approx({"cosine": 1.0, "cka": 1.0})
+    assert stage_similarity(a, a) == pytest.approx({"cosine": 1.0, "cka": 1.0, "cka_debiased": 1.0})
     rotated = stage_similarity(a, b)
     assert rotated["cka"] == pytest.approx(1.0, abs=1e-6)
+    assert rotated["cka_debiased"] == pytest.approx(1.0, abs=1e-6)
     assert rotated["cosine"] < 0.9
     assert stage_similarity(a, -a)["cosine"] == pytest.approx(-1.0)
     unrelated = stage_similarity(a, torch.randn(2, 6, 5, 5))
@@ -239,7 +240,59 @@ def test_stage_similarity_nonfinite_is_nan():
     b = a.clone()
     b[0, 0, 0, 0] = NAN
     result = stage_similarity(a, b)
-    assert math.isnan(result["cosine"]) and math.isnan(result["cka"])
+    assert all(math.isnan(value) for value in result.values())
+
+
+def _reference_debiased_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Song et al.'s unbiased HSIC on the n x n linear Gram matrices of raw (n, C) features, written out."""
+
+    def hsic(k: np.ndarray, l: np.ndarray) -> float:
+        n = k.shape[0]
+        k, l = k.copy(), l.copy()
+        np.fill_diagonal(k, 0.0)
+        np.fill_diagonal(l, 0.0)
+        ones = np.ones(n)
+        return (
+            np.trace(k @ l)
+            + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (ones @ k @ l @ ones)
+        ) / (n * (n - 3))
+
+    gx, gy = x @ x.T, y @ y.T
+    return hsic(gx, gy) / math.sqrt(hsic(gx, gx) * hsic(gy, gy))
+
+
+def _samples(fmap: torch.Tensor) -> np.ndarray:
+    return fmap.double().transpose(0, 1).reshape(fmap.shape[1], -1).T.numpy()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 3, 2, 2), (2, 5, 3, 3), (3, 8, 2, 1), (1, 40, 2, 3), (4, 7, 5, 4), (2, 64, 3, 3), (1, 2, 1, 5)],
+)
+@pytest.mark.parametrize("seed", range(4))
+def test_debiased_cka_matches_the_gram_matrix_formula(shape, seed):
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(shape, generator=generator) + 2.0  # uncentred: the reference never centres
+    mixing = torch.randn(shape[1], shape[1], generator=generator)
+    b = torch.einsum("dc,bchw->bdhw", mixing, a) + 0.5 * torch.randn(shape, generator=generator)
+    result = stage_similarity(a, b)
+    expected = _reference_debiased_cka(_samples(a), _samples(b))
+    assert result["cka_debiased"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_debiased_cka_removes_the_small_sample_bias():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 320, 7, 7, generator=generator)  # 294 samples against 320 channels, as in blocks.6
+    b = torch.randn(6, 320, 7, 7, generator=generator)
+    result = stage_similarity(a, b)
+    assert result["cka"] == pytest.approx(320 / (294 + 320), abs=0.02)  # the plain estimator's bias
+    assert abs(result["cka_debiased"]) < 0.01
+    assert stage_similarity(a, a)["cka_debiased"] == pytest.approx(1.0)
+
+
+def test_debiased_cka_needs_four_samples():
+    assert math.isnan(stage_similarity(torch.randn(1, 3, 1, 3), torch.randn(1, 3, 1, 3))["cka_debiased"])
 
 
 def test_public_names_are_exported(known):
