@@ -246,16 +246,16 @@ def test_stage_similarity_nonfinite_is_nan():
 def _reference_debiased_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Song et al.'s unbiased HSIC on the n x n linear Gram matrices of raw (n, C) features, written out."""
 
-    def hsic(k: np.ndarray, l: np.ndarray) -> float:
-        n = k.shape[0]
-        k, l = k.copy(), l.copy()
-        np.fill_diagonal(k, 0.0)
-        np.fill_diagonal(l, 0.0)
+    def hsic(gram_x: np.ndarray, gram_y: np.ndarray) -> float:
+        n = gram_x.shape[0]
+        kx, ky = gram_x.copy(), gram_y.copy()
+        np.fill_diagonal(kx, 0.0)
+        np.fill_diagonal(ky, 0.0)
         ones = np.ones(n)
         return (
-            np.trace(k @ l)
-            + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2))
-            - 2.0 / (n - 2) * (ones @ k @ l @ ones)
+            np.trace(kx @ ky)
+            + (ones @ kx @ ones) * (ones @ ky @ ones) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (ones @ kx @ ky @ ones)
         ) / (n * (n - 3))
 
     gx, gy = x @ x.T, y @ y.T
