@@ -35,7 +35,7 @@ from torch import nn
 import explorer
 import explorer.images
 from explorer.backbones import Backbone, Stage, _hub
-from explorer.backbones.local import read_state_dict
+from explorer.backbones._checkpoint import read_state_dict
 from explorer.errors import (
     CaptureError,
     CheckpointError,

@@ -25,7 +25,7 @@ import torch
 
 from ..stages import OutFeaturesT, OutIndicesT
 from ._base import WEIGHT_ORIGINS, Backbone, Stage, resolve_device
-from .local import WEIGHT_SUFFIXES
+from ._checkpoint import WEIGHT_SUFFIXES
 
 __all__ = [
     "Backbone",

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ._base import Backbone
-from .local import read_state_dict
-from .timm import build_timm, load_weights, timm_backbone
+from ._checkpoint import load_weights, read_state_dict
+from .timm import build_timm, timm_backbone
 
 __all__ = ["DEFAULT_ARCH", "DEFAULT_HUB_ID", "load_default", "package_state_dict"]
 

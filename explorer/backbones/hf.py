@@ -25,6 +25,7 @@ from ..errors import CheckpointError, MissingDependencyError, UnknownBackboneErr
 from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw
 from ..images import Preprocess
 from ._base import Backbone, Stage
+from ._checkpoint import find_weights_file, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
 
 __all__ = ["HFBackbone", "load_hf", "find_backbone", "hf_preprocess"]
@@ -233,9 +234,6 @@ def load_hf(
         # its from_pretrained reads timm's registry, not the folder: build it, then load the folder's weights
         model = cls(config)
         if pretrained:
-            from .local import find_weights_file, read_state_dict
-            from .timm import load_weights
-
             weights_file = find_weights_file(folder)
             load_weights(model, read_state_dict(weights_file), str(weights_file))
     else:

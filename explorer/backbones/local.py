@@ -16,113 +16,15 @@ Example::
 
 from __future__ import annotations
 
-import json
-import pickle
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
-from ..errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError
 from ._base import Backbone
+from ._checkpoint import find_weights_file, folder_config, load_weights, read_state_dict
+from .hf import load_hf
+from .timm import build_timm, load_timm_folder, timm_backbone
 
-__all__ = ["load_local", "read_state_dict", "find_weights_file", "folder_config", "WEIGHT_SUFFIXES"]
-
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-"""Checkpoint file types, safest first."""
-
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema")
-
-
-def _unwrap(state: object, path: Path) -> dict[str, torch.Tensor]:
-    while isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
-        inner = next((state[k] for k in _NESTED_KEYS if isinstance(state.get(k), Mapping)), None)
-        if inner is None:
-            break
-        state = inner
-    if not isinstance(state, Mapping) or not state:
-        raise CheckpointError(
-            f"{path} holds {type(state).__name__}, not a state dict of tensors. Save model.state_dict() "
-            "with safetensors.torch.save_file(state_dict, 'model.safetensors')."
-        )
-    tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
-    return tensors
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, on the CPU, without running any code from it.
-
-    Raises:
-        UnsafeCheckpointError: a pickle that needs code execution (refused; nothing ran).
-        CheckpointError: missing, truncated, corrupt, or not a state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"No checkpoint file at {path}.")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(
-                f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupt. "
-                "Download or export it again."
-            ) from err
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch wraps the unpickler's short reason in a long message; the reason tells refused from corrupt
-        reason = str(err.__context__ or err).split(". ")[0]
-        if "GLOBAL" not in reason and "add_safe_globals" not in reason:
-            raise _unreadable(path, reason) from err
-        raise UnsafeCheckpointError(
-            f"{path} was refused: loading it would run code from the file ({reason}), which the explorer "
-            "never does, and nothing in it was executed. Ask for the weights as safetensors, or, from a copy "
-            "you trust, re-save just the tensors: safetensors.torch.save_file(model.state_dict(), "
-            "'model.safetensors')."
-        ) from err
-    except MemoryError:
-        raise
-    except Exception as err:  # torch's readers raise many types on corrupt data: EOF, zip, assert, struct
-        raise _unreadable(path, f"{type(err).__name__}: {err}".rstrip(": ")) from err
-    return _unwrap(state, path)
-
-
-def _unreadable(path: Path, reason: object) -> CheckpointError:
-    return CheckpointError(
-        f"{path} is not a readable PyTorch checkpoint ({reason}); it may be truncated or corrupt, or not a "
-        "checkpoint at all (a failed download saves an error page). Download or export it again."
-    )
-
-
-def find_weights_file(folder: Path) -> Path:
-    """The folder's weights file: ``model.safetensors`` first, then any safetensors, then pickle files."""
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return folder / name
-    for suffix in WEIGHT_SUFFIXES:
-        found = sorted(folder.glob(f"*{suffix}"))
-        if found:
-            return found[0]
-    raise CheckpointError(
-        f"No weights file ({', '.join(WEIGHT_SUFFIXES)}) in {folder}. Pass pretrained=False for random weights."
-    )
-
-
-def folder_config(folder: Path) -> dict:
-    """The folder's ``config.json`` as a dict; empty when it is missing or unreadable.
-
-    A transformers folder's has a ``model_type``, a timm folder's an ``architecture``.
-    """
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
+__all__ = ["load_local"]
 
 
 def load_local(path: str | Path, *, pretrained: bool = True, arch: str | None = None, **options) -> Backbone:
@@ -138,14 +40,10 @@ def load_local(path: str | Path, *, pretrained: bool = True, arch: str | None = 
         CheckpointError: unreadable, no ``arch=`` for a bare file, or weights that do not fit ``arch``.
         UnsafeCheckpointError: a pickle file that would run code.
     """
-    from .timm import build_timm, load_timm_folder, load_weights, timm_backbone
-
     path = Path(path).expanduser()
     if path.is_dir():
         config = folder_config(path)
         if "model_type" in config:
-            from .hf import load_hf
-
             return load_hf(str(path), pretrained=pretrained, **options)
         if "architecture" in config:
             return load_timm_folder(path, pretrained=pretrained, **options)

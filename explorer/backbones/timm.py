@@ -13,9 +13,7 @@ Example::
 from __future__ import annotations
 
 import difflib
-import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import timm
@@ -25,6 +23,7 @@ from torch import nn
 from ..errors import CheckpointError, UnknownBackboneError, WeightsUnavailableError
 from ..images import Preprocess
 from ._base import Backbone, Stage
+from ._checkpoint import find_weights_file, folder_config, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "load_timm_folder",
     "build_timm",
     "timm_backbone",
-    "load_weights",
 ]
 
 _log = logging.getLogger(__name__)
@@ -58,33 +56,6 @@ def build_timm(arch: str, **kwargs) -> nn.Module:
     """
     _check_name(arch)
     return timm.create_model(arch, pretrained=False, **kwargs)
-
-
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load a state dict strictly, or raise :class:`CheckpointError` listing missing and unexpected keys."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or mismatched:
-
-        def short(keys: list[str]) -> str:
-            return (
-                ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "")
-                if keys
-                else "none"
-            )
-
-        raise CheckpointError(
-            f"{source} does not fit {type(model).__name__}: missing keys: {short(missing)}; "
-            f"unexpected keys: {short(unexpected)}; wrong shapes: {short(mismatched)}. "
-            "Check that arch= names the architecture the checkpoint was trained with."
-        )
-    model.load_state_dict(state_dict, strict=True)
 
 
 def _preprocess(model: nn.Module) -> Preprocess:
@@ -176,11 +147,14 @@ def load_timm_folder(
         weights_file: a weights path other than the folder's own.
         weights_origin: what ``bb.weights`` reports when weights are loaded.
     """
-    from .local import find_weights_file, read_state_dict
-
     folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    arch = config["architecture"]
+    config = folder_config(folder)
+    arch = config.get("architecture")
+    if not isinstance(arch, str):
+        raise CheckpointError(
+            f"{folder / 'config.json'} names no timm architecture; a timm folder's config.json has "
+            '"architecture" (as timm\'s push_to_hub writes it). For bare weights pass arch="<timm name>".'
+        )
     pretrained_cfg = {**config.get("pretrained_cfg", {}), "architecture": arch}
     model_kwargs = {k: config[k] for k in ("num_classes", "in_chans") if k in config}
     model_kwargs.update(config.get("model_args", {}))
