@@ -23,6 +23,8 @@ __all__ = [
     "LayerNotFoundError",
     "ImageError",
     "CaptureError",
+    "InvalidArgumentError",
+    "StageSelectionError",
 ]
 
 
@@ -60,3 +62,17 @@ class ImageError(ExplorerError, ValueError):
 
 class CaptureError(ExplorerError, RuntimeError):
     """A forward pass ended without producing a requested feature map."""
+
+
+class InvalidArgumentError(ExplorerError, ValueError, TypeError):
+    """An argument's value or type is outside what the function accepts (a size out of bounds, a float where a
+    count goes, an unknown device); the message says what it accepts.
+
+    It is both a ``ValueError`` and a ``TypeError`` (as NumPy's ``AxisError`` is both a ``ValueError`` and an
+    ``IndexError``), so callers catching either builtin keep working.
+    """
+
+
+class StageSelectionError(InvalidArgumentError):
+    """``out_indices`` / ``out_features`` break transformers' ``BackboneConfigMixin`` rules; the message is
+    transformers' own where transformers has one (long lists are shortened)."""
