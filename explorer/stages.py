@@ -14,7 +14,10 @@ Example::
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
+
+from .errors import StageSelectionError
 
 __all__ = ["OutIndicesT", "OutFeaturesT", "select_stages", "verify_stages"]
 
@@ -25,57 +28,82 @@ OutFeaturesT = list[str]
 """Stage names, as a list, in network order."""
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlist = _SHORT.maxtuple = 12
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def _show(values: object) -> str:
+    """A list for a message: as transformers prints it, shortened past 12 items (a 10^6-index list stays short)."""
+    return _SHORT.repr(values)
+
+
 def verify_stages(
     stage_names: Sequence[str] | None,
     out_features: list[str] | None,
     out_indices: list[int] | None,
 ) -> None:
-    """Raise ``ValueError`` unless the selection is valid; the checks and messages are transformers' own."""
+    """Raise :class:`~explorer.StageSelectionError` (a ``ValueError``) unless the selection is valid; the checks
+    and messages are transformers' own, with long lists shortened and non-integer indices refused."""
     if stage_names is None:
-        raise ValueError("Stage_names must be set for transformers backbones")
+        raise StageSelectionError("Stage_names must be set for transformers backbones")
     stage_names = list(stage_names)
 
     if out_features is not None:
         if not isinstance(out_features, (list,)):
-            raise ValueError(f"out_features must be a list got {type(out_features)}")
+            raise StageSelectionError(f"out_features must be a list got {type(out_features)}")
         if any(feat not in stage_names for feat in out_features):
-            raise ValueError(
-                f"out_features must be a subset of stage_names: {stage_names} got {out_features}"
+            raise StageSelectionError(
+                f"out_features must be a subset of stage_names: {_show(stage_names)} got {_show(out_features)}"
             )
         if len(out_features) != len(set(out_features)):
-            raise ValueError(f"out_features must not contain any duplicates, got {out_features}")
+            raise StageSelectionError(
+                f"out_features must not contain any duplicates, got {_show(out_features)}"
+            )
         if out_features != (sorted_feats := [feat for feat in stage_names if feat in out_features]):
-            raise ValueError(
-                f"out_features must be in the same order as stage_names, expected {sorted_feats} got {out_features}"
+            raise StageSelectionError(
+                f"out_features must be in the same order as stage_names, expected {_show(sorted_feats)} got {_show(out_features)}"
             )
 
     if out_indices is not None:
         if not isinstance(out_indices, list):
-            raise ValueError(f"out_indices must be a list, got {type(out_indices)}")
+            raise StageSelectionError(f"out_indices must be a list, got {type(out_indices)}")
+        # transformers crashes on these (TypeError): refuse them with a message
+        if any(not isinstance(idx, int) for idx in out_indices):
+            wrong = sorted({type(idx).__name__ for idx in out_indices if not isinstance(idx, int)})
+            raise StageSelectionError(
+                f"out_indices must be a list of integers, got {_show(out_indices)} (with {', '.join(wrong)}); "
+                f"pass positions in stage_names {_show(stage_names)}, for example [1, 2] or [-1]"
+            )
         positive_indices = tuple(idx % len(stage_names) if idx < 0 else idx for idx in out_indices)
         if any(idx for idx in positive_indices if idx not in range(len(stage_names))):
-            raise ValueError(
-                f"out_indices must be valid indices for stage_names {stage_names}, got {out_indices}"
+            raise StageSelectionError(
+                f"out_indices must be valid indices for stage_names {_show(stage_names)}, got {_show(out_indices)}"
             )
         if len(positive_indices) != len(set(positive_indices)):
-            msg = f"out_indices must not contain any duplicates, got {out_indices}"
-            msg += f"(equivalent to {positive_indices}))" if positive_indices != out_indices else ""
-            raise ValueError(msg)
+            msg = f"out_indices must not contain any duplicates, got {_show(out_indices)}"
+            msg += f"(equivalent to {_show(positive_indices)}))" if positive_indices != out_indices else ""
+            raise StageSelectionError(msg)
         if positive_indices != tuple(sorted(positive_indices)):
             sorted_negative = [
                 idx for _, idx in sorted(zip(positive_indices, out_indices), key=lambda x: x[0])
             ]
-            raise ValueError(
-                f"out_indices must be in the same order as stage_names, expected {sorted_negative} got {out_indices}"
+            raise StageSelectionError(
+                f"out_indices must be in the same order as stage_names, expected {_show(sorted_negative)} got {_show(out_indices)}"
             )
 
-    if out_features is not None and out_indices is not None:
-        if len(out_features) != len(out_indices):
-            raise ValueError("out_features and out_indices should have the same length if both are set")
-        if out_features != [stage_names[idx] for idx in out_indices]:
-            raise ValueError(
-                "out_features and out_indices should correspond to the same stages if both are set"
-            )
+    both = out_features is not None and out_indices is not None
+    if both and len(out_features) != len(out_indices):
+        raise StageSelectionError("out_features and out_indices should have the same length if both are set")
+    # transformers' check wraps these (-6 % 5 == 4), then its alignment crashes on them (IndexError)
+    if out_indices is not None and any(idx < -len(stage_names) for idx in out_indices):
+        raise StageSelectionError(
+            f"out_indices must be valid indices for stage_names {_show(stage_names)}, got {_show(out_indices)}"
+        )
+    if both and out_features != [stage_names[idx] for idx in out_indices]:
+        raise StageSelectionError(
+            "out_features and out_indices should correspond to the same stages if both are set"
+        )
 
 
 def select_stages(
@@ -94,8 +122,9 @@ def select_stages(
         ``(out_features, out_indices)``, aligned; the last stage when neither was given.
 
     Raises:
-        ValueError: with transformers' message, for a non-list, unknown name, out-of-range index, duplicate,
-            order other than the network's, or ``out_features`` and ``out_indices`` that disagree.
+        StageSelectionError: (a ``ValueError``) with transformers' message, for a non-list, unknown name,
+            non-integer or out-of-range index, duplicate, order other than the network's, or ``out_features``
+            and ``out_indices`` that disagree.
     """
     stage_names = list(stage_names)
     out_indices = list(out_indices) if isinstance(out_indices, tuple) else out_indices
