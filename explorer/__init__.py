@@ -59,6 +59,7 @@ _EXPORTS = {
     "overlay": "explorer.render",
     "to_png": "explorer.render",
     "save_png": "explorer.export",
+    "save_image": "explorer.export",
     "stats_to_csv": "explorer.export",
     "stats_to_json": "explorer.export",
     "save_feature_maps": "explorer.export",
@@ -86,7 +87,14 @@ if TYPE_CHECKING:
         UnsafeCheckpointError,
         WeightsUnavailableError,
     )
-    from .export import load_feature_maps, save_feature_maps, save_png, stats_to_csv, stats_to_json
+    from .export import (
+        load_feature_maps,
+        save_feature_maps,
+        save_image,
+        save_png,
+        stats_to_csv,
+        stats_to_json,
+    )
     from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, model_view, sample_images

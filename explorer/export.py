@@ -1,4 +1,4 @@
-"""Write results to files: grids to PNG, statistics to CSV and JSON, feature maps to ``.npz`` or ``.safetensors``.
+"""Write results to files: grids to PNG or JPEG, statistics to CSV and JSON, feature maps to ``.npz`` or ``.safetensors``.
 
 Example::
 
@@ -22,10 +22,20 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ._args import whole
+from .errors import InvalidArgumentError
 from .hooks import FeatureMaps
 from .render import to_png
 
-__all__ = ["load_feature_maps", "save_feature_maps", "save_png", "stats_to_csv", "stats_to_json"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "load_feature_maps",
+    "save_feature_maps",
+    "save_image",
+    "save_png",
+    "stats_to_csv",
+    "stats_to_json",
+]
 
 _ORDER_KEY = "explorer.order"
 _SUFFIXES = (".npz", ".safetensors")
@@ -38,13 +48,58 @@ class _Table(Protocol):
 def save_png(array: np.ndarray | torch.Tensor, path: str | os.PathLike, level: int = 6) -> Path:
     """Write a uint8 image (a grid, an overlay) as a PNG file; ``level`` 6 trades time for a smaller file.
 
+    Raises:
+        InvalidArgumentError: the name ends in another image format's suffix (``grid.jpg``): PNG bytes under
+            that name would mislead every viewer; use :func:`save_image`, which writes what the suffix says.
+
     Example::
 
         >>> save_png(render_grid(fmap), "grid.png")
         PosixPath('grid.png')
     """
     path = Path(path)
+    if path.suffix.lower() not in ("", ".png"):
+        raise InvalidArgumentError(
+            f'save_png() writes PNG, but "{path}" names a {path.suffix} file. Name it *.png, or use '
+            "explorer.save_image(array, path), which writes PNG or JPEG by the suffix."
+        )
     path.write_bytes(to_png(array, level=level))
+    return path
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""The file types :func:`save_image` writes."""
+
+
+def save_image(array: np.ndarray | torch.Tensor, path: str | os.PathLike, quality: int = 95) -> Path:
+    """Write a uint8 image as PNG (``.png``) or JPEG (``.jpg``, ``.jpeg``, at ``quality``), by the suffix.
+
+    Raises:
+        InvalidArgumentError: another suffix; the message lists :data:`IMAGE_SUFFIXES`.
+
+    Example::
+
+        >>> save_image(render_grid(fmap), "grid.jpg")      # JPEG bytes, as the name says
+        PosixPath('grid.jpg')
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InvalidArgumentError(
+            f'Cannot tell which image format to write for "{path}": name it {", ".join(IMAGE_SUFFIXES)}.'
+        )
+    if suffix == ".png":
+        return save_png(array, path)
+    from PIL import Image
+
+    quality = whole("quality", quality, minimum=1, maximum=95)
+    pixels = np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array)
+    if pixels.dtype != np.uint8 or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
+        raise InvalidArgumentError(
+            f"JPEG takes (H, W) or (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}. Render with "
+            "render_grid()/overlay(), or save as .png (which also keeps transparency)."
+        )
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path, format="JPEG", quality=quality)
     return path
 
 
@@ -91,7 +146,7 @@ def stats_to_json(stats: _Table, path: str | os.PathLike) -> Path:
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
-        raise ValueError(f'Cannot tell the format of "{path}": name it *.npz or *.safetensors.')
+        raise InvalidArgumentError(f'Cannot tell the format of "{path}": name it *.npz or *.safetensors.')
     return suffix
 
 

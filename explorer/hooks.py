@@ -207,7 +207,7 @@ def capture(
     """
     names = list(dict.fromkeys(layers))
     if not names:
-        raise ValueError("capture() needs at least one layer name; see explorer.list_layers(model).")
+        raise LayerNotFoundError("capture() needs at least one layer name; see explorer.list_layers(model).")
     modules = resolve_layers(model, names)
     layouts = dict(layouts or {})
     raw: dict[str, torch.Tensor] = {}

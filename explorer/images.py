@@ -319,6 +319,6 @@ def sample_images(names: Sequence[str] = SAMPLE_NAMES) -> dict[str, Image.Image]
     for name in names:
         loader = getattr(data, name, None)
         if loader is None:
-            raise ValueError(f'No sample image "{name}". Choose from: {", ".join(SAMPLE_NAMES)}.')
+            raise ImageError(f'No sample image "{name}". Choose from: {", ".join(SAMPLE_NAMES)}.')
         samples[name] = load_image(loader(), name=name)
     return samples

@@ -39,6 +39,8 @@ try:  # a much faster deflate for display; optional
 except ImportError:  # pragma: no cover - isal ships wheels for the usual platforms
     _isal_zlib = None
 
+from ._args import finite_pair, real, shown, whole
+from .errors import InvalidArgumentError
 from .images import ImageInput, Preprocess, load_image, model_view
 from .stats import STAT_NAMES, ChannelStats, as_hw, channel_stats
 
@@ -132,26 +134,38 @@ def select_channels(channels: ChannelsT, num_channels: int, values: np.ndarray |
         selected = _parse_channels(channels.strip().lower(), num_channels, values)
     elif isinstance(channels, slice):
         selected = list(range(num_channels))[channels]
-    elif isinstance(channels, (int, np.integer)) and not isinstance(channels, bool):
+    elif isinstance(channels, (int, np.integer)) and not isinstance(channels, (bool, np.bool_)):
         selected = [int(channels)]
     else:
-        array = np.asarray(channels.cpu() if isinstance(channels, torch.Tensor) else list(channels))
-        if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(
-                f"channels={channels!r} is not a list of channel indices. Pass integers, a range, or one of "
+        array = _index_array(channels)
+        if array is None or array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+            raise InvalidArgumentError(
+                f"channels={shown(channels)} is not a list of channel indices. Pass integers, a range, or one of "
                 '"all", "first:K", "top:K", "bottom:K", "page:P/S".'
             )
         selected = array.astype(np.int64).tolist()
     if not selected:
-        raise ValueError(
-            f"channels={channels!r} selects no channel; the map has {num_channels} (0..{num_channels - 1})."
+        raise InvalidArgumentError(
+            f"channels={shown(channels)} selects no channel; the map has {num_channels} (0..{num_channels - 1})."
         )
     bad = [c for c in selected if not 0 <= c < num_channels]
     if bad:
-        raise ValueError(
-            f"Channel(s) {bad[:5]} out of range: this map has {num_channels} channels, 0..{num_channels - 1}."
+        raise InvalidArgumentError(
+            f"Channel(s) {shown(bad)} out of range: this map has {num_channels} channels, 0..{num_channels - 1}."
         )
     return selected
+
+
+def _index_array(channels: object) -> np.ndarray | None:
+    """``channels`` as a NumPy array, or None when it is no sequence (``True``, ``2.0``, None)."""
+    if isinstance(channels, torch.Tensor):
+        return channels.detach().cpu().numpy()
+    if isinstance(channels, (bool, float, bytes)) or not hasattr(channels, "__iter__"):
+        return None
+    try:
+        return np.asarray(list(channels))
+    except (TypeError, ValueError):  # ragged or unconvertible items
+        return None
 
 
 def _parse_channels(spec: str, num_channels: int, values: np.ndarray | None) -> list[int]:
@@ -163,7 +177,7 @@ def _parse_channels(spec: str, num_channels: int, values: np.ndarray | None) -> 
         if kind == "first":
             return list(range(k))
         if values is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f'channels="{spec}" ranks channels by a statistic; pass values= (one per channel).'
             )
         nan = np.isnan(values)
@@ -174,12 +188,12 @@ def _parse_channels(spec: str, num_channels: int, values: np.ndarray | None) -> 
         page, size = int(match.group(1)), int(match.group(2))
         pages = -(-num_channels // size) if size else 0
         if not size or page >= pages:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f'channels="{spec}": with pages of {size} channels this map of {num_channels} has '
                 f"{pages} page(s), 0..{max(pages - 1, 0)}."
             )
         return list(range(page * size, min((page + 1) * size, num_channels)))
-    raise ValueError(
+    raise InvalidArgumentError(
         f'Unknown channel selection "{spec}". Use "all", "first:K", "top:K", "bottom:K", "page:P/S" '
         '(for example "page:1/64" for channels 64-127), or a list or range of channel indices.'
     )
@@ -223,16 +237,19 @@ def _palette(cmap: str, device: torch.device, background: Sequence[int] = BACKGR
     background and label colours (tiles are laid out as packed pixels, 4 bytes each, and unpacked once)."""
     import matplotlib
 
-    if cmap not in matplotlib.colormaps:
+    if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
         close = difflib.get_close_matches(str(cmap), list(matplotlib.colormaps), n=5, cutoff=0.5)
         hint = f" Closest names: {', '.join(close)}." if close else ""
-        raise ValueError(
+        raise InvalidArgumentError(
             f'Unknown colour map "{cmap}".{hint} Any matplotlib name works: "viridis", "magma", "RdBu_r", ...'
         )
-    background = tuple(int(v) for v in background)
-    if len(background) != 3 or not all(0 <= v <= 255 for v in background):
-        raise ValueError(f"background={background}; pass an RGB triple of 0-255 integers.")
-    return _lut_cached(cmap, str(device), background)
+    try:
+        rgb = tuple(whole("background", v, maximum=255) for v in background)
+    except (InvalidArgumentError, TypeError):  # not numbers, or not iterable
+        rgb = ()
+    if len(rgb) != 3:
+        raise InvalidArgumentError(f"background={background!r}; pass an RGB triple of 0-255 integers.")
+    return _lut_cached(cmap, str(device), rgb)
 
 
 _NONFINITE, _BACKGROUND, _FG, _BG = 256, 257, 258, 259
@@ -292,9 +309,15 @@ def _percentile(values: torch.Tensor, finite: torch.Tensor | None, q: float) -> 
     return torch.where(frac > 0, at_below + frac * (at_above - at_below), at_below)[:, 0]
 
 
-def _check_clip(clip: float | None) -> None:
-    if clip is not None and not 50.0 < float(clip) <= 100.0:
-        raise ValueError(f"clip={clip}; pass a percentile in (50, 100], for example clip=99.5, or None.")
+def _check_clip(clip: float | None) -> float | None:
+    """``clip`` as a float percentile in (50, 100], or None."""
+    hint = "pass a percentile in (50, 100], for example clip=99.5, or None."
+    if clip is None:
+        return None
+    clip = real("clip", clip, hint=hint)
+    if not 50.0 < clip <= 100.0:
+        raise InvalidArgumentError(f"clip={clip}; {hint}")
+    return clip
 
 
 def value_range(
@@ -316,7 +339,7 @@ def value_range(
         >>> lo, hi = value_range([before["layer2"], after["layer2"]], clip=99.5)
         >>> grid = render_grid(after["layer2"][0], norm="global", vrange=(lo, hi))
     """
-    _check_clip(clip)
+    clip = _check_clip(clip)
     if isinstance(maps, dict):
         maps = list(maps.values())
     elif isinstance(maps, (torch.Tensor, np.ndarray)):
@@ -328,7 +351,7 @@ def value_range(
         lows.append(float(low[0]))
         highs.append(float(high[0]))
     if not lows:
-        raise ValueError("value_range() needs at least one map.")
+        raise InvalidArgumentError("value_range() needs at least one map.")
     if symmetric:
         return -max(highs), max(highs)
     return min(lows), max(highs)
@@ -345,23 +368,23 @@ def _norm_range(
     if norm not in NORMS:
         close = difflib.get_close_matches(str(norm), NORMS, n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
-        raise ValueError(f'Unknown norm "{norm}".{hint} Choose from: {", ".join(NORMS)}.')
+        raise InvalidArgumentError(f'Unknown norm "{norm}".{hint} Choose from: {", ".join(NORMS)}.')
     if vrange is not None and norm in ("channel", "stage"):
-        raise ValueError('vrange is for norm="global" or norm="symmetric"; drop it, or pass norm="global".')
+        raise InvalidArgumentError(
+            'vrange is for norm="global" or norm="symmetric"; drop it, or pass norm="global".'
+        )
     device = selected.device
     if norm == "global":
         if vrange is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 'norm="global" shares one range across maps: pass vrange=(low, high), for example '
                 'vrange=explorer.value_range([map_a, map_b]). For one map alone use norm="stage".'
             )
-        low, high = float(vrange[0]), float(vrange[1])
-        if not low <= high:
-            raise ValueError(f"vrange={vrange}; the low end must not be above the high end.")
+        low, high = finite_pair("vrange", vrange)
         return torch.tensor([low], device=device), torch.tensor([high], device=device)
     if norm == "symmetric":
         if vrange is not None:
-            top = max(abs(float(vrange[0])), abs(float(vrange[1])))
+            top = max(abs(v) for v in finite_pair("vrange", vrange))
             top_t = torch.tensor([top], device=device)
         else:
             top_t = _ranges(full.reshape(1, -1).abs(), clip)[1]
@@ -474,6 +497,12 @@ def _plan(
         while longest(tile_h, tile_w) > max_size and max(tile_h, tile_w) > 1:
             shrink += 1
             tile_h, tile_w = -(-height // shrink), -(-width // shrink)
+        if longest(tile_h, tile_w) > max_size:
+            raise InvalidArgumentError(
+                f"{count} tiles in {rows}x{cols} with pad={pad} need {longest(tile_h, tile_w)} px even at one "
+                f'pixel a tile, over max_size={max_size}: lower pad, show fewer channels (channels="page:0/64"), '
+                "or raise max_size."
+            )
         _log.info(
             "grid shrunk: %dx%d maps drawn as %dx%d tiles to fit max_size", height, width, tile_h, tile_w
         )
@@ -637,6 +666,10 @@ def render_grid(
         >>> grid.shape, layout.tile, (layout.rows, layout.cols)     # 7x7 maps upscaled 7x
         ((201, 201, 3), (49, 49), (4, 4))
     """
+    if not isinstance(fmap, (torch.Tensor, np.ndarray)):
+        raise InvalidArgumentError(
+            f"render_grid() draws a tensor or array, got {type(fmap).__name__}; pass maps[name][0], (C, H, W)."
+        )
     x = torch.as_tensor(fmap).detach()
     if x.ndim == 4 and x.shape[0] == 1:
         x = x[0]
@@ -644,22 +677,29 @@ def render_grid(
         x = x[None]
     if x.ndim != 3:
         hint = " Pick one image: maps[name][i]." if x.ndim == 4 else ""
-        raise ValueError(f"render_grid() draws one image's map, (C, H, W); got shape {tuple(x.shape)}.{hint}")
-    if int(pad) < 0:
-        raise ValueError(f"pad={pad}; pass 0 or more pixels.")
-    if scale is not None and int(scale) < 1:
-        raise ValueError(f"scale={scale}; pass a whole number of pixels per map pixel (1 or more), or None.")
-    _check_clip(clip)
+        raise InvalidArgumentError(
+            f"render_grid() draws one image's map, (C, H, W); got shape {tuple(x.shape)}.{hint}"
+        )
+    if max_size is not None:
+        max_size = whole(
+            "max_size", max_size, minimum=1, hint=" It caps the grid's longest side; None for no cap."
+        )
+    pad = whole("pad", pad, maximum=max_size, hint=" It is the gap between tiles, at most max_size.")
+    if scale is not None:
+        scale = whole("scale", scale, minimum=1, hint=" It is pixels per map pixel; None picks one.")
+    if cols is not None:
+        cols = whole("cols", cols, minimum=1, hint=" None lays the grid out near-square.")
+    clip = _check_clip(clip)
     num_channels, height, width = x.shape
     if height == 0 or width == 0:
-        raise ValueError(f"The map has no pixels (shape {tuple(x.shape)}).")
+        raise InvalidArgumentError(f"The map has no pixels (shape {tuple(x.shape)}).")
     cmap = cmap or ("RdBu_r" if norm == "symmetric" else "viridis")
     palette = _palette(cmap, x.device, background)
 
     values = None
     if isinstance(channels, str) and channels.strip().lower().startswith(("top:", "bottom:")):
         if by not in STAT_NAMES:
-            raise ValueError(f"by={by!r}; rank channels by one of: {', '.join(STAT_NAMES)}.")
+            raise InvalidArgumentError(f"by={by!r}; rank channels by one of: {', '.join(STAT_NAMES)}.")
         values = (stats if stats is not None else channel_stats(x)).values(by)
     chosen = select_channels(channels, num_channels, values)
     index = torch.as_tensor(chosen, device=x.device)
@@ -667,10 +707,10 @@ def render_grid(
     selected = full.index_select(0, index).float()
     low, high = _norm_range(selected, full, norm, clip, vrange)
 
-    rows, cols, tile_h, tile_w = _plan(len(chosen), height, width, cols, int(pad), scale, max_size)
+    rows, cols, tile_h, tile_w = _plan(len(chosen), height, width, cols, pad, scale, max_size)
     if tile_h < height or tile_w < width:
         selected = F.interpolate(selected[None], size=(tile_h, tile_w), mode="area")[0]
-    plan = (rows, cols, tile_h, tile_w, int(pad))
+    plan = (rows, cols, tile_h, tile_w, pad)
     colours = _lookup(palette, _to_index(selected, low, high, _all_finite(selected)))
     canvas = _tile(colours, plan, palette[_BACKGROUND])
     if labels:
@@ -688,7 +728,7 @@ def render_grid(
         rows=rows,
         cols=cols,
         tile=(tile_h, tile_w),
-        pad=int(pad),
+        pad=pad,
         map_size=(height, width),
         size=(grid.shape[0], grid.shape[1]),
         norm=norm,
@@ -736,9 +776,11 @@ def overlay(
         >>> over.shape
         (224, 224, 3)
     """
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha={alpha}; pass a weight between 0 (image only) and 1 (map only).")
-    _check_clip(clip)
+    alpha_hint = "pass a weight between 0 (image only) and 1 (map only)."
+    alpha = real("alpha", alpha, hint=alpha_hint)
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidArgumentError(f"alpha={alpha}; {alpha_hint}")
+    clip = _check_clip(clip)
     values = as_hw(channel_map, "overlay()")
     picture = load_image(image)
     if preprocess is not None:
@@ -748,10 +790,7 @@ def overlay(
     pixels = torch.from_numpy(np.array(picture)).to(device)
     values = values.float()
     if vrange is not None:
-        low, high = (
-            torch.tensor([float(vrange[0])], device=device),
-            torch.tensor([float(vrange[1])], device=device),
-        )
+        low, high = (torch.tensor([bound], device=device) for bound in finite_pair("vrange", vrange))
     else:
         low, high = _ranges(values.reshape(1, -1), clip)
     upsampled = F.interpolate(
@@ -809,7 +848,7 @@ def to_png(array: np.ndarray | torch.Tensor, level: int = 1) -> bytes:
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
     if array.dtype != np.uint8:
-        raise TypeError(
+        raise InvalidArgumentError(
             f"to_png() takes uint8 pixels, got {array.dtype}. Render with render_grid()/overlay(), or convert "
             "with np.clip(a, 0, 255).astype(np.uint8)."
         )
@@ -818,9 +857,11 @@ def to_png(array: np.ndarray | torch.Tensor, level: int = 1) -> bytes:
     depth = 1 if array.ndim == 2 else array.shape[2] if array.ndim == 3 else 0
     kind = {1: 0, 3: 2, 4: 6}.get(depth)
     if kind is None or 0 in array.shape[:2]:
-        raise ValueError(f"to_png() takes (H, W), (H, W, 3) or (H, W, 4) pixels; got shape {array.shape}.")
+        raise InvalidArgumentError(
+            f"to_png() takes (H, W), (H, W, 3) or (H, W, 4) pixels; got shape {array.shape}."
+        )
     if not 0 <= int(level) <= 9:
-        raise ValueError(f"level={level}; pass a zlib level from 0 (fastest) to 9 (smallest).")
+        raise InvalidArgumentError(f"level={level}; pass a zlib level from 0 (fastest) to 9 (smallest).")
     height, width = array.shape[:2]
     raw = np.empty((height, 1 + width * depth), dtype=np.uint8)
     raw[:, 0] = 0

@@ -14,9 +14,9 @@ Example::
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Sequence
 
+from ._args import shown
 from .errors import StageSelectionError
 
 __all__ = ["OutIndicesT", "OutFeaturesT", "select_stages", "verify_stages"]
@@ -26,16 +26,6 @@ OutIndicesT = list[int] | tuple[int, ...]
 
 OutFeaturesT = list[str]
 """Stage names, as a list, in network order."""
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlist = _SHORT.maxtuple = 12
-_SHORT.maxstring = _SHORT.maxother = 80
-
-
-def _show(values: object) -> str:
-    """A list for a message: as transformers prints it, shortened past 12 items (a 10^6-index list stays short)."""
-    return _SHORT.repr(values)
 
 
 def verify_stages(
@@ -54,15 +44,15 @@ def verify_stages(
             raise StageSelectionError(f"out_features must be a list got {type(out_features)}")
         if any(feat not in stage_names for feat in out_features):
             raise StageSelectionError(
-                f"out_features must be a subset of stage_names: {_show(stage_names)} got {_show(out_features)}"
+                f"out_features must be a subset of stage_names: {shown(stage_names)} got {shown(out_features)}"
             )
         if len(out_features) != len(set(out_features)):
             raise StageSelectionError(
-                f"out_features must not contain any duplicates, got {_show(out_features)}"
+                f"out_features must not contain any duplicates, got {shown(out_features)}"
             )
         if out_features != (sorted_feats := [feat for feat in stage_names if feat in out_features]):
             raise StageSelectionError(
-                f"out_features must be in the same order as stage_names, expected {_show(sorted_feats)} got {_show(out_features)}"
+                f"out_features must be in the same order as stage_names, expected {shown(sorted_feats)} got {shown(out_features)}"
             )
 
     if out_indices is not None:
@@ -72,24 +62,24 @@ def verify_stages(
         if any(not isinstance(idx, int) for idx in out_indices):
             wrong = sorted({type(idx).__name__ for idx in out_indices if not isinstance(idx, int)})
             raise StageSelectionError(
-                f"out_indices must be a list of integers, got {_show(out_indices)} (with {', '.join(wrong)}); "
-                f"pass positions in stage_names {_show(stage_names)}, for example [1, 2] or [-1]"
+                f"out_indices must be a list of integers, got {shown(out_indices)} (with {', '.join(wrong)}); "
+                f"pass positions in stage_names {shown(stage_names)}, for example [1, 2] or [-1]"
             )
         positive_indices = tuple(idx % len(stage_names) if idx < 0 else idx for idx in out_indices)
         if any(idx for idx in positive_indices if idx not in range(len(stage_names))):
             raise StageSelectionError(
-                f"out_indices must be valid indices for stage_names {_show(stage_names)}, got {_show(out_indices)}"
+                f"out_indices must be valid indices for stage_names {shown(stage_names)}, got {shown(out_indices)}"
             )
         if len(positive_indices) != len(set(positive_indices)):
-            msg = f"out_indices must not contain any duplicates, got {_show(out_indices)}"
-            msg += f"(equivalent to {_show(positive_indices)}))" if positive_indices != out_indices else ""
+            msg = f"out_indices must not contain any duplicates, got {shown(out_indices)}"
+            msg += f"(equivalent to {shown(positive_indices)}))" if positive_indices != out_indices else ""
             raise StageSelectionError(msg)
         if positive_indices != tuple(sorted(positive_indices)):
             sorted_negative = [
                 idx for _, idx in sorted(zip(positive_indices, out_indices), key=lambda x: x[0])
             ]
             raise StageSelectionError(
-                f"out_indices must be in the same order as stage_names, expected {_show(sorted_negative)} got {_show(out_indices)}"
+                f"out_indices must be in the same order as stage_names, expected {shown(sorted_negative)} got {shown(out_indices)}"
             )
 
     both = out_features is not None and out_indices is not None
@@ -98,7 +88,7 @@ def verify_stages(
     # transformers' check wraps these (-6 % 5 == 4), then its alignment crashes on them (IndexError)
     if out_indices is not None and any(idx < -len(stage_names) for idx in out_indices):
         raise StageSelectionError(
-            f"out_indices must be valid indices for stage_names {_show(stage_names)}, got {_show(out_indices)}"
+            f"out_indices must be valid indices for stage_names {shown(stage_names)}, got {shown(out_indices)}"
         )
     if both and out_features != [stage_names[idx] for idx in out_indices]:
         raise StageSelectionError(

@@ -30,6 +30,9 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from ._args import finite_pair, whole
+from .errors import InvalidArgumentError
+
 __all__ = [
     "STAT_NAMES",
     "DIFFERENCE_NAMES",
@@ -68,9 +71,9 @@ def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor
         tensor = tensor[None]
     if tensor.ndim == 4:
         if tensor.numel() == 0:
-            raise ValueError(f"{what} has shape {tuple(tensor.shape)}, which holds no values.")
+            raise InvalidArgumentError(f"{what} has shape {tuple(tensor.shape)}, which holds no values.")
         return tensor
-    raise ValueError(
+    raise InvalidArgumentError(
         f"{what} has shape {tuple(tensor.shape)}; pass one stage's map as (C, H, W) or (B, C, H, W), "
         'for example maps["layer1"] or maps["layer1"][0].'
     )
@@ -82,7 +85,7 @@ def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
     while values.ndim > 2 and values.shape[0] == 1:
         values = values[0]
     if values.ndim != 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{what} takes one channel, (H, W); got shape {tuple(values.shape)}. "
             'Pick an image and a channel: maps["layer1"][0, 5].'
         )
@@ -93,7 +96,7 @@ def _check_name(by: str, names: tuple[str, ...]) -> None:
     if by not in names:
         close = difflib.get_close_matches(str(by), names, n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"Unknown statistic {by!r}.{hint} Choose from: {', '.join(names)}.")
+        raise InvalidArgumentError(f"Unknown statistic {by!r}.{hint} Choose from: {', '.join(names)}.")
 
 
 class _ChannelTable:
@@ -109,7 +112,7 @@ class _ChannelTable:
         return self._image_values(by, image)
 
     def _image_values(self, by: str, image: int) -> np.ndarray:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{type(self).__name__} holds pooled values only; call values({by!r}) without image."
         )
 
@@ -170,7 +173,7 @@ class ChannelStats(_ChannelTable):
     def _image_values(self, by: str, image: int) -> np.ndarray:
         images = self.shape[0]
         if not -images <= image < images:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"image={image} is out of range; this map holds {images} image(s): 0..{images - 1}."
             )
         return self.per_image[by][image]
@@ -342,7 +345,7 @@ def channel_stats(fmap: torch.Tensor | np.ndarray) -> ChannelStats:
 def _pair(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = as_nchw(a, "a"), as_nchw(b, "b")
     if x.shape != y.shape:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Maps of shapes {tuple(x.shape)} and {tuple(y.shape)} cannot be compared position by position. "
             "Compare one stage of the same architecture on same-sized inputs, or compare channel_stats() instead."
         )
@@ -519,17 +522,18 @@ def histogram(
         >>> hist.counts, hist.edges
         (array([2890,  160,   61,   25]), array([0.  , 0.87, 1.74, 2.61, 3.48]))
     """
-    if int(bins) < 1:
-        raise ValueError(f"bins={bins}; pass a positive number of bins, for example bins=64.")
+    bins = whole(
+        "bins", bins, minimum=1, maximum=1 << 20, hint=" It is a positive number of bins, for example 64."
+    )
     x = torch.as_tensor(fmap).detach().reshape(-1).float()
     finite = torch.isfinite(x)
     all_finite = bool(finite.all())
     values = x if all_finite else x[finite]
     nonfinite = 0 if all_finite else int(x.numel() - values.numel())
     if range is not None:
-        low, high = float(range[0]), float(range[1])
+        low, high = finite_pair("range", range)
         if not low < high:
-            raise ValueError(f"range={range}; the low end must be below the high end.")
+            raise InvalidArgumentError(f"range={range}; the low end must be below the high end.")
     elif values.numel():
         low, high = (float(v) for v in torch.stack(torch.aminmax(values)).cpu().tolist())
     else:

@@ -1,0 +1,74 @@
+"""Checks for the numbers public functions take (counts, sizes, percentiles, ranges), shared so that every one
+refuses a bad value the same way: an :class:`~explorer.InvalidArgumentError` naming the argument, what it got
+and what it accepts. ``True`` is not a count and ``"99"`` is not a percentile.
+
+Example::
+
+    >>> whole("cols", 4, minimum=1)
+    4
+    >>> whole("cols", 0, minimum=1)
+    Traceback (most recent call last):
+    InvalidArgumentError: cols=0; pass a whole number of at least 1.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import reprlib
+
+from .errors import InvalidArgumentError
+
+__all__ = ["whole", "real", "finite_pair", "shown"]
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlist = _SHORT.maxtuple = 12
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for a message, shortened past 12 items or 80 characters (a 10^6-item list stays short)."""
+    return _SHORT.repr(value)
+
+
+def whole(name: str, value: object, *, minimum: int = 0, maximum: int | None = None, hint: str = "") -> int:
+    """``value`` as an ``int`` in ``[minimum, maximum]``; whole floats (``4.0``) pass, booleans never do."""
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    )
+    if isinstance(value, bool) or not integral:
+        raise InvalidArgumentError(
+            f"{name}={shown(value)} ({type(value).__name__}); pass a whole number of at least {minimum}.{hint}"
+        )
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise InvalidArgumentError(f"{name}={value!r}; pass a whole number {bound}.{hint}")
+    return number
+
+
+def real(name: str, value: object, *, hint: str) -> float:
+    """``value`` as a finite ``float`` (a number or a one-value array); strings, booleans, NaN and inf are
+    refused, with ``hint`` as the fix."""
+    number = math.nan
+    if not isinstance(value, (bool, str, bytes)) and hasattr(value, "__float__"):  # numbers, 0-d arrays
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # a tensor of several values
+            pass
+    if not math.isfinite(number):
+        raise InvalidArgumentError(f"{name}={shown(value)} ({type(value).__name__}); {hint}")
+    return number
+
+
+def finite_pair(name: str, value: object) -> tuple[float, float]:
+    """``(low, high)`` of two finite numbers with ``low <= high``."""
+    hint = "pass (low, high), two finite numbers with low <= high, for example explorer.value_range(maps)."
+    try:
+        low, high = value  # type: ignore[misc]
+        pair = real(name, low, hint=hint), real(name, high, hint=hint)
+    except (TypeError, ValueError):  # not two items, or not numbers (InvalidArgumentError is a ValueError)
+        raise InvalidArgumentError(f"{name}={shown(value)}; {hint}") from None
+    if pair[0] > pair[1]:
+        raise InvalidArgumentError(f"{name}={shown(value)}; the low end must not be above the high end.")
+    return pair
