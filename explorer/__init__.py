@@ -68,6 +68,12 @@ _EXPORTS = {
     "stat_bar_figure": "explorer.figures",
     "histogram_figure": "explorer.figures",
     "stage_grid_figure": "explorer.figures",
+    "scan": "explorer.scan",
+    "Scan": "explorer.scan",
+    "Exemplar": "explorer.scan",
+    "sample_dataset": "explorer.scan",
+    "DatasetError": "explorer.errors",
+    "CacheError": "explorer.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -98,6 +104,7 @@ if TYPE_CHECKING:
     from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, model_view, sample_images
+    from .scan import Exemplar, Scan, sample_dataset, scan
     from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
     from .stages import select_stages
     from .stats import (

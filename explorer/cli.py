@@ -20,6 +20,9 @@ __all__ = ["main"]
 
 _log = logging.getLogger(__name__)
 
+USER_ERROR = 2
+"""The exit status for a user's mistake (argparse's own for bad arguments)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="explorer", description="See what a vision backbone sees.")
@@ -50,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                 "--norm", default="channel", help="channel, stage or symmetric (default channel)"
             )
             sub.add_argument("--cmap", default="viridis", help="a matplotlib colour map (default viridis)")
-            sub.add_argument("--out", default="grid.png", help="the PNG to write (default grid.png)")
+            sub.add_argument(
+                "--out", default="grid.png", help="the image to write: .png or .jpg (default grid.png)"
+            )
         else:
             sub.add_argument("--csv", help="also write the table as CSV")
 
@@ -79,7 +84,12 @@ def _stage_map(args: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (1 with a one-line message for the explorer's errors)."""
+    """Run the command line; returns the exit status.
+
+    A user's mistake (an :class:`~explorer.ExplorerError` from any subcommand, or a file that cannot be read or
+    written) prints one line, ``explorer: <message>``, and returns 2, as argparse does for bad arguments; only a
+    real bug prints a traceback.
+    """
     from .errors import ExplorerError
 
     args = _parser().parse_args(argv)
@@ -88,11 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             bb = _backbone(args)
             print(bb)
         elif args.command == "render":
-            from .export import save_png
+            from .export import save_image
             from .render import render_grid
 
             name, fmap = _stage_map(args)
-            save_png(
+            save_image(
                 render_grid(fmap, channels=args.channels, norm=args.norm, cmap=args.cmap, labels=True),
                 args.out,
             )
@@ -112,9 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
             os.execvp("jupyter-lab", ["jupyter-lab", *root, str(Path(args.notebook))])
-    except (ExplorerError, ValueError, OSError) as err:
-        print(f"explorer: {err}", file=sys.stderr)
-        return 1
+    except (ExplorerError, OSError) as err:  # OSError: a path the user named cannot be read or written
+        message = " ".join(str(err).split())  # one line, whatever the message holds
+        print(f"explorer: {message}", file=sys.stderr)
+        return USER_ERROR
     return 0
 
 

@@ -46,6 +46,6 @@ def test_render_and_stats_write_files(tmp_path, capsys):
 
 
 def test_errors_are_one_line(capsys):
-    assert main(["stages", "resnet-18", "--random"]) == 1
+    assert main(["stages", "resnet-18", "--random"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("explorer: Unknown model") and "resnet18" in err

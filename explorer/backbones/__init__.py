@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InvalidArgumentError
 from ..stages import OutFeaturesT, OutIndicesT
 from ._base import WEIGHT_ORIGINS, Backbone, Stage, resolve_device
 from ._checkpoint import WEIGHT_SUFFIXES
@@ -68,6 +69,10 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     return found + timm.list_models(pattern)
 
 
+def _is_local(spec: str) -> bool:
+    return _is_path(spec) or Path(spec).expanduser().exists()
+
+
 def _is_path(spec: str) -> bool:
     return (
         spec.endswith(WEIGHT_SUFFIXES)
@@ -98,10 +103,17 @@ def load_backbone(
 
     Raises:
         UnknownBackboneError, WeightsUnavailableError, CheckpointError, UnsafeCheckpointError,
-        MissingDependencyError, ValueError (stage selection).
+        MissingDependencyError, StageSelectionError (stage selection), InvalidArgumentError (``arch=`` for a
+        spec that is no local file, an unknown device).
     """
     options = dict(pretrained=pretrained, device=device, out_indices=out_indices, out_features=out_features)
     spec = os.fspath(spec).strip()
+    local = spec != "default" and not spec.startswith(("hf-hub:", "hf:")) and _is_local(spec)
+    if "arch" in kwargs and not local and spec != "default":
+        raise InvalidArgumentError(
+            f'arch= names the timm architecture of a bare weights file, but "{spec}" is not a local file or '
+            "folder: its architecture is known already. Drop arch=, or pass the path of the weights file."
+        )
     if spec == "default":
         from .default import load_default
 
@@ -114,7 +126,7 @@ def load_backbone(
         from .hf import load_hf
 
         return load_hf(spec[len("hf:") :], **options, **kwargs)
-    if _is_path(spec) or Path(spec).expanduser().exists():
+    if local:
         from .local import load_local
 
         return load_local(spec, **options, **kwargs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InvalidArgumentError
 from ._base import Backbone
 from ._checkpoint import load_weights, read_state_dict
 from .timm import build_timm, timm_backbone
@@ -78,6 +79,12 @@ def load_default(*, pretrained: bool = True, **options) -> Backbone:
     """
     from huggingface_hub import try_to_load_from_cache
 
+    unknown = sorted(set(options) - {"device", "out_indices", "out_features"})
+    if unknown:
+        raise InvalidArgumentError(
+            f'"default" takes no model arguments ({", ".join(unknown)}): it is {DEFAULT_ARCH} as shipped. '
+            f'Load "{DEFAULT_ARCH}" by name (pretrained=False) to pass arguments to timm.'
+        )
     model = build_timm(DEFAULT_ARCH)
     origin = "random"
     if pretrained:
