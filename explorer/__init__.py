@@ -81,8 +81,10 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .backbones import Backbone, Stage, list_backbones, load_backbone
     from .errors import (
+        CacheError,
         CaptureError,
         CheckpointError,
+        DatasetError,
         ExplorerError,
         ImageError,
         InvalidArgumentError,
@@ -104,8 +106,8 @@ if TYPE_CHECKING:
     from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, model_view, sample_images
-    from .scan import Exemplar, Scan, sample_dataset, scan
     from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
+    from .scan import Exemplar, Scan, sample_dataset, scan
     from .stages import select_stages
     from .stats import (
         ChannelDifference,

@@ -5,6 +5,7 @@ Example::
     $ explorer stages resnet50 --random
     $ explorer render default cat.jpg --stage blocks.2 --channels top:32 --out grid.png
     $ explorer stats default cat.jpg --stage blocks.2 --csv blocks2.csv
+    $ explorer scan default photos/ --stage blocks.2 --k 9 --out report/
     $ explorer lab
 """
 
@@ -59,9 +60,51 @@ def _parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--csv", help="also write the table as CSV")
 
+    _scan_parser(commands.add_parser("scan", help="top-k exemplars of every channel over a folder of images"))
+
     lab = commands.add_parser("lab", help="open the explorer notebook in JupyterLab")
     lab.add_argument("--notebook", default="notebooks/explorer.ipynb", help="notebook to open")
     return parser
+
+
+def _scan_parser(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("spec", help='checkpoint: "default", a timm name, "hf:...", "hf-hub:...", a path')
+    sub.add_argument("source", help="a folder of images (recursive)")
+    sub.add_argument("--stage", nargs="+", help="stage names to scan (default: the last stage)")
+    sub.add_argument("--layer", nargs="+", help="named layers to scan as well (see explorer.list_layers)")
+    sub.add_argument("--k", type=int, default=9, help="exemplars per channel (default 9)")
+    sub.add_argument("--out", default="scan-report", help="folder of the HTML report (default scan-report)")
+    sub.add_argument("--backend", choices=("local", "ray"), default="local", help="local (default) or ray")
+    sub.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    sub.add_argument("--cache", default="~/.cache/explorer/scans", help="cache folder (resumable scans)")
+    sub.add_argument("--no-cache", action="store_true", help="keep the scan in memory only")
+    sub.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    sub.add_argument("--workers", type=int, default=2, help="DataLoader processes reading images (default 2)")
+    sub.add_argument("--random", action="store_true", help="random weights instead of pretrained ones")
+    sub.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+
+def _run_scan(args: argparse.Namespace) -> None:
+    from .scan import scan
+
+    result = scan(
+        args.spec,
+        args.source,
+        out_features=args.stage,
+        layers=args.layer,
+        k=args.k,
+        cache=None if args.no_cache else args.cache,
+        backend=args.backend,
+        address=args.address,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        pretrained=not args.random,
+    )
+    index = result.save_html(args.out)
+    print(f"{index}: {result}")
+    for source, reason in result.skipped:
+        print(f"skipped {source}: {reason}")
 
 
 def _backbone(args: argparse.Namespace):
@@ -117,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .export import stats_to_csv
 
                 stats_to_csv(stats, args.csv)
+        elif args.command == "scan":
+            _run_scan(args)
         else:
             import os
 

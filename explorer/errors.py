@@ -25,6 +25,8 @@ __all__ = [
     "CaptureError",
     "InvalidArgumentError",
     "StageSelectionError",
+    "DatasetError",
+    "CacheError",
 ]
 
 
@@ -76,3 +78,11 @@ class InvalidArgumentError(ExplorerError, ValueError, TypeError):
 class StageSelectionError(InvalidArgumentError):
     """``out_indices`` / ``out_features`` break transformers' ``BackboneConfigMixin`` rules; the message is
     transformers' own where transformers has one (long lists are shortened)."""
+
+
+class DatasetError(ExplorerError, ValueError):
+    """A scan's source is missing, empty, holds no readable image, or is of a kind the scan cannot read."""
+
+
+class CacheError(ExplorerError, OSError):
+    """A scan's cache folder cannot be written (permissions, a full disk) or is not a scan folder."""

@@ -1,0 +1,329 @@
+"""A finished scan: every channel's exemplars, dataset statistics and histograms; crops; saving and loading.
+
+A :class:`Scan` is what :func:`explorer.scan` returns and what :meth:`Scan.load` reads back. It holds the merged
+reduction (top-k and sums, a few kilobytes per stage), the receptive-field side of every stage, the names of
+the images that are exemplars, and what the scan ran on. Crops need the images and the model again: a live scan
+keeps both; a loaded one reads the images from their paths (or the ``source=`` given) and reloads the spec's
+pretrained weights (or takes ``backbone=``), checking that they are the weights that were scanned.
+
+Saved form (``Scan.save(folder)``, also inside every cache folder and every HTML report): ``scan.json`` (what
+ran, the skipped images, the exemplars' names, the SHA-256 of the table) and ``scan.parquet`` (the tables of
+:func:`explorer.scan.store.reduction_to_parquet`).
+
+Example::
+
+    >>> scan = explorer.scan("default", explorer.sample_dataset(64), out_indices=[2], k=4)
+    >>> ex = scan.top("blocks.2", 17)
+    >>> ex[0].source, round(ex[0].value, 2), ex[0].cell, ex[0].box
+    ('.../00012_brick.jpg', 9.43, (3, 20), (132, 0, 200, 62))
+    >>> scan.stats("blocks.2").mean.shape
+    (40,)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
+from ..images import model_view
+from ..render import overlay
+from ..stats import ChannelStats, Histogram
+from .fields import cell_box
+from .reduce import NO_IMAGE, Reduction, StageReduction, histogram_edges
+from .sources import ImageSource, open_source
+from .store import DEFAULT_CACHE, atomic_write, reduction_from_parquet, reduction_to_parquet, weights_digest
+
+__all__ = ["Exemplar", "Scan"]
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """One of a channel's top images.
+
+    Attributes:
+        source: the image's path (folder and path sources) or its position (datasets).
+        index: its position in the scan's image order.
+        value: the channel's spatial maximum on it.
+        cell: ``(row, col)`` of the maximum in the stage's map (the first such cell, row-major).
+        box: ``(left, top, right, bottom)``: the cell's receptive field, in pixels of the image as the model
+            saw it (:func:`explorer.model_view`); see :mod:`explorer.scan.fields` for the rule.
+    """
+
+    source: str | int
+    index: int
+    value: float
+    cell: tuple[int, int]
+    box: tuple[int, int, int, int]
+
+
+class Scan:
+    """The result of :func:`explorer.scan`; see the module docs.
+
+    Attributes:
+        info: what ran: ``spec``, ``weights``, ``weights_sha256``, ``stages``, ``input_size``, ``k``,
+            ``fields`` (receptive-field side per stage), ``images`` (listed), ``scanned``, ``key``, ...
+        skipped: ``[(source, reason), ...]`` for every image that could not be read.
+    """
+
+    def __init__(
+        self,
+        info: dict,
+        reduction: Reduction,
+        names: dict[int, str | int],
+        skipped: Sequence[tuple[str | int, str]],
+        *,
+        backbone=None,
+        source: ImageSource | None = None,
+    ) -> None:
+        self.info = dict(info)
+        self.skipped = [tuple(item) for item in skipped]
+        self._reduction = reduction.cpu()
+        self._names = dict(names)
+        self._backbone = backbone
+        self._source = source
+
+    # -- what it found -------------------------------------------------------------------------------------
+    @property
+    def stages(self) -> list[str]:
+        """The scanned stages and layers, in scan order."""
+        return list(self.info["stages"])
+
+    @property
+    def key(self) -> str | None:
+        """The cache key, or None for a scan kept in memory."""
+        return self.info.get("key")
+
+    def __len__(self) -> int:
+        return int(self.info["scanned"])
+
+    def _stage(self, stage: str) -> StageReduction:
+        if stage not in self._reduction.stages:
+            raise LayerNotFoundError(
+                f'This scan holds no stage or layer "{stage}". Scanned: {", ".join(self.stages)}; '
+                "scan again with out_features=[...] or layers=[...] to add it."
+            )
+        return self._reduction.stages[stage]
+
+    def _channel(self, stage: str, channel: int) -> StageReduction:
+        reduction = self._stage(stage)
+        channels = reduction.values.shape[0]
+        if not isinstance(channel, (int, np.integer)) or not 0 <= int(channel) < channels:
+            raise InvalidArgumentError(
+                f"channel={channel!r}; {stage} has {channels} channels: pass an integer from 0 to {channels - 1}."
+            )
+        return reduction
+
+    def channels(self, stage: str) -> int:
+        """The number of channels of a scanned stage or layer."""
+        return int(self._stage(stage).values.shape[0])
+
+    def top(self, stage: str, channel: int) -> list[Exemplar]:
+        """The channel's exemplars, best first (fewer than ``k`` when fewer images were scanned).
+
+        Example::
+
+            >>> [round(e.value, 2) for e in scan.top("blocks.2", 17)]
+            [9.43, 8.87, 8.5, 8.02]
+        """
+        reduction = self._channel(stage, channel)
+        height, width = reduction.map_size
+        side = self.info["fields"][stage]
+        found = []
+        for value, image, cell in zip(
+            reduction.values[channel].tolist(),
+            reduction.images[channel].tolist(),
+            reduction.cells[channel].tolist(),
+        ):
+            if image == NO_IMAGE:
+                break
+            row_col = (cell // width, cell % width)
+            box = cell_box(row_col, (height, width), tuple(self.info["input_size"]), side)
+            found.append(Exemplar(self._names[image], image, float(value), row_col, box))
+        return found
+
+    def stats(self, stage: str) -> ChannelStats:
+        """Per-channel statistics of the stage over every value of every scanned image (``per_image`` empty).
+
+        Example::
+
+            >>> scan.stats("blocks.2").top(3, by="sparsity").channels
+            array([ 7, 31, 12])
+        """
+        reduction = self._stage(stage)
+        count, mean, m2, low, high, sumsq, zeros, positive, nonfinite = reduction.sums.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            empty = count == 0
+            return ChannelStats(
+                shape=(len(self), reduction.values.shape[0], *reduction.map_size),
+                mean=np.where(empty, np.nan, mean),
+                std=np.sqrt(m2 / count),
+                min=np.where(empty, np.nan, low),
+                max=np.where(empty, np.nan, high),
+                l2=np.sqrt(sumsq),
+                sparsity=zeros / count,
+                positive=positive / count,
+                nonfinite=nonfinite.round().astype(np.int64),
+            )
+
+    def histogram(self, stage: str, channel: int) -> Histogram:
+        """The channel's values over the whole dataset in the scan's fixed bins (see
+        :mod:`explorer.scan.reduce`); values beyond the outer edges are counted in the end bins."""
+        reduction = self._channel(stage, channel)
+        nonfinite = int(round(float(reduction.sums[channel, -1])))
+        return Histogram(reduction.histogram[channel].numpy().copy(), histogram_edges(), nonfinite=nonfinite)
+
+    # -- crops ---------------------------------------------------------------------------------------------
+    def backbone(self):
+        """The backbone that was scanned: the live one, or the spec's weights reloaded and checked."""
+        if self._backbone is None:
+            from ..backbones import load_backbone
+
+            if self.info["weights"] == "random":
+                raise InvalidArgumentError(
+                    "This scan ran on random weights, which cannot be reloaded. "
+                    "Pass the backbone: Scan.load(path, backbone=bb)."
+                )
+            bb = load_backbone(self.info["spec"], pretrained=True)
+            if weights_digest(bb.model) != self.info["weights_sha256"]:
+                raise InvalidArgumentError(
+                    f"The weights of {self.info['spec']!r} changed since this scan. "
+                    "Pass the scanned backbone: Scan.load(path, backbone=bb), or scan again."
+                )
+            self._backbone = bb
+        return self._backbone
+
+    def _read(self, image: int) -> Image.Image:
+        if self._source is not None:
+            return self._source.read(image)
+        name = self._names[image]
+        if isinstance(name, int):
+            raise InvalidArgumentError(
+                "This scan's images came from a dataset; pass it to read crops: Scan.load(path, source=dataset)."
+            )
+        return open_source([name]).read(0)
+
+    def exemplar_crops(
+        self,
+        stage: str,
+        channels: Sequence[int],
+        batch_size: int = 16,
+        alpha: float = 0.5,
+        cmap: str = "inferno",
+    ) -> Iterator[tuple[int, int, Image.Image]]:
+        """``(channel, rank, crop)`` for every exemplar of ``channels``, one forward pass per batch of images.
+
+        Each crop is the exemplar's receptive-field box cut from the image as the model saw it, with the channel
+        overlaid (:func:`explorer.overlay`, on the range from the channel's dataset mean to its best value, so
+        a channel's crops compare).
+        """
+        bb = self.backbone()
+        means = self.stats(stage).mean
+        jobs: dict[int, list[tuple[int, int, Exemplar]]] = {}
+        for channel in channels:
+            for rank, exemplar in enumerate(self.top(stage, channel)):
+                jobs.setdefault(exemplar.index, []).append((channel, rank, exemplar))
+        images = sorted(jobs)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            originals = [self._read(image) for image in chunk]
+            views = [model_view(original, bb.preprocess) for original in originals]
+            fmap = bb.capture(bb.pixel_values(originals), [stage])[stage]
+            for position, image in enumerate(chunk):
+                for channel, rank, exemplar in jobs[image]:
+                    best = self.top(stage, channel)[0].value
+                    low = float(means[channel]) if np.isfinite(means[channel]) else best - 1.0
+                    vrange = (min(low, best - 1e-6), best)
+                    painted = overlay(
+                        views[position], fmap[position, channel], alpha=alpha, cmap=cmap, vrange=vrange
+                    )
+                    yield channel, rank, Image.fromarray(painted).crop(exemplar.box)
+
+    def crops(self, stage: str, channel: int, alpha: float = 0.5, cmap: str = "inferno") -> list[Image.Image]:
+        """The channel's exemplar crops, best first, with the channel overlaid (see :meth:`exemplar_crops`).
+
+        Example::
+
+            >>> [crop.size for crop in scan.crops("blocks.2", 17)][:2]
+            [(68, 62), (68, 68)]
+        """
+        self._channel(stage, channel)
+        found = sorted(
+            self.exemplar_crops(stage, [channel], alpha=alpha, cmap=cmap), key=lambda item: item[1]
+        )
+        return [crop for _, _, crop in found]
+
+    # -- saving and loading ----------------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``scan.json`` and ``scan.parquet`` into ``folder`` (created); returns the folder."""
+        folder = Path(folder).expanduser()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CacheError(f"Cannot create {folder} ({err.strerror}). Pass a writable folder.") from err
+        table = reduction_to_parquet(self._reduction)
+        atomic_write(folder / "scan.parquet", table)
+        record = {
+            "info": self.info,
+            "sha256": hashlib.sha256(table).hexdigest(),
+            "skipped": [list(item) for item in self.skipped],
+            "names": [[index, name] for index, name in sorted(self._names.items())],
+        }
+        atomic_write(folder / "scan.json", json.dumps(record, indent=1).encode())
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, backbone=None, source=None) -> Scan:
+        """Read a scan saved by :meth:`save`, :meth:`save_html` or the cache: a folder, or a cache key.
+
+        Args:
+            path: a folder holding ``scan.json``, or a key in the default cache (``scan.key``).
+            backbone: the scanned backbone, for crops of a scan on random weights.
+            source: the scanned source, for crops of a dataset scan.
+
+        Raises:
+            CacheError: nothing is saved there, or the files are damaged.
+        """
+        folder = Path(path).expanduser()
+        if (
+            not (folder / "scan.json").exists()
+            and (DEFAULT_CACHE.expanduser() / str(path) / "scan.json").exists()
+        ):
+            folder = DEFAULT_CACHE.expanduser() / str(path)
+        try:
+            record = json.loads((folder / "scan.json").read_text())
+            table = (folder / "scan.parquet").read_bytes()
+            if hashlib.sha256(table).hexdigest() != record["sha256"]:
+                raise ValueError("scan.parquet does not match the hash in scan.json")
+            reduction = reduction_from_parquet(table, int(record["info"]["k"]))
+        except FileNotFoundError as err:
+            raise CacheError(
+                f"No saved scan at {path}. Pass a folder written by scan.save() or scan.save_html(), or a scan key."
+            ) from err
+        except (OSError, ValueError, KeyError) as err:
+            raise CacheError(f"The scan at {folder} is damaged ({err}). Run the scan again.") from err
+        names = {int(index): name for index, name in record["names"]}
+        found = open_source(source) if source is not None else None
+        return cls(record["info"], reduction, names, record["skipped"], backbone=backbone, source=found)
+
+    def save_html(self, folder: str | os.PathLike) -> Path:
+        """A static report: ``index.html`` and one page per stage with every channel's exemplar crops, readable
+        with no kernel; the scan itself is saved beside it, so ``Scan.load(folder)`` reads it back. Returns the
+        path of ``index.html``."""
+        from .report import write_report
+
+        return write_report(self, Path(folder).expanduser())
+
+    def __repr__(self) -> str:
+        stages = ", ".join(f"{name} ({self.channels(name)} ch)" for name in self.stages)
+        return (
+            f"Scan({self.info['spec']!r}, {len(self)} images, {len(self.skipped)} skipped, k={self.info['k']}, "
+            f"stages: {stages})"
+        )

@@ -1,0 +1,253 @@
+""":func:`scan`: every image of a source through a backbone once, reduced to each channel's exemplars and statistics.
+
+The flow: the spec becomes a :class:`~explorer.Backbone`, the source an
+:class:`~explorer.scan.sources.ImageSource`; the cache key is computed (:mod:`explorer.scan.store`); finished
+shards are read back; the others run on the local backend (:mod:`explorer.scan.local`) or on Ray
+(:mod:`explorer.scan.ray_backend`), each written as it finishes; shards merge in order into one
+:class:`~explorer.scan.results.Scan`, which is saved in the cache folder too, so the same scan again returns at
+once.
+
+Example::
+
+    >>> scan = explorer.scan("default", explorer.sample_dataset(64), out_indices=[1, 2], k=4, cache=None)
+    >>> scan.stages, len(scan)
+    (['blocks.1', 'blocks.2'], 64)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+
+from ..backbones import Backbone, load_backbone
+from ..errors import DatasetError, InvalidArgumentError
+from ..hooks import resolve_layers
+from ..stages import OutFeaturesT, OutIndicesT, select_stages
+from .fields import receptive_fields
+from .local import plan_shards, scan_shards
+from .reduce import NO_IMAGE, Reduction
+from .results import Scan
+from .sources import SourceT, open_source
+from .store import DEFAULT_CACHE, FORMAT_VERSION, ShardResult, ShardStore, cache_key, weights_digest
+
+__all__ = ["BACKENDS", "scan"]
+
+_log = logging.getLogger(__name__)
+
+BACKENDS = ("local", "ray")
+"""The values ``backend=`` takes."""
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name}={value!r}; pass a positive integer.")
+    return value
+
+
+def _names(
+    bb: Backbone,
+    out_indices: OutIndicesT | None,
+    out_features: OutFeaturesT | None,
+    layers: Sequence[str] | None,
+    chosen: bool,
+) -> list[str]:
+    """What to scan: the selected stages (unless only layers were asked for), then the layers."""
+    layers = [layers] if isinstance(layers, str) else list(layers or [])
+    if out_indices is not None or out_features is not None:
+        stages = select_stages(bb.stage_names, out_features, out_indices)[0]
+    else:
+        stages = [] if layers and not chosen else bb.out_features
+    if layers:
+        resolve_layers(bb.model, [name for name in layers if name not in bb.stage_names])
+    return list(dict.fromkeys([*stages, *layers]))
+
+
+def _progress(total: int, initial: int, enabled: bool, description: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=initial, unit="img", disable=not enabled, desc=description, smoothing=0.1
+    )
+
+
+def scan(
+    backbone: str | os.PathLike | Backbone,
+    source: SourceT,
+    out_indices: OutIndicesT | None = None,
+    out_features: OutFeaturesT | None = None,
+    layers: Sequence[str] | None = None,
+    *,
+    k: int = 9,
+    cache: str | os.PathLike | None = DEFAULT_CACHE,
+    backend: str = "local",
+    address: str | None = None,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    shard_size: int = 256,
+    device: str | torch.device = "auto",
+    pretrained: bool = True,
+    progress: bool = True,
+) -> Scan:
+    """Scan every image of ``source``: per channel, the top-k images by spatial maximum, and dataset statistics.
+
+    Each image runs through the backbone once; the pass stops after the last scanned stage or layer. Memory does
+    not grow with the dataset: only the running top-k and statistics are kept (see
+    :mod:`explorer.scan.reduce`). Ties break by image order, so the result is deterministic, and the same on
+    every backend and after any number of resumes.
+
+    Args:
+        backbone: a spec (``"default"``, ``"resnet50"``, ``"hf:..."``, a path) or a loaded
+            :class:`~explorer.Backbone` (its selection is used unless ``out_indices``/``out_features`` are given;
+            it is not changed).
+        source: a folder (recursive), a list of image paths, a torch ``Dataset`` (of images or
+            ``(image, label)``) or a ``datasets.Dataset`` with an image column.
+        out_indices: stages to scan, by index (transformers' rules); neither this nor ``out_features`` scans the
+            backbone's selection (a spec's: its last stage).
+        out_features: stages to scan, by name.
+        layers: any named modules as well (:func:`explorer.list_layers`); with ``layers`` alone only they are
+            scanned.
+        k: exemplars kept per channel.
+        cache: the folder of content-hashed, resumable scans; None keeps the scan in memory.
+        backend: ``"local"`` or ``"ray"`` (the ``ray`` extra).
+        address: the Ray cluster to join (``"ray://head:10001"``, ``"auto"``); None starts a local Ray unless one
+            is running or ``RAY_ADDRESS`` is set.
+        batch_size: images per forward pass.
+        num_workers: DataLoader processes reading images (local backend).
+        shard_size: images per shard: the unit of caching, of resuming and of Ray's work.
+        device: for a spec: ``"auto"`` (cuda, then mps, then cpu) or any torch device.
+        pretrained: for a spec: real weights (True) or random init.
+        progress: show a progress bar (tqdm; the notebook flavour in a notebook).
+
+    Returns:
+        A :class:`~explorer.Scan`: ``top(stage, channel)``, ``stats(stage)``, ``crops(stage, channel)``,
+        ``save_html(folder)``.
+
+    Raises:
+        DatasetError: the source is missing, empty, or holds no readable image.
+        StageSelectionError, LayerNotFoundError: a stage or layer that does not exist.
+        CacheError: the cache folder is not writable, or the disk is full.
+        MissingDependencyError: ``backend="ray"`` without Ray installed.
+
+    Example::
+
+        >>> scan = explorer.scan("default", "photos/", out_indices=[2], k=9)
+        >>> scan.top("blocks.2", 17)[0]
+        Exemplar(source='photos/cat.jpg', index=3, value=9.43, cell=(3, 20), box=(132, 0, 200, 62))
+    """
+    if backend not in BACKENDS:
+        raise InvalidArgumentError(f"backend={backend!r}; choose one of: {', '.join(BACKENDS)}.")
+    k, batch_size, shard_size = (
+        _positive("k", k),
+        _positive("batch_size", batch_size),
+        _positive("shard_size", shard_size),
+    )
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise InvalidArgumentError(f"num_workers={num_workers!r}; pass 0 (read in this process) or more.")
+    if backend == "ray":
+        from .ray_backend import import_ray
+
+        import_ray()  # fail before the model loads
+    images = open_source(source)
+    if isinstance(backbone, Backbone):
+        bb, chosen = backbone, True
+    else:
+        bb = load_backbone(backbone, out_indices, out_features, pretrained=pretrained, device=device)
+        chosen = False
+    names = _names(bb, out_indices, out_features, layers, chosen)
+    parts = {
+        "format": FORMAT_VERSION,
+        "spec": bb.spec,
+        "weights_sha256": weights_digest(bb.model),
+        "names": names,
+        "preprocess": dataclasses.asdict(bb.preprocess),
+        "source": [images.kind, images.fingerprint, len(images)],
+        "k": k,
+        "shard_size": shard_size,
+        "batch_size": batch_size,
+        "device": bb.device.type,
+        "precision": str(bb.precision),
+        "dtype": str(bb.dtype),
+    }
+    store = None
+    if cache is not None and images.fingerprint is None:
+        _log.info(
+            "this %s source has no fingerprint; the scan is not cached (set dataset.fingerprint)", images.kind
+        )
+    elif cache is not None:
+        store = ShardStore(cache, cache_key(parts), parts)
+        if (store.folder / "scan.json").exists():
+            try:
+                return Scan.load(store.folder, backbone=bb, source=images)
+            except Exception as err:  # a damaged result is recomputed from its shards, never trusted
+                _log.warning(
+                    "the saved result in %s is unreadable (%s); merging its shards again", store.folder, err
+                )
+
+    shards = plan_shards(len(images), shard_size)
+    pending: dict[int, ShardResult] = {}
+    if store is not None:
+        pending = {s.index: found for s in shards if (found := store.load_shard(s.index, k)) is not None}
+    todo = [s for s in shards if s.index not in pending]
+    done = sum(s.stop - s.start for s in shards if s.index in pending)
+    bar = _progress(len(images), done, progress, f"scan {bb.spec}")
+    if backend == "ray":
+        from .ray_backend import ray_shards
+
+        finished = ray_shards(bb, images, todo, names, k, batch_size, address)
+    else:
+        finished = scan_shards(bb, images, todo, names, k, batch_size, num_workers, on_batch=bar.update)
+
+    merged, skipped, counts = Reduction(k), [], {"scanned": 0, "next": 0}
+
+    def merge_ready() -> (
+        None
+    ):  # in shard order: the same sums as one pass, on every backend, after any resume
+        while counts["next"] in pending:
+            ready = pending.pop(counts["next"])
+            merged.merge(ready.reduction)
+            counts["scanned"] += ready.scanned
+            skipped.extend(ready.skipped)
+            counts["next"] += 1
+
+    try:
+        merge_ready()
+        for shard, result in finished:
+            if store is not None:
+                store.save_shard(shard.index, result)
+            if backend == "ray":
+                bar.update(shard.stop - shard.start)
+            pending[shard.index] = result
+            merge_ready()
+    finally:
+        bar.close()
+    scanned = counts["scanned"]
+    if scanned == 0:
+        first = "; ".join(f"{name}: {reason}" for name, reason in skipped[:3])
+        raise DatasetError(
+            f"None of the {len(images)} images could be read ({first}). "
+            "Check the files, or point at a folder of JPEG, PNG, WebP, GIF, BMP or TIFF images."
+        )
+    referenced = {
+        int(i) for stage in merged.stages.values() for i in stage.images.unique().tolist() if i != NO_IMAGE
+    }
+    info = {
+        **{key: parts[key] for key in ("format", "spec", "weights_sha256", "k", "shard_size", "batch_size")},
+        "weights": bb.weights,
+        "stages": names,
+        "input_size": list(bb.preprocess.input_size),
+        "fields": receptive_fields(bb, names),
+        "source_kind": images.kind,
+        "images": len(images),
+        "scanned": scanned,
+        "key": store.key if store is not None else None,
+    }
+    result = Scan(
+        info, merged, {i: images.name(i) for i in sorted(referenced)}, skipped, backbone=bb, source=images
+    )
+    if store is not None:
+        result.save(store.folder)
+    return result

@@ -1,0 +1,218 @@
+"""What a scan reads: a folder, a list of paths, a torch ``Dataset`` or a Hugging Face ``datasets.Dataset``.
+
+:func:`open_source` turns any of them into an :class:`ImageSource`: a fixed, ordered list of images, each read
+by position into an RGB ``PIL.Image`` (through :func:`explorer.load_image`), with a fingerprint for the cache
+key. The order is the scan's image order, which breaks ties between equal values.
+
+Folders are listed recursively, in the sorted order of their relative POSIX paths; files whose suffix is not an
+image format that :func:`~explorer.load_image` reads are left out, as are hidden files and folders (a leading
+dot, such as ``.ipynb_checkpoints``). A folder's fingerprint is its listing with every file's size and
+modification time, so an edited, added or removed file changes it. A Hugging Face dataset's fingerprint is its
+own (``Dataset._fingerprint``, which follows its data files and every transform). A torch ``Dataset`` has no
+content fingerprint unless it sets a ``fingerprint`` attribute (a string that changes with its contents); without
+one its scan is not cached (:attr:`ImageSource.fingerprint` is None).
+
+Example::
+
+    >>> source = open_source("photos/")
+    >>> len(source), source.name(0)
+    (512, 'photos/000.jpg')
+    >>> source.read(0).size
+    (256, 256)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import DatasetError, ImageError
+from ..images import load_image
+
+__all__ = ["IMAGE_SUFFIXES", "ImageSource", "SourceT", "list_folder", "open_source"]
+
+SourceT = str | os.PathLike | Sequence[str | os.PathLike] | Any
+"""Every form a scan's source may take: a folder, a list of paths, a torch ``Dataset``, a ``datasets.Dataset``."""
+
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".mpo",
+    ".png",
+    ".apng",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".dib",
+    ".tif",
+    ".tiff",
+    ".ico",
+    ".tga",
+    ".icb",
+    ".vda",
+    ".vst",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+)
+"""File suffixes (lower case) of the formats :data:`explorer.images.FORMATS` that a folder scan lists."""
+
+
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class ImageSource:
+    """An ordered, fixed list of images that a scan reads by position.
+
+    Attributes:
+        kind: ``"folder"``, ``"paths"``, ``"torch"`` or ``"hf"``.
+        fingerprint: a hash of what the images are, for the cache key; None when it cannot be known.
+    """
+
+    def __init__(self, kind: str, count: int, fingerprint: str | None) -> None:
+        self.kind = kind
+        self.fingerprint = fingerprint
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def name(self, index: int) -> str | int:
+        """How an exemplar names the image: its path for files, its position for datasets."""
+        return index
+
+    def read(self, index: int) -> Image.Image:
+        """The image at ``index`` as RGB; raises :class:`~explorer.ImageError` when it cannot be read."""
+        raise NotImplementedError
+
+
+class PathSource(ImageSource):
+    """Image files, in the order given."""
+
+    def __init__(self, kind: str, paths: Sequence[Path], fingerprint: str) -> None:
+        super().__init__(kind, len(paths), fingerprint)
+        self.paths = [str(path) for path in paths]
+
+    def name(self, index: int) -> str:
+        return self.paths[index]
+
+    def read(self, index: int) -> Image.Image:
+        return load_image(self.paths[index])
+
+
+class _ItemSource(ImageSource):
+    """Items of an indexable dataset; each item is an image, ``(image, label, ...)`` or a dict with an image."""
+
+    def __init__(self, kind: str, dataset: Any, fingerprint: str | None, column: str | None = None) -> None:
+        super().__init__(kind, len(dataset), fingerprint)
+        self.dataset = dataset
+        self.column = column
+
+    def read(self, index: int) -> Image.Image:
+        try:
+            item = self.dataset[index]
+        except ImageError:
+            raise
+        except Exception as err:  # a dataset's own decoder or transform failed on this item
+            raise ImageError(f"Item {index} could not be read: {type(err).__name__}: {err}") from err
+        if self.column is not None:
+            item = item[self.column]
+        elif isinstance(item, (tuple, list)) and item:
+            item = item[0]
+        elif isinstance(item, dict):
+            item = next((v for v in item.values() if isinstance(v, Image.Image)), item)
+        return load_image(item, name=f"Item {index}")
+
+
+def list_folder(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (recursive), sorted by relative path, hidden entries left out."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [
+            Path(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
+        ]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _listing_fingerprint(paths: Sequence[Path], root: Path | None) -> str:
+    entries = []
+    for path in paths:
+        try:
+            info = path.stat()
+            entries.append([str(path.relative_to(root) if root else path), info.st_size, info.st_mtime_ns])
+        except OSError:  # a file that vanished is skipped at read time; it still shapes the key
+            entries.append([str(path), -1, -1])
+    return _digest(entries)
+
+
+def _folder_source(folder: Path) -> PathSource:
+    if not folder.exists():
+        raise DatasetError(f"No folder at {folder}. Check the path, or pass a list of image paths instead.")
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{folder} is a file, not a folder. Pass its folder, or a list of paths: scan(spec, [{str(folder)!r}])."
+        )
+    paths = list_folder(folder)
+    if not paths:
+        raise DatasetError(
+            f"{folder} holds no image files (looked recursively for {', '.join(IMAGE_SUFFIXES[:6])}, ...). "
+            "Point at a folder of images, for example explorer.sample_dataset()."
+        )
+    return PathSource("folder", paths, _listing_fingerprint(paths, folder))
+
+
+def _is_hf_dataset(source: object) -> bool:
+    return type(source).__module__.startswith("datasets.") and hasattr(source, "features")
+
+
+def _hf_source(dataset: Any) -> _ItemSource:
+    import datasets
+
+    columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+    if not columns:
+        raise DatasetError(
+            f"The datasets.Dataset has no image column (features: {', '.join(dataset.features)}). "
+            'Cast one: dataset.cast_column("image", datasets.Image()).'
+        )
+    column = "image" if "image" in columns else columns[0]
+    return _ItemSource("hf", dataset, _digest(["hf", dataset._fingerprint, column, len(dataset)]), column)
+
+
+def open_source(source: SourceT) -> ImageSource:
+    """Turn a folder, a list of paths, a torch ``Dataset`` or a ``datasets.Dataset`` into an :class:`ImageSource`.
+
+    Raises:
+        DatasetError: a missing or empty folder, an empty list or dataset, or a source of another kind.
+    """
+    if isinstance(source, ImageSource):
+        found = source
+    elif isinstance(source, (str, os.PathLike)):
+        found = _folder_source(Path(source).expanduser())
+    elif _is_hf_dataset(source):
+        found = _hf_source(source)
+    elif isinstance(source, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in source):
+        paths = [Path(p).expanduser() for p in source]
+        found = PathSource("paths", paths, _listing_fingerprint(paths, None))
+    elif hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        fingerprint = getattr(source, "fingerprint", None)
+        key = _digest(["torch", type(source).__qualname__, fingerprint, len(source)]) if fingerprint else None
+        found = _ItemSource("torch", source, key)
+    else:
+        raise DatasetError(
+            f"Cannot scan a {type(source).__name__}. Pass a folder, a list of image paths, a torch Dataset "
+            "or a datasets.Dataset with an image column."
+        )
+    if len(found) == 0:
+        raise DatasetError(f"The {found.kind} source holds no images. Pass a source with at least one image.")
+    return found
