@@ -20,15 +20,12 @@ def _png_pixels(data: bytes) -> np.ndarray:
 
 
 def _upload(app, name: str, content: bytes) -> None:
-    """What the browser sends when a file is chosen in the upload button."""
-    entry = {
-        "name": name,
-        "type": "image/png",
-        "size": len(content),
-        "content": memoryview(content),
-        "last_modified": 0,
-    }
-    app.upload.set_state({"value": [entry]})
+    """What the browser sends when a file is chosen in the upload button: the file in chunks (static/upload.js)."""
+    size = app.upload.chunk_bytes
+    parts = [content[i : i + size] for i in range(0, len(content), size)] or [b""]
+    for index, part in enumerate(parts):
+        message = {"event": "chunk", "id": name, "name": name, "size": len(content), "index": index}
+        app.upload._handle_custom_msg({**message, "count": len(parts)}, [memoryview(part)])
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +143,7 @@ def test_out_of_memory_is_caught(app, monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     before = app.grid_png
-    monkeypatch.setattr(app.backbone.model, "forward_features", out_of_memory)
+    monkeypatch.setattr(type(app.backbone), "_forward", out_of_memory)  # the forward pass itself
     app.image_box.value = 3
     assert "Out of GPU memory" in app.status and "cpu" in app.status
     assert app.grid_png == before
@@ -177,10 +174,10 @@ def test_compare_images_and_checkpoints():
     app.compare_image_box.value = 1  # chelsea against coffee
     assert set(app.similarity) == {"blocks.1", "blocks.2"}
     assert all(0.0 < v["cka"] < 0.99 for v in app.similarity.values())
-    difference = _png_pixels(app.compare_grids.children[2].children[1].value)
+    difference = _png_pixels(app.compare_grids.children[2].data)
     assert difference.std() > 5  # a real difference grid, not a blank
     app.compare_mode_box.value = "checkpoints"  # the same checkpoint with random weights
-    assert app.session.loads == 2
+    assert app.controller.loads == 2
     assert all(v["cka"] < 0.99 for v in app.similarity.values())
     runs = app.forward_passes
     app.cmap_box.value = "magma"

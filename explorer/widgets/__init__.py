@@ -1,7 +1,7 @@
-"""The panels: :class:`Explorer`, its state (:class:`ExplorerState`) and engine (:class:`Session`)."""
+"""The panel: :class:`Explorer`, its state (:class:`ExplorerState`) and engine (:class:`Controller`)."""
 
 from .app import Explorer
-from .session import Session
+from .controller import Controller, Frame
 from .state import ExplorerState
 
-__all__ = ["Explorer", "ExplorerState", "Session"]
+__all__ = ["Controller", "Explorer", "ExplorerState", "Frame"]

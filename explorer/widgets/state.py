@@ -1,61 +1,133 @@
-"""What the panel shows, as traitlets: one object a notebook, a test or the controls can set.
+"""Every choice a user makes in the panel, as traitlets: one object a notebook, a test or the controls can set.
 
-The state holds no widgets and runs nothing; :class:`~explorer.widgets.app.Explorer` observes it and redraws.
-Validation sits on the traits, so a bad value is refused before anything runs.
+The state holds no widgets and runs nothing. Each trait's ``work`` tag says what a change costs: ``"load"`` (a
+checkpoint), ``"capture"`` (a forward pass) or ``"draw"`` (a redraw from the cached capture); the
+:class:`~explorer.widgets.controller.Controller` reads it. Validation sits on the traits, so a bad value is
+refused (a ``TraitError`` naming the fix) before anything runs.
+
+Importing this module loads no torch: the panel must be on the page before torch has finished importing.
 
 Example::
 
     >>> state = ExplorerState(model="resnet18", out_indices=[1, 2])
     >>> state.norm = "stage"
-    >>> state.page_size
-    64
+    >>> ExplorerState.work("norm"), ExplorerState.work("out_indices")
+    (1, 2)
+    >>> state.snapshot()["out_indices"]
+    (1, 2)
 """
 
 from __future__ import annotations
 
 from traitlets import Bool, Enum, Float, HasTraits, Int, List, TraitError, Unicode, validate
 
-from ..render import NORMS
-from ..stats import STAT_NAMES
+__all__ = [
+    "COMPARE_MODES",
+    "DEVICES",
+    "DRAW",
+    "CAPTURE",
+    "LOAD",
+    "NORMS",
+    "PAGE_SIZES",
+    "PRECISIONS",
+    "SORT_KEYS",
+    "STAT_NAMES",
+    "ExplorerState",
+]
 
-__all__ = ["ExplorerState", "NORMS", "PRECISIONS", "DEVICES", "PAGE_SIZES", "COMPARE_MODES"]
-
+# The names render.py and stats.py accept, repeated here because importing those modules imports torch
+# (tests/test_panel.py checks that they agree).
+NORMS = ("channel", "stage", "global", "symmetric")
+STAT_NAMES = ("mean", "std", "min", "max", "l2", "sparsity", "positive", "nonfinite")
+SORT_KEYS = ("channel", *STAT_NAMES)
 PRECISIONS = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PAGE_SIZES = (16, 32, 64, 128, 256)
 COMPARE_MODES = ("off", "images", "checkpoints")
 
+DRAW, CAPTURE, LOAD = 1, 2, 3
+_LEVELS = {"draw": DRAW, "capture": CAPTURE, "load": LOAD}
+
+
+def _load(trait):
+    return trait.tag(work="load")
+
+
+def _capture(trait):
+    return trait.tag(work="capture")
+
+
+def _draw(trait):
+    return trait.tag(work="draw")
+
 
 class ExplorerState(HasTraits):
     """Everything the panel shows; setting a trait is what a control does."""
 
-    model = Unicode(
-        "default", help="Checkpoint spec: 'default', a timm name, 'hf-hub:...', 'hf:...' or a path."
+    model = _load(
+        Unicode("default", help="Checkpoint spec: 'default', a timm name, 'hf-hub:...', 'hf:...' or a path.")
     )
-    pretrained = Bool(True, help="Real weights (True) or random initialisation (False).")
-    device = Enum(
-        DEVICES, default_value="auto", help="Where the model runs; 'auto' is cuda, then mps, then cpu."
+    pretrained = _load(Bool(True, help="Real weights (True) or random initialisation (False)."))
+    device = _load(
+        Enum(DEVICES, default_value="auto", help="Where the model runs; 'auto' is cuda, then mps, then cpu.")
     )
-    precision = Enum(PRECISIONS, default_value="float32", help="float16 and bfloat16 need a GPU.")
-    out_indices = List(Int(), default_value=[0], help="Selected stages, transformers' out_indices rules.")
-    layers = List(Unicode(), help="Any extra module names to capture (see explorer.list_layers).")
-    image_index = Int(0, help="Which image of the gallery is shown.")
-    stage = Unicode("", help="Which captured map is shown: a stage name or a layer name.")
-    channel_mode = Enum(("page", "top"), default_value="page", help="Browse channels by page, or the top K.")
-    page = Int(0, help="Channel page, from 0.")
-    page_size = Int(64, help="Channels per page.")
-    top_by = Enum(STAT_NAMES, default_value="mean", help="Statistic that ranks channels in 'top' mode.")
-    norm = Enum(
-        NORMS, default_value="channel", help="Colour scale: per channel, per stage, global, symmetric."
+    precision = _load(Enum(PRECISIONS, default_value="float32", help="float16 and bfloat16 need a GPU."))
+    out_indices = _capture(
+        List(Int(), default_value=[0], help="Selected stages, transformers' out_indices rules.")
     )
-    cmap = Unicode("viridis", help="Any matplotlib colour map name.")
-    clip = Float(99.5, allow_none=True, help="Percentile clipping of the colour scale; None for min-max.")
-    channel = Int(0, help="The channel shown zoomed, as a heatmap and an overlay.")
-    alpha = Float(0.5, help="Overlay opacity.")
-    compare = Enum(COMPARE_MODES, default_value="off", help="Compare two images, or two checkpoints.")
-    compare_image_index = Int(1, help="The second image in 'images' mode.")
-    compare_model = Unicode("", help="Second checkpoint spec in 'checkpoints' mode; '' means the same spec.")
-    compare_pretrained = Bool(False, help="Weights of the second checkpoint.")
+    layers = _capture(List(Unicode(), help="Any extra module names to capture (see explorer.list_layers)."))
+    image_index = _capture(Int(0, help="Which image of the gallery is shown."))
+    compare = _capture(
+        Enum(COMPARE_MODES, default_value="off", help="Compare two images, or two checkpoints.")
+    )
+    compare_image_index = _capture(Int(1, help="The second image in 'images' mode."))
+    compare_model = _capture(
+        Unicode("", help="Second checkpoint spec in 'checkpoints' mode; '' means the same spec.")
+    )
+    compare_pretrained = _capture(Bool(False, help="Weights of the second checkpoint."))
+    tab = _draw(Unicode("Grid", help="The tab on show: Grid, Statistics, Shapes, Compare, ..."))
+    stage = _draw(Unicode("", help="Which captured map is shown: a stage name or a layer name."))
+    channel_mode = _draw(
+        Enum(("page", "top"), default_value="page", help="Browse channels by page, or the top K.")
+    )
+    page = _draw(Int(0, help="Channel page, from 0."))
+    page_size = _draw(Int(64, help="Channels per page."))
+    top_by = _draw(
+        Enum(STAT_NAMES, default_value="mean", help="Statistic that ranks channels in 'top' mode.")
+    )
+    norm = _draw(
+        Enum(NORMS, default_value="channel", help="Colour scale: per channel, per stage, global, symmetric.")
+    )
+    cmap = _draw(Unicode("viridis", help="Any matplotlib colour map name."))
+    clip = _draw(
+        Float(99.5, allow_none=True, help="Percentile clipping of the colour scale; None for min-max.")
+    )
+    channel = _draw(Int(0, help="The channel shown zoomed, as a heatmap and an overlay."))
+    alpha = _draw(Float(0.5, help="Overlay opacity: 0 shows the image only, 1 the map only."))
+    sort_by = _draw(
+        Enum(SORT_KEYS, default_value="mean", help="Statistics table: the column it is sorted by.")
+    )
+    descending = _draw(Bool(True, help="Statistics table: largest first."))
+
+    @classmethod
+    def work(cls, name: str) -> int:
+        """What a change of ``name`` needs: :data:`LOAD`, :data:`CAPTURE` or :data:`DRAW`."""
+        return _LEVELS[cls.class_traits()[name].metadata["work"]]
+
+    def snapshot(self) -> dict[str, object]:
+        """Every trait's value, lists as tuples: a value that later changes to the state cannot alter."""
+        return {
+            name: tuple(value) if isinstance(value, list) else value
+            for name in self.trait_names(work=lambda tag: tag is not None)
+            for value in [getattr(self, name)]
+        }
+
+    @validate("model")
+    def _model(self, proposal):
+        spec = proposal["value"].strip()
+        if not spec:
+            raise TraitError('The checkpoint is empty: type "default", a timm name, "hf:..." or a path.')
+        return spec
 
     @validate("page", "channel", "image_index", "compare_image_index")
     def _non_negative(self, proposal):
@@ -75,7 +147,7 @@ class ExplorerState(HasTraits):
 
         import matplotlib
 
-        name = proposal["value"]
+        name = proposal["value"].strip()
         if name not in matplotlib.colormaps:
             close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=4)
             hint = f" Closest: {', '.join(close)}." if close else ""

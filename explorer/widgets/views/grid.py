@@ -1,0 +1,95 @@
+"""The Grid tab: a page (or the top K) of channels, the zoomed channel with its colour bar, and its overlay.
+
+Hovering the grid shows the channel, position and value under the pointer; clicking a tile zooms that channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+
+from ..controller import GRID_SIZE, Frame, Grid, Scene
+from ..elements import ImageView
+from . import View, register
+from .images import jpeg, show_grid
+
+__all__ = ["GridData", "GridView"]
+
+ZOOM_WIDTH = 320
+"""Display width of the zoomed channel, in CSS pixels (the map itself is sent at its own size)."""
+
+
+@dataclass(frozen=True, eq=False)
+class GridData:
+    """What the Grid tab shows."""
+
+    grid: Grid
+    zoom: Grid
+    overlay: bytes
+    title: str
+    zoom_title: str
+    fmap: object  # the shown (C, H, W) map, for the values under the pointer
+
+
+def _title(scene: Scene, grid: Grid) -> str:
+    s, channels = scene.state, grid.layout.channels
+    count = scene.maps[s.stage].shape[1]
+    shown = (
+        f"top {len(channels)} by {s.top_by}"
+        if s.channel_mode == "top"
+        else f"channels {channels[0]}-{channels[-1]}"
+    )
+    return f"{s.stage} · {shown} of {count} · {grid.layout.norm} scale"
+
+
+@register
+class GridView(View):
+    title = "Grid"
+
+    def __init__(self, controls) -> None:
+        super().__init__(controls)
+        self.grid_view = ImageView(
+            width=GRID_SIZE,
+            clickable=True,
+            value_at=self._value,
+            on_click=lambda c: controls.set("channel", c),
+        )
+        self.grid_view.add_class("explorer-grid")
+        self.zoom_view = ImageView(width=ZOOM_WIDTH, value_at=self._value)
+        self.zoom_view.add_class("explorer-zoom")
+        self.overlay_image = widgets.Image(format="jpeg", layout=widgets.Layout(width="224px"))
+        self.widget = widgets.HBox(
+            [self.grid_view, widgets.VBox([self.zoom_view, self.overlay_image, controls.alpha_slider])],
+            layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap"),
+        )
+        self._shown: GridData | None = None
+
+    def _value(self, channel: int, row: int, col: int) -> float:
+        return float(self._shown.fmap[channel, row, col])
+
+    @staticmethod
+    def compute(scene: Scene) -> GridData:
+        from ...render import overlay
+
+        s = scene.state
+        fmap = scene.fmap()
+        grid = scene.grid()
+        zoom = scene.grid(channels=[s.channel], labels=False, pad=0, max_size=ZOOM_WIDTH)
+        over = scene.cached(
+            ("overlay", s.stage, s.channel, s.alpha, s.cmap, s.clip),
+            lambda: jpeg(overlay(scene.view, fmap[s.channel], alpha=s.alpha, cmap=s.cmap, clip=s.clip)),
+        )
+        return GridData(grid, zoom, over, _title(scene, grid), f"{s.stage} · channel {s.channel}", fmap)
+
+    def update(self, frame: Frame) -> None:
+        data, old = self.data(frame), self._shown
+        if data is None or data is old:
+            return
+        self._shown = data
+        if old is None or data.grid is not old.grid:
+            show_grid(self.grid_view, data.grid, data.title)
+        if old is None or data.zoom is not old.zoom:
+            show_grid(self.zoom_view, data.zoom, data.zoom_title)
+        if old is None or data.overlay is not old.overlay:
+            self.overlay_image.value = data.overlay
