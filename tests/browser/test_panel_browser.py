@@ -45,7 +45,7 @@ CONSOLE_NOISE: tuple[tuple[str, str], ...] = (
 
 PANEL = ".widget-vbox:has(.explorer-status)"  # the outermost match is the Explorer itself (document order)
 STATUS = ".explorer-status"
-GRID = ".widget-tab-contents img.widget-image"  # the first image of the tabs is the channel grid ("Grid" tab)
+GRID = ".explorer-grid img.explorer-iv-img"  # the channel grid of the "Grid" tab (an ImageView)
 
 # The grid's src is a blob URL (ipywidgets 8): fetch it in the page and hand the bytes back as base64.
 _READ_GRID = """
