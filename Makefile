@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check explorer tests notebooks benchmarks
 	$(BIN)/ruff format --check explorer tests benchmarks
 
-bench: $(STAMP)
+bench: $(STAMP) browser-deps
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python -m benchmarks
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser

@@ -102,7 +102,9 @@ class Explorer(widgets.VBox):
         titles = list(self.views)
         self.tabs = widgets.Tab(children=[view.widget for view in self.views.values()], titles=titles)
         self.controls.link("tab", self.tabs, lambda i: titles[i or 0], titles.index, trait="selected_index")
-        self.code_button = widgets.Button(description="Code for this view", icon="code")
+        self.code_button = widgets.Button(
+            description="Code for this view", icon="code", layout=widgets.Layout(width="auto")
+        )
         self.code_view = widgets.HTML()
         self.code_button.on_click(self._show_code)
         self.children = [
@@ -120,9 +122,9 @@ class Explorer(widgets.VBox):
         self.controller.start()
 
     def _show(self, frame: Frame) -> None:
-        self.controls.update(frame)
         for view in self.views.values():
             view.update(frame)
+        self.controls.update(frame)  # the status line last: once it says "updated", everything is
 
     def _show_code(self, _button=None) -> None:
         try:

@@ -104,6 +104,18 @@ def _dropdown(description: str, options, width: str = "170px") -> widgets.Dropdo
     )
 
 
+def _combobox(description: str, placeholder: str, width: str = "420px", options=()) -> widgets.Combobox:
+    """A text box with suggestions that sends its value on Enter (or on leaving it), not on every key."""
+    return widgets.Combobox(
+        options=list(options),
+        placeholder=placeholder,
+        description=description,
+        continuous_update=False,
+        ensure_option=False,
+        layout=widgets.Layout(width=width),
+    )
+
+
 class Controls:
     """Every control of the panel, linked to ``state``; ``report`` shows a refusal in the status line.
 
@@ -120,29 +132,19 @@ class Controls:
         self.progress = widgets.IntProgress(
             value=0, min=0, max=4, bar_style="info", layout=widgets.Layout(width="120px")
         )
-        self.model_box = widgets.Combobox(
-            options=[],
-            placeholder="default, resnet50, hf:..., hf-hub:..., /path/model.safetensors",
-            description="Checkpoint",
-            continuous_update=False,
-            ensure_option=False,
-            layout=widgets.Layout(width="420px"),
+        self.model_box = _combobox(
+            "Checkpoint", "default, resnet50, hf:..., hf-hub:..., /path/model.safetensors"
         )
-        self.pretrained_box = widgets.Checkbox(description="pretrained", indent=False, layout=wide)
+        self.pretrained_box = widgets.Checkbox(
+            description="pretrained", indent=False, layout=widgets.Layout(width="auto", margin="0 16px 0 4px")
+        )
         self.device_box = _dropdown("Device", ["auto", "cpu"], "160px")
         self.precision_box = _dropdown("Precision", PRECISIONS, "190px")
         self.stage_select = widgets.SelectMultiple(
             options=[], rows=6, description="Stages", layout=widgets.Layout(width="260px")
         )
         self.stage_table = widgets.HTML()
-        self.layer_box = widgets.Combobox(
-            options=[],
-            placeholder="a layer name, then Enter",
-            description="Add layer",
-            continuous_update=False,
-            ensure_option=False,
-            layout=widgets.Layout(width="420px"),
-        )
+        self.layer_box = _combobox("Add layer", "a layer name, then Enter")
         self.layers_box = widgets.TagsInput(allow_duplicates=False, layout=widgets.Layout(width="420px"))
         self.image_box = _dropdown("Image", [], "260px")
         self.upload = Upload(on_file=add_upload, on_refused=self._refused_upload)
@@ -157,13 +159,7 @@ class Controls:
         self.page_size_box = _dropdown("Per page", PAGE_SIZES, "150px")
         self.top_by_box = _dropdown("Top by", STAT_NAMES, "160px")
         self.norm_box = _dropdown("Norm", NORMS, "170px")
-        self.cmap_box = widgets.Combobox(
-            options=list(CMAPS),
-            description="Colours",
-            ensure_option=False,
-            continuous_update=False,
-            layout=widgets.Layout(width="200px"),
-        )
+        self.cmap_box = _combobox("Colours", "", "200px", CMAPS)
         self.channel_box = widgets.IntText(description="Channel", layout=widgets.Layout(width="160px"))
         self.alpha_slider = widgets.FloatSlider(
             min=0.0, max=1.0, step=0.05, description="Opacity", layout=widgets.Layout(width="224px")
@@ -310,6 +306,7 @@ class Controls:
             if frame.layers:
                 self.layer_box.placeholder = f"e.g. {frame.layers[len(frame.layers) // 2]}, then Enter"
         self.links["layers"].show()
+        self.layers_box.layout.display = None if frame.state["layers"] else "none"
         if old is None or old.devices != frame.devices:
             self.links["device"].set_options(list(frame.devices))
         if old is None or old.gallery is not frame.gallery:

@@ -1,0 +1,369 @@
+"""The panel in a real browser: JupyterLab in headless Chromium, clicked until each view has settled.
+
+``python -m benchmarks.browser [--quick] [--label after] [--source PATH]`` opens a notebook with
+``app = explorer.Explorer(out_indices=[0, 1])`` and measures, page-side, from the input event (a click, a key, a
+file chosen) to
+
+- ``first``: the first image of the panel decoded after it (the new grid, usually), and
+- ``settled``: the status line no longer busy and showing the new update, every image decoded, and two
+  animation frames painted (so a script busy redrawing a chart is counted),
+
+and the websocket traffic per change (frames and bytes from the kernel, frames back). Opening: time from "Run
+All Cells" to the panel visible (its status line) and to its first grid, and the bytes received until then.
+
+``--source`` runs another checkout of explorer (for example a ``git worktree`` of an older revision) in the
+kernel, through ``PYTHONPATH``, so that revisions are measured the same way. Results go to
+``benchmarks/browser.json`` (one entry per label) and to the "Panel in the browser" section of ``RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.browser.harness import launch_chromium, start_jupyterlab, stop_server  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "browser.json"
+MARKDOWN = ROOT / "benchmarks" / "RESULTS.md"
+BEGIN, END = "<!-- browser: written by python -m benchmarks.browser -->", "<!-- /browser -->"
+PANEL = ".widget-vbox:has(.explorer-status)"
+OPEN_TIMEOUT_MS = 300_000
+CHANGE_TIMEOUT_MS = 120_000
+
+NOTEBOOK = {
+    "cells": [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "bench",
+            "metadata": {},
+            "outputs": [],
+            "source": ["import explorer\n", "app = explorer.Explorer(out_indices=[0, 1])"],
+        }
+    ],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+# Page-side timing of one change: armed before the input, resolved when the panel has settled.
+_ARM = """
+(panel) => {
+    const status = () => {
+        const line = panel.querySelector(".explorer-status");
+        return {busy: !line || line.classList.contains("busy"), text: line ? line.textContent : ""};
+    };
+    const before = status().text;
+    window.__bench = new Promise((resolve) => {
+        let start = null, first = null, done = false;
+        const events = ["pointerdown", "keydown", "change"];
+        const onInput = (event) => { if (start === null) start = event.timeStamp; };
+        const onLoad = (event) => {
+            if (start !== null && first === null && event.target.tagName === "IMG") first = performance.now();
+            check();
+        };
+        const finish = (result) => {
+            if (done) return;
+            done = true;
+            observer.disconnect();
+            events.forEach((name) => document.removeEventListener(name, onInput, true));
+            panel.removeEventListener("load", onLoad, true);
+            resolve(result);
+        };
+        const check = () => {
+            if (start === null || done) return;
+            const now = status();
+            if (now.busy || now.text === before) return;
+            if ([...panel.querySelectorAll("img")].some((img) => img.src && !img.complete)) return;
+            requestAnimationFrame(() => requestAnimationFrame(() => {
+                const end = performance.now();
+                finish({first: first === null ? null : first - start, settled: end - start, status: now.text});
+            }));
+        };
+        const observer = new MutationObserver(check);
+        observer.observe(panel, {subtree: true, childList: true, characterData: true, attributes: true});
+        events.forEach((name) => document.addEventListener(name, onInput, true));
+        panel.addEventListener("load", onLoad, true);
+        setTimeout(() => finish({first: null, settled: null, status: "timed out: " + status().text}), TIMEOUT);
+    });
+}
+""".replace("TIMEOUT", str(CHANGE_TIMEOUT_MS))
+
+
+class Traffic:
+    """Websocket frames from and to the kernel since the last :meth:`reset`."""
+
+    def __init__(self, page) -> None:
+        self.received, self.sent, self.bytes = 0, 0, 0
+        page.on("websocket", self._attach)
+
+    def _attach(self, socket) -> None:
+        socket.on("framereceived", self._in)
+        socket.on("framesent", lambda _payload: setattr(self, "sent", self.sent + 1))
+
+    def _in(self, payload) -> None:
+        self.received += 1
+        self.bytes += len(payload)
+
+    def reset(self) -> None:
+        self.received, self.sent, self.bytes = 0, 0, 0
+
+    def snapshot(self) -> dict:
+        return {"frames_in": self.received, "bytes_in": self.bytes, "frames_out": self.sent}
+
+
+def _select(panel, label: str):
+    import re
+
+    exact = panel.page.locator("label.widget-label", has_text=re.compile(f"^{re.escape(label)}$"))
+    return panel.locator(".widget-inline-hbox", has=exact).first
+
+
+def _upload_file(folder: Path, index: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(index)
+    y, x = np.mgrid[0:480, 0:640]
+    rgb = np.stack([x * 255 // 639, y * 255 // 479, np.full_like(x, 40 * index % 255)], -1).astype(np.uint8)
+    rgb[rng.integers(0, 480, 200), rng.integers(0, 640, 200)] = 255
+    path = folder / f"upload-{index}.jpg"
+    Image.fromarray(rgb).save(path, quality=90)
+    return path
+
+
+def _changes(panel, page, folder: Path):
+    """Each kind of change: (name, prepare, act), alternating values on every call."""
+    state = {"i": 0}
+
+    def typed(label: str, values):
+        box = _select(panel, label).locator("input").first
+
+        def prepare():
+            box.fill(str(values[state["i"] % len(values)]))
+
+        return prepare, lambda: box.press("Enter")
+
+    def chosen(label: str, values):
+        select = _select(panel, label).locator("select").first
+        return None, lambda: select.select_option(label=values[state["i"] % len(values)])
+
+    def page_step():
+        handle = _select(panel, "Page").locator(".noUi-handle, .slider-handle, [role=slider]").first
+        handle.focus()
+        handle.press("ArrowRight" if state["i"] % 2 == 0 else "ArrowLeft")
+
+    def image():
+        select = _select(panel, "Image").locator("select").first
+        select.select_option(index=1 + state["i"] % 5)
+
+    def upload():
+        with page.expect_file_chooser() as chooser:
+            panel.locator("button.widget-upload").first.click()
+        chooser.value.set_files(str(_upload_file(folder, state["i"])))
+
+    def checkpoint():
+        panel.locator("label", has_text="pretrained").locator("input[type=checkbox]").first.click()
+
+    kinds = {
+        "colour map": typed("Colours", ["magma", "viridis"]),
+        "normalisation": chosen("Norm", ["stage", "channel"]),
+        "page": (None, page_step),
+        "zoom channel": typed("Channel", [3, 5]),
+        "stage (captured)": chosen("Show", ["blocks.1", "blocks.0"]),
+        "new image": (None, image),
+        "upload": (None, upload),
+        "checkpoint (pretrained <-> random)": (None, checkpoint),
+    }
+    return state, kinds
+
+
+def _measure(page, panel, traffic: Traffic, prepare, act) -> dict:
+    if prepare is not None:
+        prepare()
+    page.wait_for_timeout(300)  # let anything the preparation sent settle first
+    traffic.reset()
+    panel.evaluate(_ARM)
+    act()
+    result = page.evaluate("() => window.__bench")
+    page.wait_for_timeout(300)  # trailing frames count as traffic of this change
+    return {**result, **traffic.snapshot()}
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def run(label: str, repeats: int, source: Path, artifacts: Path) -> dict:
+    """Open the panel in JupyterLab and time each kind of change ``repeats`` times; returns the results."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="explorer-browser-bench-") as tmp:
+        home = Path(tmp)
+        root = home / "notebooks"
+        for sub in ("notebooks", "config", "data", "runtime", "ipython", "settings", "workspaces"):
+            (home / sub).mkdir()
+        (root / "bench.ipynb").write_text(json.dumps(NOTEBOOK))
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]).strip(
+            os.pathsep
+        )
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        server = start_jupyterlab(home, root)
+        try:
+            with sync_playwright() as driver:
+                context = launch_chromium(driver, home / "profile")
+                context.set_default_timeout(CHANGE_TIMEOUT_MS)
+                page = context.pages[0] if context.pages else context.new_page()
+                traffic = Traffic(page)
+                page.goto(f"{server.url}/lab/tree/bench.ipynb?token={server.token}")
+                page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(
+                    timeout=OPEN_TIMEOUT_MS
+                )
+                page.wait_for_timeout(1000)
+                traffic.reset()
+                start = time.monotonic()
+                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+                page.locator(".explorer-status").first.wait_for(state="visible", timeout=OPEN_TIMEOUT_MS)
+                visible = time.monotonic() - start
+                panel = page.locator(PANEL).first
+                page.wait_for_function(
+                    """(panel) => {
+                        const line = panel.querySelector(".explorer-status");
+                        const imgs = [...panel.querySelectorAll(".widget-tab-contents img")].filter((i) => i.src);
+                        return line && !line.classList.contains("busy") && /updated in/.test(line.textContent)
+                            && imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+                    }""",
+                    arg=panel.element_handle(),
+                    timeout=OPEN_TIMEOUT_MS,
+                )
+                drawn = time.monotonic() - start
+                page.wait_for_timeout(1000)
+                opening = {"visible_s": visible, "first_grid_s": drawn, **traffic.snapshot()}
+                page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()
+                page.screenshot(path=artifacts / f"browser-bench-{label}-opened.png")
+                state, kinds = _changes(panel, page, home)
+                # blocks.1 (24 channels) at 16 a page has two pages, for the page change
+                _select(panel, "Show").locator("select").first.select_option(label="blocks.1")
+                page.wait_for_timeout(1500)
+                _select(panel, "Per page").locator("select").first.select_option(label="16")
+                page.wait_for_timeout(1500)
+                samples: dict[str, list[dict]] = {name: [] for name in kinds}
+                for i in range(repeats):
+                    for name, (prepare, act) in kinds.items():
+                        state["i"] = i
+                        samples[name].append(_measure(page, panel, traffic, prepare, act))
+                page.screenshot(path=artifacts / f"browser-bench-{label}-end.png")
+                context.close()
+        finally:
+            stop_server(server.process)
+    changes = {
+        name: {
+            "first_ms": _median([s["first"] for s in rows]),
+            "settled_ms": _median([s["settled"] for s in rows]),
+            "frames_in": _median([s["frames_in"] for s in rows]),
+            "bytes_in": _median([s["bytes_in"] for s in rows]),
+            "frames_out": _median([s["frames_out"] for s in rows]),
+            "timed_out": sum(s["settled"] is None for s in rows),
+            "samples": rows,
+        }
+        for name, rows in samples.items()
+    }
+    return {"label": label, "repeats": repeats, "source": str(source), "opening": opening, "changes": changes}
+
+
+def _cell(value, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value * scale:,.{digits}f}{unit}"
+
+
+def markdown(results: dict) -> str:
+    """The RESULTS.md section: one column pair per label (first image / settled), traffic per change."""
+    labels = list(results)
+    lines = [
+        BEGIN,
+        "## Panel in the browser",
+        "",
+        "`python -m benchmarks.browser`: JupyterLab 4 in headless Chromium on this machine, the default model, "
+        "`Explorer(out_indices=[0, 1])`; each change timed page-side from the input event to the first image "
+        "decoded (*first*) and to the panel settled (*settled*: status no longer busy, every image decoded, two "
+        "frames painted); medians. Traffic: websocket frames and bytes from the kernel for the change, and frames "
+        "the page sent back.",
+        "",
+    ]
+    for label in labels:
+        entry = results[label]
+        opening = entry["opening"]
+        lines.append(
+            f"- **{label}** ({entry['repeats']} repeats, {entry.get('date', '')}, revision "
+            f"{entry.get('revision', '?')}): panel visible {opening['visible_s']:.1f} s after Run, first grid "
+            f"{opening['first_grid_s']:.1f} s, {opening['bytes_in'] / 2**20:.2f} MB in {opening['frames_in']} "
+            "frames received until then."
+        )
+    lines += [
+        "",
+        "| change | "
+        + " | ".join(f"{label} first / settled ms" for label in labels)
+        + " | "
+        + " | ".join(f"{label} frames in / KB in / frames out" for label in labels)
+        + " |",
+    ]
+    lines.append("|---" * (1 + 2 * len(labels)) + "|")
+    for name in results[labels[0]]["changes"]:
+        times, traffic = [], []
+        for label in labels:
+            change = results[label]["changes"].get(name, {})
+            times.append(f"{_cell(change.get('first_ms'))} / {_cell(change.get('settled_ms'))}")
+            traffic.append(
+                f"{_cell(change.get('frames_in'))} / {_cell(change.get('bytes_in'), scale=1 / 1024)} / "
+                f"{_cell(change.get('frames_out'))}"
+            )
+        lines.append(f"| {name} | " + " | ".join(times) + " | " + " | ".join(traffic) + " |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write(results: dict) -> None:
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    text = MARKDOWN.read_text() if MARKDOWN.exists() else ""
+    section = markdown(results)
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    MARKDOWN.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import subprocess
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.browser", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 5")
+    parser.add_argument("--label", default="after", help="the name of this run in the results")
+    parser.add_argument("--source", type=Path, default=ROOT, help="the explorer checkout the kernel imports")
+    args = parser.parse_args(argv)
+    artifacts = ROOT / "tests" / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    entry = run(args.label, 3 if args.quick else 5, args.source.resolve(), artifacts)
+    revision = subprocess.run(
+        ["git", "-C", str(args.source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    entry.update(revision=revision or "?", date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[args.label] = entry
+    write(results)
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
