@@ -226,9 +226,10 @@ class Scan:
         """
         bb = self.backbone()
         means = self.stats(stage).mean
+        tops = {channel: self.top(stage, channel) for channel in channels}
         jobs: dict[int, list[tuple[int, int, Exemplar]]] = {}
-        for channel in channels:
-            for rank, exemplar in enumerate(self.top(stage, channel)):
+        for channel, top in tops.items():
+            for rank, exemplar in enumerate(top):
                 jobs.setdefault(exemplar.index, []).append((channel, rank, exemplar))
         images = sorted(jobs)
         for start in range(0, len(images), batch_size):
@@ -238,7 +239,7 @@ class Scan:
             fmap = bb.capture(bb.pixel_values(originals), [stage])[stage]
             for position, image in enumerate(chunk):
                 for channel, rank, exemplar in jobs[image]:
-                    best = self.top(stage, channel)[0].value
+                    best = tops[channel][0].value
                     low = float(means[channel]) if np.isfinite(means[channel]) else best - 1.0
                     vrange = (min(low, best - 1e-6), best)
                     painted = overlay(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -66,11 +66,28 @@ def _names(
     return list(dict.fromkeys([*stages, *layers]))
 
 
-def _progress(total: int, initial: int, enabled: bool, description: str):
+class _Callback:
+    """A progress bar that calls ``report(done, total)`` instead of drawing (for the panel)."""
+
+    def __init__(self, report: Callable[[int, int], None], total: int, initial: int) -> None:
+        self.report, self.total, self.done = report, total, initial
+        report(initial, total)
+
+    def update(self, count: int) -> None:
+        self.done += count
+        self.report(self.done, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, progress: bool | Callable[[int, int], None], description: str):
+    if callable(progress):
+        return _Callback(progress, total, initial)
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=total, initial=initial, unit="img", disable=not enabled, desc=description, smoothing=0.1
+        total=total, initial=initial, unit="img", disable=not progress, desc=description, smoothing=0.1
     )
 
 
@@ -90,7 +107,7 @@ def scan(
     shard_size: int = 256,
     device: str | torch.device = "auto",
     pretrained: bool = True,
-    progress: bool = True,
+    progress: bool | Callable[[int, int], None] = True,
 ) -> Scan:
     """Scan every image of ``source``: per channel, the top-k images by spatial maximum, and dataset statistics.
 
@@ -120,7 +137,8 @@ def scan(
         shard_size: images per shard: the unit of caching, of resuming and of Ray's work.
         device: for a spec: ``"auto"`` (cuda, then mps, then cpu) or any torch device.
         pretrained: for a spec: real weights (True) or random init.
-        progress: show a progress bar (tqdm; the notebook flavour in a notebook).
+        progress: show a progress bar (tqdm; the notebook flavour in a notebook); or a function called with
+            ``(images done, images in all)`` after every batch instead.
 
     Returns:
         A :class:`~explorer.Scan`: ``top(stage, channel)``, ``stats(stage)``, ``crops(stage, channel)``,
