@@ -431,27 +431,40 @@ def stage_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray)
 
     Args:
         a: ``(C, H, W)`` or ``(B, C, H, W)``.
-        b: the same shape as ``a``.
+        b: the same images and grid as ``a`` (``B``, ``H``, ``W``); the channels may differ (two architectures,
+            or two stages pooled to one grid), and then ``cosine`` is NaN.
 
     Returns:
         ``{"cosine": float, "cka": float, "cka_debiased": float}``; all NaN when a map holds NaN or inf; CKA is
         NaN when a map is constant, cosine when one is all zero; ``cka_debiased`` needs at least 4 samples.
+
+    Raises:
+        InvalidArgumentError: the maps hold different images or grids.
 
     Example::
 
         >>> stage_similarity(finetuned["layer3"], pretrained["layer3"])     # (8, 256, 14, 14) each
         {'cosine': 0.93, 'cka': 0.88, 'cka_debiased': 0.86}
     """
-    x, y = _pair(a, b)
+    x, y = as_nchw(a, "a").float(), as_nchw(b, "b").to(dtype=torch.float32)
+    y = y.to(x.device)
+    if (x.shape[0], *x.shape[2:]) != (y.shape[0], *y.shape[2:]):
+        raise InvalidArgumentError(
+            f"Maps of shapes {tuple(x.shape)} and {tuple(y.shape)} hold different samples (images x positions). "
+            "Compare maps of the same images on one grid: resample one, for example "
+            "torch.nn.functional.adaptive_avg_pool2d(fmap, (7, 7))."
+        )
     if not bool(torch.isfinite(x).all() & torch.isfinite(y).all()):
         _log.warning("stage_similarity: a map holds NaN or inf; the similarity is NaN")
         return {"cosine": math.nan, "cka": math.nan, "cka_debiased": math.nan}
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    channels = x.shape[1]
-    x = x.to(dtype).transpose(0, 1).reshape(channels, -1).T
-    y = y.to(dtype).transpose(0, 1).reshape(channels, -1).T
-    samples = x.shape[0]
-    cosine = (x * y).sum() / (x.norm() * y.norm())
+    x = x.to(dtype).transpose(0, 1).reshape(x.shape[1], -1).T
+    y = y.to(dtype).transpose(0, 1).reshape(y.shape[1], -1).T
+    samples, channels = x.shape[0], max(x.shape[1], y.shape[1])
+    if x.shape == y.shape:
+        cosine = (x * y).sum() / (x.norm() * y.norm())
+    else:
+        cosine = torch.tensor(math.nan, dtype=dtype, device=x.device)
     x = x - x.mean(0)
     y = y - y.mean(0)
     if samples >= channels:

@@ -271,14 +271,26 @@ def _samples(fmap: torch.Tensor) -> np.ndarray:
     [(1, 3, 2, 2), (2, 5, 3, 3), (3, 8, 2, 1), (1, 40, 2, 3), (4, 7, 5, 4), (2, 64, 3, 3), (1, 2, 1, 5)],
 )
 @pytest.mark.parametrize("seed", range(4))
-def test_debiased_cka_matches_the_gram_matrix_formula(shape, seed):
+@pytest.mark.parametrize("extra_channels", [0, 3])
+def test_debiased_cka_matches_the_gram_matrix_formula(shape, seed, extra_channels):
     generator = torch.Generator().manual_seed(seed)
     a = torch.randn(shape, generator=generator) + 2.0  # uncentred: the reference never centres
-    mixing = torch.randn(shape[1], shape[1], generator=generator)
-    b = torch.einsum("dc,bchw->bdhw", mixing, a) + 0.5 * torch.randn(shape, generator=generator)
+    mixing = torch.randn(shape[1] + extra_channels, shape[1], generator=generator)
+    b = torch.einsum("dc,bchw->bdhw", mixing, a)
+    b = b + 0.5 * torch.randn(b.shape, generator=generator)
     result = stage_similarity(a, b)
     expected = _reference_debiased_cka(_samples(a), _samples(b))
     assert result["cka_debiased"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert math.isnan(result["cosine"]) == bool(extra_channels)
+
+
+def test_cka_compares_different_channel_counts_on_one_grid():
+    a = torch.randn(2, 6, 4, 4)
+    widened = torch.cat([a, torch.zeros(2, 3, 4, 4)], 1)  # the same features and three constant ones
+    result = stage_similarity(a, widened)
+    assert result["cka"] == pytest.approx(1.0) and result["cka_debiased"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="adaptive_avg_pool2d"):
+        stage_similarity(a, torch.randn(2, 6, 2, 2))
 
 
 def test_debiased_cka_removes_the_small_sample_bias():
