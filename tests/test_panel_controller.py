@@ -350,7 +350,7 @@ def test_the_panel_is_built_before_torch_is_imported():
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "4", "True"]
+    assert result.stdout.split() == ["False", "True", "5", "True"]  # 5 tabs, Dataset included
 
 
 def test_load_errors_reach_the_status_line_in_a_real_kernel():
