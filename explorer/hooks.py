@@ -2,7 +2,8 @@
 
 Hooks live only inside :func:`capture`: they are registered on entry and removed on exit, whether the forward
 pass succeeds, stops early or raises. Once every requested layer has produced its output the forward pass is
-aborted, so layers after the last requested one never run.
+aborted, so layers after the last requested one never run. Hooks record only the forward passes of the thread
+that entered the block, so several threads may capture from one model at once, each getting its own maps.
 
 Example::
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +28,15 @@ from torch import nn
 
 from .errors import CaptureError, LayerNotFoundError
 
-__all__ = ["FeatureMaps", "LayerLayout", "capture", "list_layers", "resolve_layers", "to_nchw"]
+__all__ = [
+    "FeatureMaps",
+    "LayerLayout",
+    "capture",
+    "list_layers",
+    "resolve_layers",
+    "to_nchw",
+    "unaligned_reason",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -34,13 +44,31 @@ _log = logging.getLogger(__name__)
 class FeatureMaps(dict):
     """Feature maps keyed by stage or layer name, in network order; every tensor is ``(B, C, H, W)``.
 
+    Stage maps are always spatial maps of the input image. A layer captured by name may output something else:
+    windows or heads folded into the batch (Swin's window attention), attention weights, a pooled vector.
+    Such a map is returned as the layer gave it (made 4-D where its shape allows) and listed in
+    :attr:`unaligned` with the reason; :attr:`aligned` says, per name, whether a map may be drawn over the image.
+
     Example::
 
         >>> maps.shapes
         {'layer1': (1, 64, 56, 56)}
         >>> maps["layer1"].device
         device(type='cpu')
+        >>> maps = bb.capture(x, layers=["layers.1.blocks.0.attn"])    # timm Swin, one 224x224 image
+        >>> maps.aligned, maps.unaligned
+        ({'layers.1.blocks.0.attn': False}, {'layers.1.blocks.0.attn': 'batch of 16 for 1 input image ...'})
     """
+
+    def __init__(self, *args, unaligned: Mapping[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.unaligned: dict[str, str] = {k: v for k, v in (unaligned or {}).items() if k in self}
+        """Names of maps that are not spatial maps of the input image, with the reason."""
+
+    @property
+    def aligned(self) -> dict[str, bool]:
+        """Per name: True when the map is a spatial map of the input image (drawable as an overlay)."""
+        return {name: name not in self.unaligned for name in self}
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -49,7 +77,9 @@ class FeatureMaps(dict):
 
     def to(self, *args, **kwargs) -> FeatureMaps:
         """A copy with every tensor moved with ``Tensor.to(*args, **kwargs)``."""
-        return FeatureMaps({name: t.to(*args, **kwargs) for name, t in self.items()})
+        return FeatureMaps(
+            {name: t.to(*args, **kwargs) for name, t in self.items()}, unaligned=self.unaligned
+        )
 
     def cpu(self) -> FeatureMaps:
         """A copy with every tensor on the CPU."""
@@ -72,11 +102,14 @@ class LayerLayout:
         channels: the number of channels, when known (a stage's ``num_chs``).
         channels_last: the layer returns ``(B, H, W, C)`` (timm Swin, ConvNeXt-V2 NHWC variants).
         reduction: stride relative to the input, used to find the token grid of ViT-style outputs.
+        prefix_tokens: class, register and distillation tokens before the patch tokens of ``(B, N, C)``
+            outputs (timm's ``num_prefix_tokens``); None when unknown, and then inferred from the token count.
     """
 
     channels: int | None = None
     channels_last: bool = False
     reduction: int | None = None
+    prefix_tokens: int | None = None
 
 
 def list_layers(model: nn.Module | object) -> list[str]:
@@ -127,11 +160,16 @@ def _first_tensor(output: object) -> torch.Tensor | None:
     return hidden if isinstance(hidden, torch.Tensor) else None
 
 
-def _token_grid(tokens: int, input_hw: tuple[int, int], reduction: int | None) -> tuple[int, int, int]:
-    """Find ``(prefix, h, w)`` with ``prefix + h * w == tokens`` and ``h / w`` matching the input's shape."""
+def _token_grid(
+    tokens: int, input_hw: tuple[int, int], reduction: int | None, prefix_tokens: int | None = None
+) -> tuple[int, int, int]:
+    """Find ``(prefix, h, w)`` with ``prefix + h * w == tokens`` and ``h / w`` matching the input's shape.
+
+    ``prefix_tokens``, when the model declares it, is used as given; only a bare module's is inferred.
+    """
     height, width = input_hw
     strides = [reduction] if reduction else list(range(1, 65))
-    for prefix in range(0, 9):
+    for prefix in [prefix_tokens] if prefix_tokens is not None else range(0, 9):
         for stride in strides:
             for rounding in (lambda a, b: a // b, lambda a, b: -(-a // b)):
                 h, w = rounding(height, stride), rounding(width, stride)
@@ -168,7 +206,7 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
         return tensor
     if tensor.ndim == 3:
         batch, tokens, dim = tensor.shape
-        prefix, h, w = _token_grid(tokens, input_hw, layout.reduction)
+        prefix, h, w = _token_grid(tokens, input_hw, layout.reduction, layout.prefix_tokens)
         return tensor[:, prefix:, :].transpose(1, 2).reshape(batch, dim, h, w)
     if tensor.ndim == 2:
         return tensor[:, :, None, None]
@@ -176,6 +214,38 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
         f"The layer's output has shape {tuple(tensor.shape)}, which is not an image-like map. "
         "Pick a layer whose output is (B, C, H, W), (B, H, W, C) or (B, tokens, C)."
     )
+
+
+def unaligned_reason(
+    output: object, fmap: torch.Tensor, input_shape: tuple[int, int, int] | None
+) -> str | None:
+    """Why ``fmap`` (made from ``output``) is not a spatial map of a ``(B, H, W)`` input; None when it is.
+
+    A map is image-aligned when it has the input's batch size and a grid the input's size divided by one stride
+    gives (give or take the few pixels unpadded convolutions lose).
+
+    Example::
+
+        >>> unaligned_reason(out, torch.zeros(16, 192, 7, 7), (1, 224, 224))   # Swin window attention
+        'batch of 16 for 1 input image: windows or heads folded into the batch'
+    """
+    if input_shape is None:
+        return None
+    batch, height, width = input_shape
+    raw = _first_tensor(output)
+    if raw is not None and raw.ndim == 2:
+        return "a pooled vector per image, with no spatial extent"
+    if fmap.shape[0] != batch:
+        return (
+            f"batch of {fmap.shape[0]} for {batch} input image{'s' * (batch != 1)}: windows or heads folded into "
+            "the batch"
+        )
+    h, w = int(fmap.shape[-2]), int(fmap.shape[-1])
+    for stride in range(1, 65):
+        slack_h, slack_w = max(1.0, 0.05 * height / stride), max(1.0, 0.05 * width / stride)
+        if -1 <= height / stride - h <= slack_h and -1 <= width / stride - w <= slack_w:
+            return None
+    return f"a {h}x{w} grid is no stride of the {height}x{width} input (attention weights, or tokens)"
 
 
 @contextmanager
@@ -186,6 +256,8 @@ def capture(
     stop_early: bool = True,
     layouts: Mapping[str, LayerLayout] | None = None,
     input_size: tuple[int, int] | None = None,
+    default_layout: LayerLayout = LayerLayout(),
+    batch_size: int | None = None,
 ) -> Iterator[FeatureMaps]:
     """Capture the outputs of named modules during the forward passes run inside the block.
 
@@ -197,9 +269,14 @@ def capture(
         layouts: per layer, what is known of its output layout (see :class:`LayerLayout`).
         input_size: ``(height, width)`` of the input, to lay out token outputs; taken from the first 4-D
             argument of ``model``'s forward when not given.
+        default_layout: the layout of layers not in ``layouts`` (a model's ``prefix_tokens``, say).
+        batch_size: the input's batch size, with ``input_size``, when the block runs a method of ``model``
+            other than its forward (timm's ``forward_intermediates``); taken from the forward's input otherwise.
 
     Yields:
-        A :class:`FeatureMaps`, filled when the block ends, detached, on the model's device, NCHW.
+        A :class:`FeatureMaps`, detached, on the model's device, NCHW, filled as the layers run and put in the
+        order of ``layers`` when the block ends; maps that are not spatial maps of the input are listed in its
+        ``unaligned`` (see :class:`FeatureMaps`).
 
     Raises:
         LayerNotFoundError: a name is not a module of ``model``.
@@ -210,29 +287,41 @@ def capture(
         raise LayerNotFoundError("capture() needs at least one layer name; see explorer.list_layers(model).")
     modules = resolve_layers(model, names)
     layouts = dict(layouts or {})
-    raw: dict[str, torch.Tensor] = {}
-    input_hw: list[tuple[int, int]] = [tuple(input_size)] if input_size else []
+    maps = FeatureMaps()
+    raw = maps  # filled as the layers run, so the block can tell which layers were reached
+    inputs: list[tuple[int, int, int]] = [(batch_size, *input_size)] if batch_size and input_size else []
+    # hooks sit on the shared modules: one thread's capture must not take another thread's forward pass
+    owner = threading.get_ident()
 
     def record_input(_module, args, kwargs):
+        if threading.get_ident() != owner:
+            return
         pixels = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
         if isinstance(pixels, torch.Tensor) and pixels.ndim == 4:
-            input_hw.append((int(pixels.shape[-2]), int(pixels.shape[-1])))
+            hw = tuple(input_size) if input_size else (int(pixels.shape[-2]), int(pixels.shape[-1]))
+            inputs.append((int(pixels.shape[0]), *hw))
 
     def make_hook(name: str):
         def hook(_module, _args, output):
+            if threading.get_ident() != owner:
+                return
             if name in raw:
                 _log.debug("layer %s ran again in the same pass; keeping its first output", name)
                 return
-            hw = input_hw[-1] if input_hw else (0, 0)
+            shape = inputs[-1] if inputs else None
+            hw = shape[1:] if shape else tuple(input_size or (0, 0))
             # a copy: later in-place operations (x += shortcut, ReLU(inplace=True)) would change a view
-            raw[name] = to_nchw(output, hw, layouts.get(name, LayerLayout())).detach().clone()
+            fmap = to_nchw(output, hw, layouts.get(name, default_layout)).detach().clone()
+            reason = unaligned_reason(output, fmap, shape)
+            if reason:
+                maps.unaligned[name] = reason
+            raw[name] = fmap
             if stop_early and len(raw) == len(names):
                 raise _StopForward
 
         return hook
 
-    handles = [] if input_size else [model.register_forward_pre_hook(record_input, with_kwargs=True)]
-    maps = FeatureMaps()
+    handles = [model.register_forward_pre_hook(record_input, with_kwargs=True)]
     try:
         handles += [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
         try:
@@ -248,4 +337,5 @@ def capture(
             f"The forward pass never reached {', '.join(missing)}. Run the model inside the capture block, "
             "and check that these layers are used by its forward()."
         )
-    maps.update((name, raw[name]) for name in names)
+    ordered = [(name, raw.pop(name)) for name in names]
+    maps.update(ordered)

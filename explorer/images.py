@@ -34,14 +34,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._args import finite_pair
-from .errors import ImageError
+from ._args import finite_pair, real, shown, whole
+from .errors import ImageError, InvalidArgumentError
 
 __all__ = [
     "ImageInput",
     "Preprocess",
     "MAX_PIXELS",
     "MAX_FILE_BYTES",
+    "MAX_INPUT_SIDE",
     "MAX_SIDE",
     "FORMATS",
     "load_image",
@@ -63,6 +64,10 @@ them (the pixel limit still applies)."""
 
 MAX_SIDE = 4096
 """Larger images are downscaled to this longest side as they are read; the model input is smaller anyway."""
+
+MAX_INPUT_SIDE = 2048
+"""The longest side a checkpoint's configured input may have; larger ones (``size: 8000``) are refused as a
+broken configuration: every forward pass would take seconds."""
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "TGA", "PPM")
 """The formats PIL may open (JPEG includes phones' MPO); others are refused: EPS would run Ghostscript."""
@@ -99,12 +104,25 @@ _RESAMPLE = {
 class Preprocess:
     """How a checkpoint expects its input: resize, crop and normalise.
 
+    Values are checked when it is made, so a checkpoint's broken configuration fails at load time, not as
+    non-finite maps later: sides from 1 to :data:`MAX_INPUT_SIDE`, three finite means, three finite non-zero
+    standard deviations (one number is used for all three, as transformers does), a positive ``crop_pct``.
+
     Attributes:
         input_size: ``(height, width)`` of the tensor the model gets.
         mean, std: per-channel normalisation of ``[0, 1]`` pixels.
         interpolation: ``"bicubic"``, ``"bilinear"``, ``"nearest"``, ...
         crop_pct: the crop's share of the resized image (timm's ``crop_pct``); 1.0 resizes straight to size.
         crop_mode: ``"center"`` (resize the short side, then crop) or ``"squash"`` (resize both sides, then crop).
+        shortest_edge: resize the short side to this, then crop ``input_size`` (transformers' ``size`` of
+            ``{"shortest_edge": ...}`` processors); overrides ``crop_pct``.
+        backend: ``"pil"`` resamples with PIL, as timm's eval transform does; ``"torch"`` with torchvision's
+            antialiased tensor resize, as transformers' default image processors do. Sizes follow the same
+            oracle: the long side is truncated (``int``), and the crop offset rounds (timm) or floors
+            (transformers).
+
+    Raises:
+        InvalidArgumentError: a value outside the ranges above; the message names the field.
     """
 
     input_size: tuple[int, int] = (224, 224)
@@ -113,6 +131,74 @@ class Preprocess:
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
     crop_mode: str = "center"
+    shortest_edge: int | None = None
+    backend: str = "pil"
+
+    def __post_init__(self) -> None:
+        size = self.input_size
+        if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+            raise InvalidArgumentError(f"input_size={shown(size)}; pass (height, width).")
+        hint = f" Input sides run from 1 to MAX_INPUT_SIDE = {MAX_INPUT_SIDE} pixels."
+        object.__setattr__(
+            self,
+            "input_size",
+            tuple(whole("input_size", side, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint) for side in size),
+        )
+        for field_name, nonzero in (("mean", False), ("std", True)):
+            values = getattr(self, field_name)
+            values = (
+                (values,) * 3 if isinstance(values, (int, float)) and not isinstance(values, bool) else values
+            )
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != 3:
+                raise InvalidArgumentError(
+                    f"{field_name}={shown(values)}; pass three numbers (red, green, blue), or one for all three."
+                )
+            checked = tuple(real(field_name, v, hint="pass finite numbers.") for v in values)
+            if nonzero and not all(checked):
+                raise InvalidArgumentError(f"std={checked}: a zero standard deviation divides by zero.")
+            object.__setattr__(self, field_name, checked)
+        crop_pct = real(
+            "crop_pct", self.crop_pct, hint="pass the crop's share of the resized image, e.g. 0.875."
+        )
+        if crop_pct <= 0:
+            raise InvalidArgumentError(
+                f"crop_pct={crop_pct}; pass the crop's share of the resized image, e.g. 0.875."
+            )
+        object.__setattr__(self, "crop_pct", crop_pct)
+        for field_name in ("interpolation", "crop_mode"):
+            if not isinstance(getattr(self, field_name), str):
+                raise InvalidArgumentError(f"{field_name}={shown(getattr(self, field_name))}; pass a name.")
+        if self.backend not in ("pil", "torch"):
+            raise InvalidArgumentError(f'backend={shown(self.backend)}; pass "pil" or "torch".')
+        if self.shortest_edge is not None:
+            edge = whole("shortest_edge", self.shortest_edge, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint)
+            object.__setattr__(self, "shortest_edge", edge)
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` an image of this size is resized to before the crop, by the oracle's rule.
+
+        Example::
+
+            >>> Preprocess(input_size=(224, 224), crop_pct=0.875).resized_size(640, 427)    # timm: 256 short side
+            (383, 256)
+        """
+        crop_h, crop_w = self.input_size
+        if self.shortest_edge is not None:
+            return _shortest_edge(width, height, self.shortest_edge)
+        scale_h, scale_w = math.floor(crop_h / self.crop_pct), math.floor(crop_w / self.crop_pct)
+        if self.crop_mode == "squash":
+            return scale_w, scale_h
+        if scale_h != scale_w:  # timm's ResizeKeepRatio: the side that fits its target first, rounded
+            ratio = min(height / scale_h, width / scale_w)
+            return round(width / ratio), round(height / ratio)
+        return _shortest_edge(width, height, scale_h)
+
+
+def _shortest_edge(width: int, height: int, edge: int) -> tuple[int, int]:
+    """torchvision's and transformers' rule: the short side becomes ``edge``, the long one ``int(edge * ratio)``."""
+    if width <= height:
+        return edge, int(edge * height / width)
+    return int(edge * width / height), edge
 
 
 _PIL_LIMIT_LOCK = threading.RLock()
@@ -385,21 +471,43 @@ def model_view(image: Image.Image, config: Preprocess) -> Image.Image:
         (224, 224)
     """
     height, width = config.input_size
+    size = config.resized_size(image.width, image.height)
+    if config.backend == "torch":
+        return _torch_view(image, size, config)
     resample = _RESAMPLE.get(config.interpolation, Image.Resampling.BICUBIC)
-    scale_h, scale_w = (math.floor(height / config.crop_pct), math.floor(width / config.crop_pct))
-    if config.crop_mode == "squash":
-        size = (scale_w, scale_h)
-    else:
-        factor = max(scale_h / image.height, scale_w / image.width)
-        size = (max(width, round(image.width * factor)), max(height, round(image.height * factor)))
-    left = (size[0] - width) // 2
-    top = (size[1] - height) // 2
-    if size[0] * size[1] <= 4 * width * height:
-        return image.resize(size, resample, reducing_gap=3.0).crop((left, top, left + width, top + height))
+    # torchvision's center_crop (timm's eval transform) rounds the offset
+    left = int(round((size[0] - width) / 2.0))
+    top = int(round((size[1] - height) / 2.0))
+    if size[0] * size[1] <= 16 * max(width * height, 224 * 224) or size[0] < width or size[1] < height:
+        resized = image.resize(size, resample)
+        if size[0] < width or size[1] < height:  # a crop larger than the image: torchvision pads with zeros
+            padded = Image.new("RGB", (max(width, size[0]), max(height, size[1])))
+            padded.paste(resized, ((padded.width - size[0]) // 2, (padded.height - size[1]) // 2))
+            resized, size = padded, padded.size
+            left, top = int(round((size[0] - width) / 2.0)), int(round((size[1] - height) / 2.0))
+        return resized.crop((left, top, left + width, top + height))
     # an extreme aspect ratio (a 1x4096 strip would first become 256x1048576): resize only what the crop keeps
     sx, sy = image.width / size[0], image.height / size[1]
     box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
-    return image.resize((width, height), resample, box=box, reducing_gap=3.0)
+    return image.resize((width, height), resample, box=box)
+
+
+def _torch_view(image: Image.Image, size: tuple[int, int], config: Preprocess) -> Image.Image:
+    """Resize and crop as transformers' torchvision backend does: antialiased, on the uint8 tensor."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as tvF
+
+    height, width = config.input_size
+    mode = InterpolationMode(config.interpolation if config.interpolation != "box" else "bilinear")
+    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    tensor = tvF.resize(tensor, [size[1], size[0]], interpolation=mode, antialias=True)
+    if size != (width, height):
+        pad_w, pad_h = max(0, width - size[0]), max(0, height - size[1])
+        if pad_w or pad_h:
+            tensor = tvF.pad(tensor, [pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2], fill=0)
+        top, left = int((tensor.shape[-2] - height) / 2.0), int((tensor.shape[-1] - width) / 2.0)
+        tensor = tensor[:, top : top + height, left : left + width]
+    return Image.fromarray(tensor.permute(1, 2, 0).contiguous().numpy())
 
 
 def preprocess(

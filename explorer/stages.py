@@ -58,9 +58,10 @@ def verify_stages(
     if out_indices is not None:
         if not isinstance(out_indices, list):
             raise StageSelectionError(f"out_indices must be a list, got {type(out_indices)}")
-        # transformers crashes on these (TypeError): refuse them with a message
-        if any(not isinstance(idx, int) for idx in out_indices):
-            wrong = sorted({type(idx).__name__ for idx in out_indices if not isinstance(idx, int)})
+        # transformers' strict config validation refuses these (bools and NumPy integers included): so do we
+        wrong = [idx for idx in out_indices if isinstance(idx, bool) or not isinstance(idx, int)]
+        if wrong:
+            wrong = sorted({type(idx).__name__ for idx in wrong})
             raise StageSelectionError(
                 f"out_indices must be a list of integers, got {shown(out_indices)} (with {', '.join(wrong)}); "
                 f"pass positions in stage_names {shown(stage_names)}, for example [1, 2] or [-1]"

@@ -16,16 +16,22 @@ Example::
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..hooks import FeatureMaps, LayerLayout, capture
+from ..errors import ExplorerError, InvalidArgumentError
+from ..hooks import FeatureMaps, LayerLayout, capture, resolve_layers
 from ..images import ImageInput, Preprocess, preprocess
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
+from ._checkpoint import nonfinite_note
 
 __all__ = ["Backbone", "Stage", "WEIGHT_ORIGINS", "resolve_device"]
 
@@ -56,15 +62,53 @@ class Stage:
     channels_last: bool = False
 
     def output_shape(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
-        """``(C, H, W)`` of this stage's map for an input of ``(height, width)``."""
+        """``(C, H, W)`` by the stride rule (size over reduction, rounded up): what padded networks give.
+
+        Unpadded networks (inception_v3, legacy_xception) give less; :meth:`Backbone.output_shapes` runs the
+        model and is always right.
+        """
         height, width = input_size
         return (self.channels, -(-height // self.reduction), -(-width // self.reduction))
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, then give every submodule back its own training flag.
+
+    As torchvision's feature extractor does: the caller's model is left as it was found.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    if not any(training for _, training in flags):
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device: shapes without memory."""
+    memo = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = (
+            nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+        )
+    return copy.deepcopy(model, memo)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is cuda when available, then mps, then cpu; anything else goes to ``torch.device``."""
+    """``"auto"`` is cuda when available, then mps, then cpu; anything else goes to ``torch.device``.
+
+    Raises:
+        InvalidArgumentError: not a device name (``"bogus"``), or a device this machine does not have
+            (``"cuda"`` without a GPU, ``"cuda:3"`` with two).
+    """
     if str(device) != "auto":
-        return torch.device(device)
+        return _available(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -73,15 +117,45 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def _available(device: str | torch.device) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(
+            f'device={device!r} is not a device. Pass "auto", "cpu", "cuda", "cuda:1" or "mps".'
+        ) from None
+    if resolved.type in ("cpu", "meta"):
+        return resolved
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    elif resolved.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        count = int(mps is not None and mps.is_available())
+    else:  # xpu and other backends: torch's own module says
+        module = getattr(torch, resolved.type, None)
+        count = module.device_count() if module is not None and hasattr(module, "device_count") else 0
+    if (resolved.index or 0) >= count:
+        have = f"{count} {resolved.type} device(s)" if count else f"no {resolved.type} device"
+        raise InvalidArgumentError(
+            f'device={str(device)!r}: this machine has {have}. Pass device="auto" (cuda, then mps, then cpu) '
+            'or device="cpu".'
+        )
+    return resolved
+
+
 class Backbone:
     """A vision backbone with selectable stages, returning NCHW feature maps.
 
     Built by :func:`explorer.load_backbone`; sources subclass it only where their forward pass differs.
 
     Attributes:
-        model: the underlying ``nn.Module``, in eval mode.
+        model: the underlying ``nn.Module``. Every forward pass runs it in eval mode and then gives it back its
+            own mode, so a model handed in by the caller is left as it was found (models the sources build are
+            in eval mode already).
         spec: the spec it was loaded from (``"resnet18"``, ``"hf:/path"``, ``"default"``).
         weights: where the weights came from, one of :data:`WEIGHT_ORIGINS`.
+        weights_note: what the user should know about the weights, else empty: tensors cast from another
+            float type, NaN or inf values (which are also warned about when the backbone is built).
         preprocess: the checkpoint's input configuration (size, mean, std, interpolation, crop).
         all_stages: every stage, in network order.
     """
@@ -97,15 +171,20 @@ class Backbone:
         device: str | torch.device = "auto",
         out_features: OutFeaturesT | None = None,
         out_indices: OutIndicesT | None = None,
+        weights_note: str = "",
     ) -> None:
         if weights not in WEIGHT_ORIGINS:
             raise ValueError(f"weights must be one of {WEIGHT_ORIGINS}, got {weights!r}")
         self.spec = spec
         self.weights = weights
+        nonfinite = nonfinite_note(model)
+        if nonfinite:
+            warnings.warn(f"{spec}: {nonfinite}", RuntimeWarning, stacklevel=3)
+        self.weights_note = "; ".join(note for note in (weights_note, nonfinite) if note)
         self.preprocess = preprocess
         self.all_stages = list(stages)
-        self.model = model.eval()
-        self.model.requires_grad_(False)
+        self.model = model
+        self._shapes: dict[tuple[int, int], dict[str, tuple[int, int, int]]] = {}
         self.to(resolve_device(device))
         self._out_features, self._out_indices = select_stages(self.stage_names, out_features, out_indices)
         self._on_select()
@@ -189,15 +268,60 @@ class Backbone:
             self.model.to(dtype)
         return self
 
+    def output_shapes(self, input_size: tuple[int, int] | None = None) -> dict[str, tuple[int, int, int]]:
+        """``(C, H, W)`` of every stage's map for a ``(height, width)`` input, exactly as the forward gives it.
+
+        The model runs on the meta device (shapes only: no arithmetic, no memory), once per size; a model that
+        cannot run there runs once on zeros. The input size defaults to the checkpoint's.
+
+        Raises:
+            InvalidArgumentError: the model does not accept inputs of this size (a ViT built for 224x224;
+                timm ViTs accept any size when loaded with ``dynamic_img_size=True``).
+
+        Example::
+
+            >>> explorer.load_backbone("inception_v3", pretrained=False).output_shapes((299, 299))["Mixed_5d"]
+            (288, 35, 35)
+        """
+        size = tuple(int(v) for v in (input_size or self.preprocess.input_size))
+        if size not in self._shapes:
+            self._shapes[size] = self._probe_shapes(size)
+        return dict(self._shapes[size])
+
+    def _probe_shapes(self, size: tuple[int, int]) -> dict[str, tuple[int, int, int]]:
+        names = self.stage_names
+        try:
+            with torch.inference_mode():
+                maps = self._forward(torch.zeros(1, 3, *size, device="meta"), names, _meta_copy(self.model))
+        except Exception as err:  # models that read tensor values (or mix devices) cannot run on meta
+            _log.debug("meta-device shapes failed for %s (%s); running on zeros", self.spec, err)
+            zeros = torch.zeros(1, 3, *size, device=self.device, dtype=self.dtype)
+            try:
+                with torch.inference_mode(), eval_mode(self.model):
+                    maps = self._forward(zeros, names, self.model)
+            except Exception as err:  # the model refuses the size: its own assert, a reshape, a mask
+                raise self._size_refused(size, err) from err
+        return {name: tuple(int(v) for v in fmap.shape[1:]) for name, fmap in maps.items()}
+
+    def _size_refused(self, size: tuple[int, int], err: Exception) -> InvalidArgumentError:
+        height, width = size
+        return InvalidArgumentError(
+            f"{self.spec} does not accept a {height}x{width} input ({type(err).__name__}: {err}); it was built for "
+            f"{self.preprocess.input_size[0]}x{self.preprocess.input_size[1]}. Resize to that, or, for a timm "
+            f'ViT, load it with dynamic_img_size=True: load_backbone("{self.spec}", dynamic_img_size=True).'
+        )
+
     def stage_table(self, input_size: tuple[int, int] | None = None) -> list[dict]:
         """One row per stage: name, index, channels, reduction, output shape, module, selected.
+
+        Shapes are those the forward pass gives (see :meth:`output_shapes`).
 
         Example::
 
             >>> bb.stage_table()[1]
             {'index': 1, 'name': 'layer1', 'channels': 64, 'reduction': 4, 'shape': (64, 56, 56), ...}
         """
-        size = input_size or self.preprocess.input_size
+        shapes = self.output_shapes(input_size)
         selected = set(self._out_features)
         return [
             {
@@ -205,7 +329,7 @@ class Backbone:
                 "name": stage.name,
                 "channels": stage.channels,
                 "reduction": stage.reduction,
-                "shape": stage.output_shape(size),
+                "shape": shapes[stage.name],
                 "module": stage.module,
                 "selected": stage.name in selected,
             }
@@ -249,13 +373,34 @@ class Backbone:
         with (
             torch.inference_mode(),
             torch.autocast(self.device.type, dtype=precision or torch.float32, enabled=precision is not None),
+            eval_mode(self.model),
         ):
-            return self._forward(pixel_values, list(dict.fromkeys(layers)))
+            try:
+                return self._forward(pixel_values, list(dict.fromkeys(layers)), self.model)
+            except (AssertionError, RuntimeError, ValueError) as err:
+                # a model built for one size says so in its own words (timm's asserts, a position-embedding
+                # shape mismatch, transformers' ValueError): say what to do instead
+                size = tuple(pixel_values.shape[-2:])
+                about_size = any(word in str(err).lower() for word in ("size", "match", "shape"))
+                if size == self.preprocess.input_size or isinstance(err, ExplorerError) or not about_size:
+                    raise
+                raise self._size_refused(size, err) from err
 
     # -- for sources to override ---------------------------------------------------------------------------
-    def _capture_options(self, pixel_values: torch.Tensor) -> dict:
-        layouts = {s.module: LayerLayout(s.channels, s.channels_last, s.reduction) for s in self.all_stages}
-        return {"layouts": layouts, "input_size": tuple(pixel_values.shape[-2:])}
+    def _layout(self, stage: Stage | None, module: nn.Module) -> LayerLayout:
+        """What is known of the output of a stage's module (``stage`` given) or of any other layer."""
+        if stage is None:
+            return LayerLayout()
+        return LayerLayout(stage.channels, stage.channels_last, stage.reduction)
+
+    def _capture_options(self, pixel_values: torch.Tensor, model: nn.Module, layers: Sequence[str]) -> dict:
+        """:func:`~explorer.capture` options for the stages and layers ``layers`` (stage or module names)."""
+        stages = {stage.name: stage for stage in self.all_stages}
+        modules = resolve_layers(model, [stages[n].module if n in stages else n for n in layers])
+        by_module = {stage.module: stage for stage in self.all_stages}
+        layouts = {path: self._layout(by_module.get(path), module) for path, module in modules.items()}
+        batch, _, height, width = pixel_values.shape
+        return {"layouts": layouts, "input_size": (height, width), "batch_size": batch}
 
     def _prepare(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
@@ -264,13 +409,21 @@ class Backbone:
             )
         return pixel_values.to(self.device, self.dtype)
 
-    def _forward(self, pixel_values: torch.Tensor, layers: list[str]) -> FeatureMaps:
-        """Hooks on the modules behind ``layers``; the pass stops once the last of them has run."""
+    def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
+        """Hooks on the modules behind ``layers``; the pass stops once the last of them has run.
+
+        ``model`` is :attr:`model`, or its meta-device copy when only shapes are wanted.
+        """
         by_name = {stage.name: stage for stage in self.all_stages}
         modules = {name: by_name[name].module if name in by_name else name for name in layers}
-        with capture(self.model, list(modules.values()), **self._capture_options(pixel_values)) as raw:
-            self.model(pixel_values)
-        return FeatureMaps((name, raw[module]) for name, module in modules.items())
+        with capture(
+            model, list(modules.values()), **self._capture_options(pixel_values, model, layers)
+        ) as raw:
+            model(pixel_values)
+        unaligned = {
+            name: raw.unaligned[module] for name, module in modules.items() if module in raw.unaligned
+        }
+        return FeatureMaps(((name, raw[module]) for name, module in modules.items()), unaligned=unaligned)
 
     def _on_select(self) -> None:
         """Called after every (re-)selection; sources that hold their own selection sync it here."""

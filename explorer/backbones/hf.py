@@ -21,9 +21,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, MissingDependencyError, UnknownBackboneError, WeightsUnavailableError
+from .._args import shown, whole
+from ..errors import (
+    CheckpointError,
+    MissingDependencyError,
+    StageSelectionError,
+    UnknownBackboneError,
+    WeightsUnavailableError,
+)
 from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw
-from ..images import Preprocess
+from ..images import MAX_INPUT_SIDE, Preprocess
 from ._base import Backbone, Stage
 from ._checkpoint import find_weights_file, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
@@ -44,16 +51,30 @@ def _transformers():
     return transformers
 
 
+def _is_timm_features(module: nn.Module) -> bool:
+    """A timm ``features_only`` network (what transformers' timm-backed conv encoders hold, e.g. DETR's)."""
+    info = getattr(module, "feature_info", None)
+    return callable(getattr(info, "module_name", None)) and callable(getattr(info, "channels", None))
+
+
 def find_backbone(model: nn.Module) -> tuple[str, nn.Module]:
-    """The first module (and its path) inside ``model`` that is a transformers backbone."""
+    """The first module (and its path) inside ``model`` that is a transformers backbone.
+
+    A ``BackboneMixin`` module, else the timm ``features_only`` network of a timm-backed encoder (DETR with
+    ``use_timm_backbone=True``, the layout of ``facebook/detr-resnet-50``).
+    """
     from transformers.backbone_utils import BackboneMixin
 
-    for name, module in model.named_modules():
+    modules = list(model.named_modules())
+    for name, module in modules:
         if isinstance(module, BackboneMixin):
             return name, module
+    for name, module in modules:
+        if _is_timm_features(module):
+            return name, module
     raise UnknownBackboneError(
-        f"{type(model).__name__} contains no transformers backbone (no BackboneMixin module). "
-        "Use a backbone checkpoint, or Backbone.capture(x, layers=...) on any of its layers."
+        f"{type(model).__name__} contains no transformers backbone (no BackboneMixin module, no timm feature "
+        "network). Load a backbone checkpoint instead (an AutoBackbone folder or a timm name)."
     )
 
 
@@ -69,22 +90,40 @@ def _size(value, default: int) -> tuple[int, int]:
 
 
 def hf_preprocess(processor: dict, config) -> Preprocess:
-    """Preprocessing from a ``preprocessor_config.json`` dict (may be empty) and the model config."""
+    """Preprocessing from a ``preprocessor_config.json`` dict (may be empty) and the model config.
+
+    The rules are those of transformers' default (torchvision-backend) image processors: ``size`` of
+    ``{"height", "width"}`` resizes straight to it; ``{"shortest_edge": s}`` resizes the short side to ``s`` (the
+    long side truncated), then crops ``crop_size``; ConvNeXt's processor (it has ``crop_pct``) resizes the short side
+    to ``int(s / crop_pct)`` and crops ``s`` below 384, and resizes straight to ``(s, s)`` from 384 on.
+    """
     image_size = getattr(config, "image_size", 224)
     default = image_size if isinstance(image_size, int) else 224
-    mean = tuple(processor.get("image_mean", (0.485, 0.456, 0.406)))
-    std = tuple(processor.get("image_std", (0.229, 0.224, 0.225)))
-    interpolation = _PIL_RESAMPLE.get(processor.get("resample", 3), "bicubic")
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 2 and not processor:
+        return Preprocess(
+            tuple(int(v) for v in image_size), crop_pct=1.0, crop_mode="squash", backend="torch"
+        )
+    common = dict(
+        mean=tuple(processor.get("image_mean", (0.485, 0.456, 0.406))),
+        std=tuple(processor.get("image_std", (0.229, 0.224, 0.225))),
+        interpolation=_PIL_RESAMPLE.get(processor.get("resample", 3), "bicubic"),
+        backend="torch",
+    )
     size = processor.get("size")
     resize = _size(size, default)
+    if isinstance(size, dict) and "shortest_edge" in size:
+        edge = int(size["shortest_edge"])
+        if "crop_pct" in processor:  # ConvNeXt's processor
+            if edge >= 384:
+                return Preprocess((edge, edge), crop_pct=1.0, crop_mode="squash", **common)
+            crop_pct = float(processor["crop_pct"])
+            return Preprocess((edge, edge), crop_pct=crop_pct, shortest_edge=int(edge / crop_pct), **common)
+        crop = _size(processor.get("crop_size"), edge) if processor.get("do_center_crop") else (edge, edge)
+        return Preprocess(crop, crop_pct=min(crop) / edge, shortest_edge=edge, **common)
     if processor.get("do_center_crop") and processor.get("crop_size"):
         crop = _size(processor["crop_size"], default)
-        return Preprocess(crop, mean, std, interpolation, crop_pct=crop[0] / resize[0], crop_mode="center")
-    if "crop_pct" in processor and isinstance(size, dict) and "shortest_edge" in size:
-        return Preprocess(
-            resize, mean, std, interpolation, crop_pct=float(processor["crop_pct"]), crop_mode="center"
-        )
-    return Preprocess(resize, mean, std, interpolation, crop_pct=1.0, crop_mode="squash")
+        return Preprocess(crop, crop_pct=crop[0] / resize[0], crop_mode="squash", **common)
+    return Preprocess(resize, crop_pct=1.0, crop_mode="squash", **common)
 
 
 def _stage_modules(model: nn.Module, count: int) -> list[str]:
@@ -100,45 +139,57 @@ def _stage_modules(model: nn.Module, count: int) -> list[str]:
 class HFBackbone(Backbone):
     """A transformers backbone; maps come from its own ``feature_maps`` output.
 
-    The model keeps the ``out_features`` it was built with (``served``: every stage for checkpoints loaded
-    here, the task's stages for a backbone inside a task model); selection picks among them.
+    The model keeps the ``out_features`` it was built with (``served``: every stage it can output for
+    checkpoints loaded here, the task's stages for a backbone inside a task model); selection picks among them,
+    and ``why_served`` says why the others cannot be had.
     """
 
-    def __init__(self, model: nn.Module, stages, *, served: list[str], **options) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        stages,
+        *,
+        served: list[str],
+        why_served: str = "Select among those, or load the backbone checkpoint itself rather than a task model.",
+        **options,
+    ) -> None:
         self.served = list(served)
+        self.why_served = why_served
         super().__init__(model, stages, **options)
 
     def _on_select(self) -> None:
         refused = [name for name in self._out_features if name not in self.served]
         if refused:
-            raise ValueError(
-                f"This {type(self.model).__name__} was built to output {self.served} only, so {refused} cannot "
-                "be selected. Select among those, or load the backbone checkpoint itself rather than a task model."
+            raise StageSelectionError(
+                f"This {type(self.model).__name__} outputs {self.served} only, so {refused} cannot be selected. "
+                + self.why_served
             )
 
-    def _forward(self, pixel_values: torch.Tensor, layers: list[str]) -> FeatureMaps:
+    def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
         """Stages from the model's own ``feature_maps``, other layers from hooks, in one full pass."""
         stages = {stage.name: stage for stage in self.all_stages}
         refused = [name for name in layers if name in stages and name not in self.served]
         if refused:
-            raise ValueError(f"This {type(self.model).__name__} outputs {self.served} only, not {refused}.")
+            raise StageSelectionError(
+                f"This {type(self.model).__name__} outputs {self.served} only, not {refused}. {self.why_served}"
+            )
         extra = [name for name in layers if name not in stages]
-        raw = {}
+        raw = FeatureMaps()
         if extra:
-            with capture(
-                self.model, extra, stop_early=False, input_size=tuple(pixel_values.shape[-2:])
-            ) as raw:
-                output = self.model(pixel_values)
+            options = self._capture_options(pixel_values, model, extra)
+            with capture(model, extra, stop_early=False, **options) as raw:
+                output = model(pixel_values)
         else:
-            output = self.model(pixel_values)
-        by_name = dict(zip(self.served, output.feature_maps))
+            output = model(pixel_values)
+        by_name = dict(zip(self.served, getattr(output, "feature_maps", output)))  # timm feature nets: a list
         hw = tuple(pixel_values.shape[-2:])
 
         def stage_map(stage: Stage) -> torch.Tensor:
             return to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction))
 
         return FeatureMaps(
-            (name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers
+            ((name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers),
+            unaligned=raw.unaligned,
         )
 
 
@@ -169,20 +220,92 @@ def cls_for_config(transformers, config) -> type:
     if isinstance(config, BackboneConfigMixin):
         return transformers.AutoBackbone._model_mapping[type(config)]
     architectures = getattr(config, "architectures", None) or []
-    found = getattr(transformers, architectures[0], None) if architectures else None
-    return found or transformers.AutoModel._model_mapping[type(config)]
+    name = architectures[0] if isinstance(architectures, (list, tuple)) and architectures else None
+    found = getattr(transformers, name, None) if isinstance(name, str) else None
+    if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel):
+        return found  # only a model class: any other top-level name (pipeline, AutoConfig) is never called
+    try:
+        return transformers.AutoModel._model_mapping[type(config)]
+    except KeyError:
+        raise UnknownBackboneError(
+            f"config.json names architectures={shown(architectures)}, which is no transformers model class, and "
+            f"transformers has no model for model_type {config.model_type!r}. Fix architectures in config.json "
+            '(for example ["ResNetBackbone"]), or load the backbone checkpoint itself.'
+        ) from None
 
 
 def _from_pretrained(transformers, cls: type, folder: Path, config, pretrained: bool) -> nn.Module:
-    if not pretrained:
-        return cls(config)
+    """Build ``cls`` from ``config`` (and the folder's weights); what a broken config or file makes the model
+    code raise becomes a :class:`CheckpointError` that keeps transformers' message."""
     # the per-stage norms of stages the checkpoint did not output start as identity: not worth a load report
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
+        if not pretrained:
+            return cls(config)
         return cls.from_pretrained(str(folder), config=config, trust_remote_code=False)
+    except _BUILD_ERRORS as err:
+        raise CheckpointError(
+            f"{folder} does not build a {cls.__name__}: {type(err).__name__}: {err}. Check config.json (and the "
+            "weights beside it), or save the model again with save_pretrained."
+        ) from err
     finally:
         transformers.logging.set_verbosity(verbosity)
+
+
+# what model code raises on a config or file it cannot use (an ExplorerError passes through unchanged)
+_BUILD_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    AssertionError,
+    RuntimeError,
+    OSError,
+)
+
+
+def _read_config(transformers, folder: Path, kwargs: dict):
+    """The folder's ``config.json`` through ``AutoConfig``, or a :class:`CheckpointError` saying what is wrong."""
+    from huggingface_hub.errors import StrictDataclassError  # transformers' configs validate their fields
+
+    try:
+        return transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=False, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StrictDataclassError) as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(
+            f"{folder / 'config.json'} is not a usable transformers config ({type(err).__name__}: "
+            f"{reason[:600]}). It needs valid JSON with a model_type that transformers knows (resnet, convnext, "
+            "swin, ...); save the model again with save_pretrained."
+        ) from err
+
+
+def _check_size(key: str, value: object) -> None:
+    """A processor's size: None, a side, a list of sides or a dict of them (``shortest_edge``, ``height``)."""
+    sides = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    hint = f" Sides run from 1 to {MAX_INPUT_SIDE} pixels."
+    for side in sides:
+        if side is not None:
+            whole(key, side, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint)
+
+
+def _read_preprocess(folder: Path, config) -> Preprocess:
+    """Preprocessing from the folder's ``preprocessor_config.json`` (when there) and the model config."""
+    processor_file = folder / "preprocessor_config.json"
+    try:
+        processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
+        if not isinstance(processor, dict):
+            raise TypeError(f"it holds a JSON {type(processor).__name__}, not an object")
+        for key in ("size", "crop_size"):
+            _check_size(key, processor.get(key))
+        return hf_preprocess(processor, config)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as err:  # InvalidArgumentError too
+        raise CheckpointError(
+            f"{processor_file} gives no usable preprocessing: {str(err).rstrip('.')}. Fix it (size and crop_size from 1 to "
+            f"{MAX_INPUT_SIDE}, image_mean and image_std with three values, std not zero) or delete it to use "
+            "the defaults."
+        ) from err
 
 
 def _resolve_folder(spec: str, pretrained: bool) -> tuple[Path, str]:
@@ -224,29 +347,49 @@ def load_hf(
     """
     transformers = _transformers()
     folder, origin = _resolve_folder(spec, pretrained)
-    config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=False, **kwargs)
+    config = _read_config(transformers, folder, kwargs)
     if pretrained and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise CheckpointError(f"{folder} holds a config but no weights. {ALTERNATIVES}")
     from transformers.backbone_utils import BackboneConfigMixin
 
     cls = cls_for_config(transformers, config)
+    saved = (
+        list(getattr(config, "out_features", None) or []) if isinstance(config, BackboneConfigMixin) else []
+    )
+    why = {}
     if config.model_type == "timm_backbone":
-        # its from_pretrained reads timm's registry, not the folder: build it, then load the folder's weights
-        model = cls(config)
-        if pretrained:
-            weights_file = find_weights_file(folder)
-            load_weights(model, read_state_dict(weights_file), str(weights_file))
+        model, saved_indices, why_served = _timm_backbone(cls, config, folder, pretrained)
+        every = model._backbone.feature_info.info
+        saved = [every[i]["module"] for i in saved_indices]
+        why = {"why_served": why_served} if why_served else {}
     else:
         if isinstance(config, BackboneConfigMixin):
             config.out_features = list(config.stage_names)  # output every stage, so any selection works later
-        model = _from_pretrained(transformers, cls, folder, config, pretrained)
+        try:
+            model = _from_pretrained(transformers, cls, folder, config, pretrained)
+        except ValueError as err:
+            if "stem" not in str(err) or not isinstance(config, BackboneConfigMixin):
+                raise
+            # MaskFormerSwinBackbone refuses "stem" in out_features: serve every other stage
+            config.out_features = list(config.stage_names)[1:]
+            model = _from_pretrained(transformers, cls, folder, config, pretrained)
+            why["why_served"] = (
+                f"{cls.__name__} cannot output its stem (transformers refuses it); select a stage."
+            )
     _, backbone = find_backbone(model)
     backbone.eval()
-    processor_file = folder / "preprocessor_config.json"
-    processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
-    preprocess = hf_preprocess(processor, config)
-    stages = _probe_stages(backbone, preprocess.input_size)
-    served = list(backbone.out_features)
+    preprocess = _read_preprocess(folder, config)
+    if _is_timm_features(backbone):  # a task model's timm encoder: the stages it outputs
+        stages = _feature_info_stages(backbone.feature_info, every=False)
+        served = [stage.name for stage in stages]
+    elif config.model_type == "timm_backbone":  # every stage of the architecture, served or not
+        stages = _feature_info_stages(backbone._backbone.feature_info, every=True)
+        served = list(backbone.out_features)
+    else:
+        stages = _probe_stages(backbone, preprocess.input_size)
+        served = list(backbone.out_features)
+    if out_indices is None and out_features is None:
+        out_features = [name for name in saved if name in served] or served  # what transformers selects
     return HFBackbone(
         backbone,
         stages,
@@ -257,4 +400,48 @@ def load_hf(
         device=device,
         out_indices=out_indices,
         out_features=out_features,
+        **why,
+    )
+
+
+def _feature_info_stages(info, every: bool) -> list[Stage]:
+    """Stages of a timm feature network from its ``feature_info``: every stage of the architecture, or only
+    those it outputs."""
+    items = info.info if every else [info.info[i] for i in info.out_indices]
+    return [
+        Stage(item["module"], index, int(item["num_chs"]), int(item["reduction"]), item["module"])
+        for index, item in enumerate(items)
+    ]
+
+
+def _timm_backbone(
+    cls: type, config, folder: Path, pretrained: bool
+) -> tuple[nn.Module, list[int], str | None]:
+    """transformers' ``TimmBackbone`` built to output every stage its checkpoint has weights for.
+
+    Its ``from_pretrained`` reads timm's registry, not the folder, so it is built here and the folder's weights
+    loaded. timm's feature network drops the modules after the last saved stage, so a checkpoint saved with
+    ``out_indices=[1, 2]`` has weights up to stage 2 only; random weights serve every stage.
+
+    Returns:
+        The model, the saved ``out_indices``, and why later stages cannot be served (None when all can).
+    """
+    saved = list(config.out_indices)
+    if pretrained:
+        config.out_indices = list(range(max(saved) + 1))
+    else:
+        count = len(cls(config)._backbone.feature_info.info)
+        config.out_indices = list(range(count))
+    model = cls(config)
+    if not pretrained:
+        return model, saved, None
+    weights_file = find_weights_file(folder)
+    load_weights(model, read_state_dict(weights_file, model), str(weights_file))
+    return (
+        model,
+        saved,
+        (
+            f"The checkpoint holds weights up to {model.out_features[-1]} only (it was saved with "
+            f"out_indices={saved}); load it with pretrained=False for random weights at every stage."
+        ),
     )

@@ -1,7 +1,11 @@
 """timm backbones: registry names, ``hf-hub:`` repos, and timm checkpoint folders and files.
 
 Stages are the model's ``feature_info`` modules, named by their module path as transformers' ``TimmBackbone``
-names them (``act1``, ``layer1``, ... for resnets). Preprocessing comes from the model's ``pretrained_cfg``.
+names them (``act1``, ``layer1``, ... for resnets). Stage maps come from the model's own ``forward_intermediates``
+(timm's layout rule: Hiera's unrolled tokens put back in image order, prefix tokens dropped, channels-last stages
+permuted, HRNet's and Twins' stages that are no plain submodule), stopping after the last selected stage; models
+without it, and any other layer, are read with forward hooks. Preprocessing comes from the model's
+``pretrained_cfg`` through timm's ``resolve_data_config``.
 
 Example::
 
@@ -20,7 +24,9 @@ import timm
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UnknownBackboneError, WeightsUnavailableError
+from .._args import shown
+from ..errors import CheckpointError, InvalidArgumentError, UnknownBackboneError, WeightsUnavailableError
+from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw
 from ..images import Preprocess
 from ._base import Backbone, Stage
 from ._checkpoint import find_weights_file, folder_config, load_weights, read_state_dict
@@ -32,6 +38,7 @@ __all__ = [
     "load_timm_folder",
     "build_timm",
     "timm_backbone",
+    "TimmBackbone",
 ]
 
 _log = logging.getLogger(__name__)
@@ -48,27 +55,49 @@ def _check_name(name: str) -> None:
     )
 
 
+# what model constructors raise on arguments they cannot use
+_BUILD_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, AssertionError, RuntimeError)
+
+
 def build_timm(arch: str, **kwargs) -> nn.Module:
-    """A timm model with random weights; ``kwargs`` go to ``timm.create_model``.
+    """A timm model with random weights, in eval mode; ``kwargs`` go to ``timm.create_model``.
 
     Raises:
         UnknownBackboneError: ``arch`` is not in timm's registry (the message lists the closest names).
+        InvalidArgumentError: timm cannot build ``arch`` with these keyword arguments.
     """
     _check_name(arch)
-    return timm.create_model(arch, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(arch, pretrained=False, **kwargs).eval()
+    except _BUILD_ERRORS as err:
+        raise InvalidArgumentError(
+            f"timm cannot build {arch} with {shown(kwargs)}: {type(err).__name__}: {err}. Check the keyword "
+            "arguments against timm.create_model's and the model's own."
+        ) from err
 
 
 def _preprocess(model: nn.Module) -> Preprocess:
-    config = timm.data.resolve_data_config({}, model=model)
-    _, height, width = config["input_size"]
-    return Preprocess(
-        input_size=(height, width),
-        mean=tuple(config["mean"]),
-        std=tuple(config["std"]),
-        interpolation=config.get("interpolation", "bicubic"),
-        crop_pct=float(config.get("crop_pct", 0.875)),
-        crop_mode=config.get("crop_mode", "center"),
-    )
+    try:
+        config = timm.data.resolve_data_config({}, model=model)
+        _, height, width = config["input_size"]
+        built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        if (
+            isinstance(built, (tuple, list)) and len(built) == 2
+        ):  # built with img_size=: its cfg still says 224
+            height, width = (int(v) for v in built)
+        return Preprocess(
+            input_size=(height, width),
+            mean=tuple(config["mean"]),
+            std=tuple(config["std"]),
+            interpolation=config.get("interpolation", "bicubic"),
+            crop_pct=float(config.get("crop_pct", 0.875)),
+            crop_mode=config.get("crop_mode", "center"),
+        )
+    except (TypeError, ValueError, KeyError) as err:  # InvalidArgumentError is a ValueError
+        raise CheckpointError(
+            f"The pretrained_cfg of {type(model).__name__} gives no usable preprocessing ({err}). Fix "
+            "pretrained_cfg in the checkpoint's config.json (input_size, mean, std, crop_pct)."
+        ) from err
 
 
 def _stages(model: nn.Module) -> list[Stage]:
@@ -79,24 +108,66 @@ def _stages(model: nn.Module) -> list[Stage]:
             "Use Backbone.capture(x, layers=...) with names from explorer.list_layers() instead."
         )
     channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
-    return [
-        Stage(
-            name=item["module"],
-            index=index,
-            channels=int(item["num_chs"]),
-            reduction=int(item["reduction"]),
-            module=item["module"],
-            channels_last=channels_last,
-        )
-        for index, item in enumerate(info)
-    ]
+    seen: dict[str, int] = {}
+    stages = []
+    for index, item in enumerate(info):
+        module = item["module"]
+        seen[module] = seen.get(module, 0) + 1
+        # a module feeding several stages (CoaT's parallel blocks) names the later ones by their position
+        name = module if seen[module] == 1 else f"{module}[{seen[module] - 1}]"
+        stages.append(Stage(name, index, int(item["num_chs"]), int(item["reduction"]), module, channels_last))
+    return stages
 
 
-def timm_backbone(model: nn.Module, *, spec: str, weights: str, **options) -> Backbone:
-    """Wrap an already built timm model; ``options`` are ``device``, ``out_indices``, ``out_features``."""
-    return Backbone(
+def timm_backbone(model: nn.Module, *, spec: str, weights: str, **options) -> TimmBackbone:
+    """Wrap an already built timm model; ``options`` are ``device``, ``out_indices``, ``out_features``.
+
+    A model handed in is left in the mode it was found in (each pass runs it in eval mode, then restores it).
+    """
+    return TimmBackbone(
         model, _stages(model), spec=spec, weights=weights, preprocess=_preprocess(model), **options
     )
+
+
+class TimmBackbone(Backbone):
+    """A timm model: stage maps from its own ``forward_intermediates``, other layers from hooks (module docs).
+
+    Token outputs of any layer drop exactly the model's ``num_prefix_tokens`` (class, register, distillation
+    tokens); in channels-last models (Swin) every layer but a convolution is read as ``(B, H, W, C)``.
+    """
+
+    def _layout(self, stage: Stage | None, module: nn.Module) -> LayerLayout:
+        prefix = getattr(self.model, "num_prefix_tokens", None)
+        if stage is not None:
+            return LayerLayout(stage.channels, stage.channels_last, stage.reduction, prefix)
+        convolution = isinstance(module, (nn.Conv2d, nn.BatchNorm2d))
+        channels_last = getattr(self.model, "output_fmt", "NCHW") == "NHWC" and not convolution
+        return LayerLayout(channels_last=channels_last, prefix_tokens=prefix)
+
+    def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
+        stages = {stage.name: stage for stage in self.all_stages}
+        wanted = sorted((stages[name] for name in layers if name in stages), key=lambda stage: stage.index)
+        extra = [name for name in layers if name not in stages]
+        intermediates = getattr(model, "forward_intermediates", None)
+        if intermediates is None or not wanted:
+            return super()._forward(pixel_values, layers, model)
+        indices = [stage.index for stage in wanted]
+        if not extra:
+            found = intermediates(pixel_values, indices=indices, intermediates_only=True, stop_early=True)
+            raw = FeatureMaps()
+        else:
+            options = self._capture_options(pixel_values, model, extra)
+            with capture(model, extra, stop_early=False, **options) as raw:
+                final, found = intermediates(pixel_values, indices=indices, stop_early=False)
+                if len(raw) < len(extra):  # a head layer: run the head as forward() would
+                    model.forward_head(final)
+        hw = tuple(pixel_values.shape[-2:])
+        maps = {
+            stage.name: to_nchw(fmap, hw, LayerLayout(stage.channels, False, stage.reduction))
+            for stage, fmap in zip(wanted, found)
+        }
+        maps.update(raw)
+        return FeatureMaps(((name, maps[name]) for name in layers), unaligned=raw.unaligned)
 
 
 def load_timm(
@@ -123,7 +194,7 @@ def load_timm(
     if not hub_id:
         raise WeightsUnavailableError(f"timm has no pretrained weights on the hub for {name}. {ALTERNATIVES}")
     path, origin = hub_file(hub_id, getattr(cfg, "hf_hub_filename", None) or "model.safetensors")
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path}, **kwargs)
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path}, **kwargs).eval()
     return timm_backbone(model, spec=name, weights=origin, **options)
 
 
@@ -155,16 +226,31 @@ def load_timm_folder(
             f"{folder / 'config.json'} names no timm architecture; a timm folder's config.json has "
             '"architecture" (as timm\'s push_to_hub writes it). For bare weights pass arch="<timm name>".'
         )
-    pretrained_cfg = {**config.get("pretrained_cfg", {}), "architecture": arch}
+    sections = {key: config.get(key, {}) for key in ("pretrained_cfg", "model_args")}
+    wrong = [
+        f"{key} is {type(value).__name__}" for key, value in sections.items() if not isinstance(value, dict)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{folder / 'config.json'}: {'; '.join(wrong)}, not an object of settings. Fix the file, or save "
+            "the model again with timm's push_to_hub / save_for_timm."
+        )
+    pretrained_cfg = {**sections["pretrained_cfg"], "architecture": arch}
     model_kwargs = {k: config[k] for k in ("num_classes", "in_chans") if k in config}
-    model_kwargs.update(config.get("model_args", {}))
-    model = build_timm(arch, pretrained_cfg=pretrained_cfg, **{**model_kwargs, **kwargs})
-    origin = "random"
+    model_kwargs.update(sections["model_args"])
+    try:
+        model = build_timm(arch, pretrained_cfg=pretrained_cfg, **{**model_kwargs, **kwargs})
+    except InvalidArgumentError as err:
+        raise CheckpointError(
+            f"{folder / 'config.json'} does not build a model: {err} (model_args, num_classes, in_chans and "
+            "pretrained_cfg come from the file)"
+        ) from err
+    origin, note = "random", ""
     if pretrained:
         path = Path(weights_file) if weights_file else find_weights_file(folder)
-        load_weights(model, read_state_dict(path), str(path))
+        note = load_weights(model, read_state_dict(path, model), str(path))
         origin = weights_origin
-    options = dict(device=device, out_indices=out_indices, out_features=out_features)
+    options = dict(device=device, out_indices=out_indices, out_features=out_features, weights_note=note)
     return timm_backbone(model, spec=spec or str(folder), weights=origin, **options)
 
 
