@@ -179,7 +179,7 @@ def _changes(panel, page, folder: Path):
         "normalisation": chosen("Norm", ["stage", "channel"]),
         "page": (None, page_step),
         "zoom channel": typed("Channel", [3, 5]),
-        "stage (captured)": chosen("Show", ["blocks.1", "blocks.0"]),
+        "stage (captured)": chosen("Show", ["blocks.0"]),  # and back to blocks.1 after (see run)
         "new image": (None, image),
         "upload": (None, upload),
         "checkpoint (pretrained <-> random)": (None, checkpoint),
@@ -197,6 +197,20 @@ def _measure(page, panel, traffic: Traffic, prepare, act) -> dict:
     result = page.evaluate("() => window.__bench")
     page.wait_for_timeout(300)  # trailing frames count as traffic of this change
     return {**result, **traffic.snapshot()}
+
+
+def _settle_or_show(page, screenshot: Path, condition: str, panel) -> None:
+    """Wait for ``condition(panel)``; on a timeout, keep a screenshot and say what the status line said."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(condition, arg=panel, timeout=OPEN_TIMEOUT_MS)
+    except PlaywrightTimeout:
+        page.screenshot(path=screenshot, full_page=True)
+        status = page.locator(".explorer-status").first.inner_text()
+        raise RuntimeError(
+            f"the panel did not settle (screenshot {screenshot}); status: {status!r}"
+        ) from None
 
 
 def _median(values):
@@ -237,15 +251,16 @@ def run(label: str, repeats: int, source: Path, artifacts: Path) -> dict:
                 page.locator(".explorer-status").first.wait_for(state="visible", timeout=OPEN_TIMEOUT_MS)
                 visible = time.monotonic() - start
                 panel = page.locator(PANEL).first
-                page.wait_for_function(
+                _settle_or_show(
+                    page,
+                    artifacts / f"browser-bench-{label}-FAILED.png",
                     """(panel) => {
                         const line = panel.querySelector(".explorer-status");
-                        const imgs = [...panel.querySelectorAll(".widget-tab-contents img")].filter((i) => i.src);
+                        const imgs = [...panel.querySelectorAll(".widget-tab-contents img")].filter((i) => i.src && i.offsetParent !== null);
                         return line && !line.classList.contains("busy") && /updated in/.test(line.textContent)
                             && imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
                     }""",
-                    arg=panel.element_handle(),
-                    timeout=OPEN_TIMEOUT_MS,
+                    panel.element_handle(),
                 )
                 drawn = time.monotonic() - start
                 page.wait_for_timeout(1000)
@@ -263,6 +278,9 @@ def run(label: str, repeats: int, source: Path, artifacts: Path) -> dict:
                     for name, (prepare, act) in kinds.items():
                         state["i"] = i
                         samples[name].append(_measure(page, panel, traffic, prepare, act))
+                        if name.startswith("stage"):  # the page change needs blocks.1's two pages
+                            _select(panel, "Show").locator("select").first.select_option(label="blocks.1")
+                            page.wait_for_timeout(1500)
                 page.screenshot(path=artifacts / f"browser-bench-{label}-end.png")
                 context.close()
         finally:

@@ -494,7 +494,8 @@ class Controller:
         views = dict(previous.views)
         compute = self.views.get(snap["tab"])
         if compute is not None:
-            self._busy("Drawing...", 3)
+            if level >= CAPTURE:
+                self._busy("Drawing...", 3)  # a redraw alone is quick: no message for it
             views[snap["tab"]] = compute(scene)
             self.draws += 1
         return Frame(

@@ -212,6 +212,49 @@ def drive_panel(page, panel, steps: Steps, artifacts: Path, upload_file: Path, d
     return timings
 
 
+def wait_settled(page, panel, before: str) -> None:
+    """Until the status line shows an update newer than ``before`` and is no longer busy."""
+    page.wait_for_function(
+        "([line, before]) => !line.classList.contains('busy') && line.textContent !== before",
+        arg=[panel.locator(STATUS).first.element_handle(), before],
+        timeout=UPDATE_TIMEOUT_MS,
+    )
+
+
+def hover_click_and_tabs(page, panel, steps: Steps) -> None:
+    """The pointer over a tile shows its channel and value; a click zooms it; Statistics and Compare draw."""
+    grid = panel.locator(GRID).first
+    box = grid.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    tip = panel.locator(".explorer-grid .explorer-iv-tip").first
+    page.wait_for_function(
+        "tip => /channel \\d+ · \\(\\d+, \\d+\\) · -?[\\d.e+-]+/.test(tip.textContent)",
+        arg=tip.element_handle(),
+        timeout=UPDATE_TIMEOUT_MS,
+    )
+    channel = int(re.match(r"channel (\d+)", tip.inner_text()).group(1))
+    steps.shot("hover", panel)
+    before = panel.locator(STATUS).first.inner_text()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    wait_settled(page, panel, before)
+    zoom_title = panel.locator(".explorer-zoom .explorer-iv-title").first.inner_text()
+    assert zoom_title.endswith(f"channel {channel}"), zoom_title
+    assert_status_ok(panel)
+    for tab, check in (("Statistics", ".explorer-chart"), ("Compare", None)):
+        before = panel.locator(STATUS).first.inner_text()
+        panel.locator(".lm-TabBar-tab", has_text=tab).first.click()
+        wait_settled(page, panel, before)
+        if check:
+            panel.locator(check).first.wait_for(state="visible", timeout=UPDATE_TIMEOUT_MS)
+        else:
+            before = panel.locator(STATUS).first.inner_text()
+            panel.locator(".widget-toggle-button", has_text="Images").first.click()
+            wait_settled(page, panel, before)
+            panel.locator(".widget-tab-contents .explorer-iv-img").nth(2).wait_for(timeout=UPDATE_TIMEOUT_MS)
+        assert_status_ok(panel)
+        steps.shot(tab.lower(), panel)
+
+
 def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     steps = Steps(page, artifacts, "jupyterlab")
     upload_file = write_upload_image(tmp_path / UPLOAD_NAME)
@@ -240,6 +283,7 @@ def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     panel = page.locator(PANEL).first
     # The README's picture (docs/panel.png): the panel as it opens in JupyterLab.
     timings = drive_panel(page, panel, steps, artifacts, upload_file, docs=ROOT / "docs" / "panel.png")
+    hover_click_and_tabs(page, panel, steps)
     timings["total"] = time.monotonic() - start
     steps.save_timings(timings)
     assert_clean_console(page)
