@@ -125,7 +125,7 @@ def ray_shards(
         batch_size=1,
         concurrency=actors,
         num_gpus=1 if gpus else 0,
-        num_cpus=0 if gpus else threads,
+        num_cpus=1 if gpus else threads,
     )
     for row in scanned.iter_rows():
         shard = Shard(int(row["index"]), int(row["start"]), int(row["stop"]))
