@@ -60,7 +60,7 @@ _ARM = """
 (panel) => {
     const status = () => {
         const line = panel.querySelector(".explorer-status");
-        return {busy: !line || line.classList.contains("busy"), text: line ? line.textContent : ""};
+        return {busy: !line || line.classList.contains("busy"), text: line ? line.textContent + (line.dataset.update || "") : ""};
     };
     const before = status().text;
     window.__bench = new Promise((resolve) => {

@@ -392,3 +392,18 @@ def test_load_errors_reach_the_status_line_in_a_real_kernel():
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+def test_the_controller_and_state_import_no_widgets_and_no_torch_at_load():
+    import ast
+
+    import explorer.widgets.controller as controller_module
+    import explorer.widgets.state as state_module
+
+    for module in (controller_module, state_module):
+        tree = ast.parse(open(module.__file__).read())
+        top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        names = {alias.name for node in top for alias in node.names} | {
+            node.module for node in top if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not names & {"ipywidgets", "anywidget", "torch", "numpy", "PIL"}, (module.__name__, names)

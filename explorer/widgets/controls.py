@@ -126,6 +126,8 @@ class Controls:
     def __init__(self, state: ExplorerState, report: Callable[[object], None], add_upload: Callable) -> None:
         self.state, self.report = state, report
         self._stage_names: list[str] = []
+        self._status: Status | None = None
+        self._updates = 0
         self.links: dict[str, Link] = {}
         wide = widgets.Layout(width="auto")
         self.status_line = widgets.HTML(status_html("busy", "Starting: importing torch and timm..."))
@@ -272,7 +274,10 @@ class Controls:
 
     # -- showing a frame -------------------------------------------------------------------------------------
     def show_status(self, status: Status) -> None:
-        self.status_line.value = status_html(status.kind, status.html)
+        if status is self._status:
+            return
+        self._status, self._updates = status, self._updates + 1
+        self.status_line.value = status_html(status.kind, status.html, self._updates)
         if status.progress is not None:
             self.progress.max, self.progress.value = status.progress[1], status.progress[0] + 1
         else:

@@ -213,10 +213,14 @@ def drive_panel(page, panel, steps: Steps, artifacts: Path, upload_file: Path, d
 
 
 def wait_settled(page, panel, before: str) -> None:
-    """Until the status line shows an update newer than ``before`` and is no longer busy."""
+    """Until the status line shows an update newer than ``before`` (its ``data-update`` count) and is no longer
+    busy."""
     page.wait_for_function(
-        "([line, before]) => !line.classList.contains('busy') && line.textContent !== before",
-        arg=[panel.locator(STATUS).first.element_handle(), before],
+        """([panel, before]) => {
+            const line = panel.querySelector(".explorer-status");
+            return line && !line.classList.contains("busy") && line.dataset.update !== before;
+        }""",
+        arg=[panel.element_handle(), before],
         timeout=UPDATE_TIMEOUT_MS,
     )
 
@@ -234,20 +238,20 @@ def hover_click_and_tabs(page, panel, steps: Steps) -> None:
     )
     channel = int(re.match(r"channel (\d+)", tip.inner_text()).group(1))
     steps.shot("hover", panel)
-    before = panel.locator(STATUS).first.inner_text()
+    before = panel.locator(STATUS).first.get_attribute("data-update")
     page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
     wait_settled(page, panel, before)
     zoom_title = panel.locator(".explorer-zoom .explorer-iv-title").first.inner_text()
     assert zoom_title.endswith(f"channel {channel}"), zoom_title
     assert_status_ok(panel)
     for tab, check in (("Statistics", ".explorer-chart"), ("Compare", None)):
-        before = panel.locator(STATUS).first.inner_text()
+        before = panel.locator(STATUS).first.get_attribute("data-update")
         panel.locator(".lm-TabBar-tab", has_text=tab).first.click()
         wait_settled(page, panel, before)
         if check:
             panel.locator(check).first.wait_for(state="visible", timeout=UPDATE_TIMEOUT_MS)
         else:
-            before = panel.locator(STATUS).first.inner_text()
+            before = panel.locator(STATUS).first.get_attribute("data-update")
             panel.locator(".widget-toggle-button", has_text="Images").first.click()
             wait_settled(page, panel, before)
             panel.locator(".widget-tab-contents .explorer-iv-img").nth(2).wait_for(timeout=UPDATE_TIMEOUT_MS)

@@ -65,6 +65,7 @@ def html_table(rows: Sequence[dict], selected: Sequence[bool] | None = None, lim
     return f'<table class="explorer-table"><tr>{head}</tr>{"".join(body)}{more}</table>'
 
 
-def status_html(kind: str, message: str) -> str:
-    """The status line: ``kind`` is ok, busy, warn or error; ``message`` is HTML."""
-    return f'<div class="explorer-status {kind}">{message}</div>'
+def status_html(kind: str, message: str, update: int = 0) -> str:
+    """The status line: ``kind`` is ok, busy, warn or error; ``message`` is HTML; ``update`` counts the
+    messages shown (a front end, or a browser test, can tell a new message from an equal one)."""
+    return f'<div class="explorer-status {kind}" data-update="{update}">{message}</div>'
