@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 import explorer
+from explorer.backbones.timm import timm_backbone
 from explorer.errors import UnknownBackboneError, WeightsUnavailableError
 
 # name: (stage_names, channels, reductions, shape of the last stage for one 224x224 image)
@@ -281,3 +282,119 @@ def test_list_backbones():
     assert explorer.list_backbones()[0] == "default"
     found = explorer.list_backbones("resnet1*")
     assert "resnet18" in found and all(name.startswith("resnet1") for name in found)
+
+
+# -- issue 11: agreement with timm's own answers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [
+        ("deit_tiny_distilled_patch16_224", 2),
+        ("vit_small_patch14_reg4_dinov2", 5),
+        ("vit_tiny_patch16_224", 1),
+    ],
+)
+def test_any_layer_drops_exactly_the_models_prefix_tokens(name, prefix):
+    bb = explorer.load_backbone(name, pretrained=False, device="cpu", img_size=56, depth=2)
+    assert bb.model.num_prefix_tokens == prefix  # class + distillation, class + 4 registers, class
+    x = torch.randn(1, 3, 56, 56)
+    maps = bb.capture(x, layers=["blocks.0", "blocks.1.mlp.fc2"])
+    with torch.inference_mode():
+        tokens = bb.model.blocks[0](bb.model.norm_pre(bb.model._pos_embed(bb.model.patch_embed(x))))
+        expected = bb.model.forward_intermediates(x, indices=[0], intermediates_only=True)[0]
+    grid = 56 // bb.model.patch_embed.patch_size[0]
+    assert tokens.shape[1] == prefix + grid * grid
+    assert torch.equal(maps["blocks.0"], tokens[:, prefix:].transpose(1, 2).reshape(1, -1, grid, grid))
+    torch.testing.assert_close(maps["blocks.0"], expected)
+    assert maps.shapes["blocks.1.mlp.fc2"] == (1, bb.channels[0], grid, grid)
+    assert all(maps.aligned.values())
+
+
+def test_swin_layers_inside_stages_are_channels_last_and_window_attention_is_flagged():
+    bb = explorer.load_backbone(
+        "swin_tiny_patch4_window7_224", pretrained=False, device="cpu", depths=(1, 1, 1, 1)
+    )
+    x = torch.randn(1, 3, 224, 224)
+    names = [
+        "layers.1.blocks.0",
+        "layers.2.downsample",
+        "layers.1.blocks.0.attn",
+        "patch_embed.proj",
+        "head.fc",
+    ]
+    maps = bb.capture(x, layers=["layers.1", *names])
+    with torch.inference_mode():
+        stage2_input = bb.model.layers[1].downsample(bb.model.layers[0](bb.model.patch_embed(x)))
+        block = bb.model.layers[1].blocks[0](stage2_input)
+    assert torch.equal(maps["layers.1.blocks.0"], block.permute(0, 3, 1, 2))  # (1, 192, 28, 28), not NHWC
+    assert maps.shapes["layers.2.downsample"] == (1, 384, 14, 14)
+    assert maps.shapes["patch_embed.proj"] == (1, 96, 56, 56)  # a convolution stays NCHW
+    assert maps.aligned == {
+        "layers.1": True,
+        "layers.1.blocks.0": True,
+        "layers.2.downsample": True,
+        "layers.1.blocks.0.attn": False,  # 16 windows of 7x7 as the batch
+        "patch_embed.proj": True,
+        "head.fc": False,  # one vector per image
+    }
+    assert "windows" in maps.unaligned["layers.1.blocks.0.attn"]
+    assert maps.shapes["layers.1.blocks.0.attn"][0] == 16
+    assert maps.cpu().aligned == maps.aligned  # the flags travel with copies
+
+
+def test_hiera_stage_maps_are_in_image_order():
+    bb = explorer.load_backbone("hiera_tiny_224", pretrained=False, device="cpu", stages=(1, 1, 2, 1))
+    bb.out_indices = [0, 1, 2, 3]
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        expected = bb.model.forward_intermediates(x, indices=[0, 1, 2, 3], intermediates_only=True)
+    maps = bb(x)
+    for got, want in zip(maps.values(), expected):
+        torch.testing.assert_close(got, want)
+    # a plain hook on the stage module sees the unrolled token order: another map (what explorer gave before)
+    with explorer.capture(bb.model, ["blocks.0"]) as hooked:
+        bb.model(x)
+    assert hooked["blocks.0"].shape == maps["blocks.0"].shape
+    assert not torch.allclose(hooked["blocks.0"], maps["blocks.0"])
+    inner = bb.capture(x, ["blocks.0", "blocks.0.mlp"])  # layers inside blocks: unrolled, and said so
+    assert inner.aligned == {"blocks.0": True, "blocks.0.mlp": False}
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("inception_v3", (299, 299)), ("legacy_xception", (299, 250)), ("resnet18", (97, 131))]
+)
+def test_stage_table_shapes_equal_the_forward(name, size):
+    bb = explorer.load_backbone(name, pretrained=False, device="cpu")
+    bb.out_indices = list(range(len(bb.stage_names)))
+    maps = bb(torch.randn(1, 3, *size))
+    assert {row["name"]: row["shape"] for row in bb.stage_table(input_size=size)} == {
+        name: tuple(fmap.shape[1:]) for name, fmap in maps.items()
+    }
+
+
+def test_vit_refuses_other_sizes_up_front_unless_built_dynamic():
+    bb = explorer.load_backbone("vit_tiny_patch16_224", pretrained=False, device="cpu", depth=2)
+    with pytest.raises(explorer.InvalidArgumentError, match="dynamic_img_size=True"):
+        bb.stage_table(input_size=(224, 320))
+    with pytest.raises(explorer.InvalidArgumentError, match="does not accept a 224x320 input"):
+        bb(torch.randn(1, 3, 224, 320))
+    dynamic = explorer.load_backbone(
+        "vit_tiny_patch16_224", pretrained=False, device="cpu", depth=2, dynamic_img_size=True
+    )
+    table = {row["name"]: row["shape"] for row in dynamic.stage_table(input_size=(224, 320))}
+    assert (
+        dynamic(torch.randn(1, 3, 224, 320)).shapes["blocks.1"] == (1, *table["blocks.1"]) == (1, 192, 14, 20)
+    )
+
+
+def test_a_callers_model_is_left_as_it_was_found():
+    model = timm.create_model("resnet18")  # train mode, trainable
+    mean_before = model.bn1.running_mean.clone()
+    bb = timm_backbone(model, spec="mine", weights="random", device="cpu")
+    assert bb(torch.randn(2, 3, 64, 64))["layer4"].shape == (2, 512, 2, 2)
+    assert model.training and all(module.training for module in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    assert torch.equal(model.bn1.running_mean, mean_before)  # it ran in eval mode: no statistics updated
+    own = explorer.load_backbone("resnet18", pretrained=False, device="cpu")
+    assert not own.model.training  # a model explorer built is in eval mode

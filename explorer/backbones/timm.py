@@ -150,7 +150,7 @@ class TimmBackbone(Backbone):
         extra = [name for name in layers if name not in stages]
         intermediates = getattr(model, "forward_intermediates", None)
         if intermediates is None or not wanted:
-            return super()._forward(pixel_values, layers, model)
+            return self._flag_unrolled(super()._forward(pixel_values, layers, model), extra)
         indices = [stage.index for stage in wanted]
         if not extra:
             found = intermediates(pixel_values, indices=indices, intermediates_only=True, stop_early=True)
@@ -167,7 +167,17 @@ class TimmBackbone(Backbone):
             for stage, fmap in zip(wanted, found)
         }
         maps.update(raw)
-        return FeatureMaps(((name, maps[name]) for name in layers), unaligned=raw.unaligned)
+        return self._flag_unrolled(
+            FeatureMaps(((n, maps[n]) for n in layers), unaligned=raw.unaligned), extra
+        )
+
+    def _flag_unrolled(self, maps: FeatureMaps, extra: list[str]) -> FeatureMaps:
+        """Hiera's blocks hold their tokens unrolled (its ``reroll`` puts them back for the stages only)."""
+        if hasattr(self.model, "reroll"):
+            for name in extra:
+                if name.startswith("blocks.") and name not in maps.unaligned:
+                    maps.unaligned[name] = "tokens in Hiera's unrolled order, not in image order"
+        return maps
 
 
 def load_timm(
