@@ -160,7 +160,7 @@ def _changes(panel, page, folder: Path):
     def page_step():
         handle = _select(panel, "Page").locator(".noUi-handle, .slider-handle, [role=slider]").first
         handle.focus()
-        handle.press("ArrowRight" if state["i"] % 2 == 0 else "ArrowLeft")
+        handle.press("ArrowRight")  # to page 1: the stage change before each repeat's page change resets it
 
     def image():
         select = _select(panel, "Image").locator("select").first

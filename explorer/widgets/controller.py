@@ -9,9 +9,10 @@ A change that fails (an unknown checkpoint, a stage the model lacks, a channel p
 state goes back to what the last frame shows, and the frame's status says why. Captures take the selection as an
 argument (on a copy of the backbone), so the shared :class:`~explorer.Backbone` is never changed.
 
-Outside a kernel every change is worked at once, in the caller's thread. In a kernel (``background=True``) the
-work runs in one worker thread: the front end stays live while a checkpoint loads, events arriving meanwhile are
-merged, and the newest state wins. ``refresh()`` does pending work now; ``wait()`` waits for the worker.
+Outside a kernel every change is worked at once, in the caller's thread. In a kernel (``background=True``)
+changes made together (one turn of the event loop) are worked together on the loop's next turn; a load (seconds)
+runs in one worker thread instead, so the front end stays live meanwhile, events arriving during it are merged,
+and the newest state wins. ``refresh()`` does pending work now; ``wait()`` waits for the worker.
 
 Example::
 
@@ -339,7 +340,18 @@ class Controller:
             self._kick()
         elif self._kick_loop is not loop:
             self._kick_loop = loop
-            loop.call_soon(self._kick)
+            loop.call_soon(self._soon)
+
+    def _soon(self) -> None:
+        """On the loop's next turn: a redraw or a capture runs here and now (a hand-over to the worker costs more
+        than the work); a load, or anything while the worker is busy, goes to the worker."""
+        self._kick_loop = None
+        with self._wake:
+            busy = self._working or self._wanted
+        if busy or self._gallery_source is not None or self._level(self.state.snapshot()) >= LOAD:
+            self._kick()
+        else:
+            self.refresh()
 
     def _kick(self) -> None:
         self._kick_loop = None
@@ -368,7 +380,7 @@ class Controller:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the worker has done everything requested so far (starts no new work). False on timeout."""
         if self._kick_loop is not None:
-            self._kick()  # a hand-over still waiting for its loop's turn: make it now
+            self._soon()  # a hand-over still waiting for its loop's turn: make it now
         with self._wake:
             return self._wake.wait_for(lambda: not self._wanted and not self._working, timeout)
 
