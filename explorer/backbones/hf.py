@@ -197,8 +197,14 @@ def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stag
     """Channels and reductions of every stage, from one forward pass on zeros with all hidden states."""
     names = list(backbone.stage_names)
     height, width = input_size
-    with torch.inference_mode():
-        output = backbone(torch.zeros(1, 3, height, width), output_hidden_states=True)
+    try:
+        with torch.inference_mode():
+            output = backbone(torch.zeros(1, 3, height, width), output_hidden_states=True)
+    except _BUILD_ERRORS as err:  # a config whose fields disagree (hidden_sizes shorter than depths)
+        raise CheckpointError(
+            f"The {type(backbone).__name__} built from this config.json fails on its first forward pass "
+            f"({type(err).__name__}: {err}). Check the config's sizes and depths, or save it again."
+        ) from err
     hidden = getattr(output, "reshaped_hidden_states", None) or output.hidden_states
     channels = list(getattr(backbone, "num_features", None) or [None] * len(names))
     modules = _stage_modules(backbone, len(names))

@@ -43,6 +43,11 @@ def load_local(path: str | Path, *, pretrained: bool = True, arch: str | None = 
     path = Path(path).expanduser()
     if path.is_dir():
         config = folder_config(path)
+        if not config and (path / "config.json").is_file():
+            raise CheckpointError(
+                f"{path / 'config.json'} is not a JSON object (truncated or not JSON). Fix or delete it: a "
+                "transformers folder's config.json has a model_type, a timm folder's an architecture."
+            )
         if "model_type" in config:
             return load_hf(str(path), pretrained=pretrained, **options)
         if "architecture" in config:
@@ -60,12 +65,12 @@ def load_local(path: str | Path, *, pretrained: bool = True, arch: str | None = 
     model_kwargs = {k: v for k, v in options.items() if k not in ("device", "out_indices", "out_features")}
     backbone_options = {k: v for k, v in options.items() if k in ("device", "out_indices", "out_features")}
     model = build_timm(arch, **model_kwargs)
-    origin = "random"
+    origin, note = "random", ""
     if pretrained:
-        state = read_state_dict(weights_file)
+        state = read_state_dict(weights_file, model)
         head = getattr(model, "pretrained_cfg", {}).get("classifier")
         if head and not any(k.startswith(f"{head}.") for k in state):
             model.reset_classifier(0)
-        load_weights(model, state, str(weights_file))
+        note = load_weights(model, state, str(weights_file))
         origin = "file"
-    return timm_backbone(model, spec=str(path), weights=origin, **backbone_options)
+    return timm_backbone(model, spec=str(path), weights=origin, weights_note=note, **backbone_options)
