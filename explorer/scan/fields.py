@@ -20,10 +20,10 @@ The box of a cell ``(row, col)`` is that square centred on the cell's centre, ``
 Example::
 
     >>> sides = receptive_fields(bb, ["blocks.1", "blocks.2"])
-    >>> sides
-    {'blocks.1': 35, 'blocks.2': 67}
+    >>> sides                                   # the pretrained default
+    {'blocks.1': 14, 'blocks.2': 40}
     >>> cell_box((3, 5), (28, 28), (224, 224), sides["blocks.2"])
-    (10, 0, 77, 62)
+    (24, 8, 64, 48)
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Example::
     >>> scan = explorer.scan("default", explorer.sample_dataset(64), out_indices=[2], k=4)
     >>> ex = scan.top("blocks.2", 17)
     >>> ex[0].source, round(ex[0].value, 2), ex[0].cell, ex[0].box
-    ('.../00012_brick.jpg', 9.43, (3, 20), (132, 0, 200, 62))
+    ('.../00012_brick.jpg', 9.43, (3, 20), (144, 8, 184, 48))
     >>> scan.stats("blocks.2").mean.shape
     (40,)
 """
@@ -253,7 +253,7 @@ class Scan:
         Example::
 
             >>> [crop.size for crop in scan.crops("blocks.2", 17)][:2]
-            [(68, 62), (68, 68)]
+            [(40, 40), (40, 40)]
         """
         self._channel(stage, channel)
         found = sorted(

@@ -154,7 +154,7 @@ def scan(
 
         >>> scan = explorer.scan("default", "photos/", out_indices=[2], k=9)
         >>> scan.top("blocks.2", 17)[0]
-        Exemplar(source='photos/cat.jpg', index=3, value=9.43, cell=(3, 20), box=(132, 0, 200, 62))
+        Exemplar(source='photos/cat.jpg', index=3, value=9.43, cell=(3, 20), box=(144, 8, 184, 48))
     """
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"backend={backend!r}; choose one of: {', '.join(BACKENDS)}.")
