@@ -539,20 +539,25 @@ def test_arrays_read_by_their_dtype_or_value_range():
 # -- threads ------------------------------------------------------------------------------------------------------
 
 
-def test_two_threads_extracting_on_one_backbone_get_their_own_maps():
+@pytest.mark.parametrize("layers", [None, ["layer1.0.conv1", "layer2"]], ids=["stages", "hooked-layers"])
+def test_two_threads_extracting_on_one_backbone_get_their_own_maps(layers):
     bb = explorer.load_backbone(ARCH, pretrained=False, out_indices=[1, 2], device="cpu")
     inputs = [torch.rand(1, 3, 64, 64) for _ in range(2)]
-    expected = [bb(x) for x in inputs]
+
+    def run(x):
+        return bb(x) if layers is None else bb.capture(x, layers=layers)
+
+    expected = [run(x) for x in inputs]
     wrong, errors = [], []
 
     def work(index: int) -> None:
         for _ in range(25):
             try:
-                maps = bb(inputs[index])
+                maps = run(inputs[index])
             except Exception as err:  # noqa: BLE001 - recorded and asserted below
                 errors.append(repr(err))
                 continue
-            if not all(torch.equal(maps[name], expected[index][name]) for name in maps):
+            if not all(torch.equal(maps[name], expected[index][name]) for name in expected[index]):
                 wrong.append(index)
 
     threads = [threading.Thread(target=work, args=(index,)) for index in range(2)]
