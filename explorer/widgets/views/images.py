@@ -25,7 +25,7 @@ def colorbar(grid: Grid) -> dict:
     """The colour bar of a grid: its colour map, and the range of its values (per tile: 'min' to 'max')."""
     layout = grid.layout
     if layout.norm == "channel" and len(layout.ranges) > 1:
-        low, high, note = "min", "max", "each tile from its own min to max"
+        low, high, note = "min", "max", "per tile"
     else:
         low, high = (f"{value:.3g}" for value in layout.ranges[0])
         note = {"channel": "", "stage": "one scale for the stage", "symmetric": "zero in the middle"}.get(
