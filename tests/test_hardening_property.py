@@ -461,58 +461,66 @@ def test_property_arrays_follow_the_rule(case):
 
 # -- arguments ----------------------------------------------------------------------------------------------------
 
-BAD_SIZES = st.sampled_from([True, 2.0, 2.5, "8", math.nan, None, -1, 0])
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    pad=st.one_of(st.integers(0, 6), st.integers(0, 6), st.integers(-3, 3000), BAD_SIZES),
-    cols=st.one_of(st.none(), st.integers(1, 20), st.integers(-3, 10**9), BAD_SIZES),
-    scale=st.one_of(st.none(), st.integers(1, 8), st.integers(-3, 10**9), BAD_SIZES),
-    max_size=st.one_of(
-        st.integers(64, 1024), st.integers(64, 1024), st.integers(-3, 63), BAD_SIZES.filter(bool)
+BAD_SIZES = st.sampled_from([True, 2.5, "8", math.nan, None, -1, 0])  # 2.0 is whole: accepted
+GOOD_RENDER = {
+    "pad": st.integers(0, 20),
+    "cols": st.one_of(st.none(), st.integers(1, 10**9)),
+    "scale": st.one_of(st.none(), st.integers(1, 10**9)),
+    "max_size": st.integers(64, 1024),
+    "channels": st.sampled_from(["all", "first:8", "top:4", "bottom:3", "page:1/4", [0, 1], range(3), 5]),
+    "clip": st.sampled_from([None, 99.5, 50.5, 100]),
+    "norm_range": st.sampled_from(
+        [("channel", None), ("stage", None), ("global", (0, 1)), ("symmetric", None), ("symmetric", (-2, 2))]
     ),
-    channels=st.sampled_from(
-        ["all", "first:8", "top:4", "page:1/4", [0, 1], range(3), True, 2.0, None, [1.5], "page:9/4"]
-    ),
-    clip=st.sampled_from([None, None, 99.5, 50.5, "99", 50, 101, math.nan, True]),
-    norm_range=st.sampled_from(
+}
+BAD_RENDER = {
+    "pad": st.one_of(st.integers(-3, -1), BAD_SIZES.filter(lambda v: v != 0)),
+    "cols": st.one_of(st.integers(-3, 0), BAD_SIZES.filter(lambda v: v is not None)),
+    "scale": st.one_of(st.integers(-3, 0), BAD_SIZES.filter(lambda v: v is not None)),
+    "max_size": st.one_of(st.integers(-3, 0), BAD_SIZES.filter(lambda v: v is not None)),
+    "channels": st.sampled_from([True, 2.0, None, [1.5], "page:9/4", [99], "top:x", []]),
+    "clip": st.sampled_from(["99", 50, 101, math.nan, True]),
+    "norm_range": st.sampled_from(
         [
-            ("channel", None),
-            ("stage", None),
-            ("global", (0, 1)),
-            ("symmetric", None),
-            ("symmetric", (-2, 2)),
             ("global", (-math.inf, math.inf)),
             ("global", (1, 0)),
             ("symmetric", (math.nan, 1)),
             ("global", "x"),
             ("bogus", None),
+            ("channel", (0, 1)),
+            ("global", None),
         ]
     ),
-)
-def test_property_render_arguments(pad, cols, scale, max_size, channels, clip, norm_range):
+}
+
+
+@st.composite
+def render_arguments(draw) -> tuple[dict, str | None]:
+    """Valid arguments, with at most one of them replaced by a bad value (named; None when all are valid)."""
+    bad = draw(st.sampled_from([None, None, None, *GOOD_RENDER]))
+    return {name: draw(BAD_RENDER[name] if name == bad else good) for name, good in GOOD_RENDER.items()}, bad
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=render_arguments())
+def test_property_render_arguments(case):
+    arguments, bad = case
     fmap = torch.randn(16, 7, 9)
-    norm, vrange = norm_range
+    norm, vrange = arguments.pop("norm_range")
+    channels = arguments.pop("channels")
     try:
-        grid = render_grid(
-            fmap,
-            channels,
-            pad=pad,
-            cols=cols,
-            scale=scale,
-            max_size=max_size,
-            clip=clip,
-            norm=norm,
-            vrange=vrange,
-        )
+        grid = render_grid(fmap, channels, norm=norm, vrange=vrange, **arguments)
     except InvalidArgumentError as err:
         OUTCOMES["render: InvalidArgumentError"] += 1
         assert len(str(err)) < 1000
+        # only a bad value, or a pad that leaves no room for the tiles in max_size, is refused
+        too_wide = "even at one pixel a tile" in str(err) or "at most max_size" in str(err)
+        assert bad is not None or too_wide, (arguments, err)
         return
     OUTCOMES["render: ok"] += 1
+    assert bad is None, (bad, arguments)
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
-    assert max(grid.shape[:2]) <= max_size
+    assert max(grid.shape[:2]) <= arguments["max_size"]
 
 
 INDEX_ITEMS = st.one_of(st.integers(-5, 4), st.integers(-8, 8), st.sampled_from([1.0, None, "1", -6, 10**9]))
@@ -522,6 +530,7 @@ INDEX_ITEMS = st.one_of(st.integers(-5, 4), st.integers(-8, 8), st.sampled_from(
 @given(
     out_indices=st.one_of(
         st.none(),
+        st.sets(st.integers(0, 4), max_size=3).map(sorted),
         st.lists(st.integers(-5, 4), max_size=3),
         st.lists(INDEX_ITEMS, max_size=5),
         st.just(list(range(10**5))),
