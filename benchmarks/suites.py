@@ -382,7 +382,7 @@ class _PanelDriver:
 
     def change(self, kind: str, set_value: Callable[[], None]) -> bytes:
         """The timed part: set a control, read the grid's PNG; remember whether the bytes changed."""
-        before, runs = self.app.grid_image.value, self.app.forward_passes
+        before, runs = self.app.grid_png, self.app.forward_passes
         set_value()
         png = self.app.grid_png
         self.changed.setdefault(kind, []).append(png != before)
