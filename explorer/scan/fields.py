@@ -45,6 +45,10 @@ PROBES = 2
 """Noise inputs the gradient is averaged over."""
 
 
+class _Reached(Exception):
+    """Ends the probe's forward pass once every asked-for map exists."""
+
+
 def _mass_radius(mass: torch.Tensor, center: tuple[float, float]) -> float:
     height, width = mass.shape
     rows = torch.arange(height, dtype=torch.float64) + 0.5 - center[0]
@@ -83,14 +87,20 @@ def receptive_fields(bb: Backbone, names: Sequence[str]) -> dict[str, int]:
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
-        return lambda _module, _args, out: outputs.setdefault(
-            name, to_nchw(out, (height, width), layouts[name])
-        )
+        def hook(_module, _args, out) -> None:
+            outputs.setdefault(name, to_nchw(out, (height, width), layouts[name]))
+            if len(outputs) == len(names):
+                raise _Reached  # the layers after the last one asked for never run
+
+        return hook
 
     handles = [resolved[modules[name]].register_forward_hook(keep(name)) for name in names]
     try:
         with torch.enable_grad():
-            bb.model(probes)
+            try:
+                bb.model(probes)
+            except _Reached:
+                pass
             sides = {}
             for name in names:
                 fmap = outputs[name]
