@@ -33,3 +33,13 @@ def samples():
     import explorer
 
     return explorer.sample_images(["chelsea", "coffee"])
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_folder(tmp_path_factory):
+    """A tiny transformers ResNet backbone saved with save_pretrained (shared: copy it before changing it)."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tiny-hf-resnet")
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
+    transformers.ResNetBackbone(config).save_pretrained(folder)
+    return folder

@@ -240,14 +240,6 @@ def test_tensors_without_plain_values_are_refused(tmp_path, kind):
 # -- configs ------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hf_folder(tmp_path_factory) -> pathlib.Path:
-    folder = tmp_path_factory.mktemp("hf-resnet")
-    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
-    transformers.ResNetBackbone(config).save_pretrained(folder)
-    return folder
-
-
 def _copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
     target.mkdir()
     for item in source.iterdir():
@@ -261,30 +253,30 @@ def _edit_config(folder: pathlib.Path, **changes) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def test_malformed_transformers_config_is_a_checkpoint_error(hf_folder, tmp_path):
-    folder = _copy(hf_folder, tmp_path / "bad")
+def test_malformed_transformers_config_is_a_checkpoint_error(tiny_hf_folder, tmp_path):
+    folder = _copy(tiny_hf_folder, tmp_path / "bad")
     (folder / "config.json").write_text('{"model_type": "resnet", ')
     with pytest.raises(CheckpointError, match="config.json is not a usable transformers config") as info:
         explorer.load_backbone(f"hf:{folder}", device="cpu")
     assert "save_pretrained" in str(info.value)
 
 
-def test_unknown_model_type_is_a_checkpoint_error(hf_folder, tmp_path):
-    folder = _copy(hf_folder, tmp_path / "unknown")
+def test_unknown_model_type_is_a_checkpoint_error(tiny_hf_folder, tmp_path):
+    folder = _copy(tiny_hf_folder, tmp_path / "unknown")
     _edit_config(folder, model_type="no_such_model_type")
     with pytest.raises(CheckpointError, match="model_type that transformers knows"):
         explorer.load_backbone(f"hf:{folder}", device="cpu")
 
 
-def test_config_field_of_the_wrong_type_is_a_checkpoint_error(hf_folder, tmp_path):
-    folder = _copy(hf_folder, tmp_path / "field")
+def test_config_field_of_the_wrong_type_is_a_checkpoint_error(tiny_hf_folder, tmp_path):
+    folder = _copy(tiny_hf_folder, tmp_path / "field")
     _edit_config(folder, depths="xx")
     with pytest.raises(CheckpointError, match="depths"):
         explorer.load_backbone(f"hf:{folder}", device="cpu")
 
 
-def test_config_whose_fields_disagree_fails_at_load_time(hf_folder, tmp_path):
-    folder = _copy(hf_folder, tmp_path / "disagree")
+def test_config_whose_fields_disagree_fails_at_load_time(tiny_hf_folder, tmp_path):
+    folder = _copy(tiny_hf_folder, tmp_path / "disagree")
     _edit_config(folder, hidden_sizes=[8])  # one size for two stages
     with pytest.raises(CheckpointError, match="first forward pass"):
         explorer.load_backbone(f"hf:{folder}", pretrained=False, device="cpu")
@@ -316,8 +308,8 @@ def test_architectures_naming_a_function_never_calls_it(monkeypatch, tmp_path):
     ],
     ids=["size-0", "size-8000", "shortest-edge-8000", "crop-0", "not-json", "one-mean", "zero-std"],
 )
-def test_broken_processor_configs_are_refused_at_load_time(hf_folder, tmp_path, processor, match):
-    folder = _copy(hf_folder, tmp_path / "processor")
+def test_broken_processor_configs_are_refused_at_load_time(tiny_hf_folder, tmp_path, processor, match):
+    folder = _copy(tiny_hf_folder, tmp_path / "processor")
     text = processor if isinstance(processor, str) else json.dumps(processor)
     (folder / "preprocessor_config.json").write_text(text)
     with pytest.raises(CheckpointError, match=match) as info:

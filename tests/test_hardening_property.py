@@ -332,21 +332,12 @@ def _text(value: dict, cut: int | None) -> str:
     return text[:cut] if cut else text
 
 
-@pytest.fixture(scope="module")
-def hf_folder(tmp_path_factory) -> pathlib.Path:
-    """A tiny transformers ResNet backbone saved with save_pretrained."""
-    folder = tmp_path_factory.mktemp("hf-resnet")
-    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
-    transformers.ResNetBackbone(config).save_pretrained(folder)
-    return folder
-
-
 @BATCHES
 @given(
     timm_batch=st.lists(timm_configs, min_size=10, max_size=15),
     hf_batch=st.lists(hf_configs, min_size=12, max_size=18),
 )
-def test_property_malformed_configs(hf_folder, timm_batch, hf_batch):
+def test_property_malformed_configs(tiny_hf_folder, timm_batch, hf_batch):
     with tempfile.TemporaryDirectory() as root:
         cases = []
         for index, config in enumerate(timm_batch):
@@ -356,11 +347,11 @@ def test_property_malformed_configs(hf_folder, timm_batch, hf_batch):
                 _text({k: config[k] for k in config if k != "cut"}, config["cut"])
             )
             cases.append({"spec": str(folder), "kwargs": {"pretrained": False}, "case": repr(config)})
-        base = json.loads((hf_folder / "config.json").read_text())
+        base = json.loads((tiny_hf_folder / "config.json").read_text())
         for index, config in enumerate(hf_batch):
             folder = pathlib.Path(root) / f"hf{index}"
             folder.mkdir()
-            (folder / "model.safetensors").write_bytes((hf_folder / "model.safetensors").read_bytes())
+            (folder / "model.safetensors").write_bytes((tiny_hf_folder / "model.safetensors").read_bytes())
             edited = dict(base)
             for key in ("model_type", "architectures"):
                 if config[key] is not ABSENT:
