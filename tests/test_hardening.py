@@ -629,3 +629,9 @@ def test_cli_real_bugs_keep_their_traceback(monkeypatch):
 def test_every_new_error_is_an_explorer_error():
     for cls in (InvalidArgumentError, StageSelectionError):
         assert issubclass(cls, ExplorerError) and issubclass(cls, ValueError)
+
+
+@pytest.mark.parametrize("spec", ["", "   ", 5, None])
+def test_an_empty_or_non_string_spec_loads_nothing(spec):
+    with pytest.raises(InvalidArgumentError, match="empty spec names no model|pass a string or a path"):
+        explorer.load_backbone(spec)

@@ -107,7 +107,14 @@ def load_backbone(
         spec that is no local file, an unknown device).
     """
     options = dict(pretrained=pretrained, device=device, out_indices=out_indices, out_features=out_features)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise InvalidArgumentError(f"spec={spec!r} ({type(spec).__name__}); pass a string or a path.")
     spec = os.fspath(spec).strip()
+    if not spec:  # Path("") is the current folder: an empty box in the panel must not load it
+        raise InvalidArgumentError(
+            'An empty spec names no model. Pass "default", a timm name ("resnet18"), "hf:<repo or folder>", '
+            '"hf-hub:<timm repo>" or a path ("." for the current folder).'
+        )
     local = spec != "default" and not spec.startswith(("hf-hub:", "hf:")) and _is_local(spec)
     if "arch" in kwargs and not local and spec != "default":
         raise InvalidArgumentError(
