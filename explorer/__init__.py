@@ -74,18 +74,26 @@ _EXPORTS = {
     "sample_dataset": "explorer.scan",
     "DatasetError": "explorer.errors",
     "CacheError": "explorer.errors",
+    "cam": "explorer.cam",
+    "CAM": "explorer.cam",
+    "cam_methods": "explorer.cam",
+    "CAMError": "explorer.errors",
+    "GradientError": "explorer.errors",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .backbones import Backbone, Stage, list_backbones, load_backbone
+    from .cam import CAM, cam, cam_methods
     from .errors import (
         CacheError,
+        CAMError,
         CaptureError,
         CheckpointError,
         DatasetError,
         ExplorerError,
+        GradientError,
         ImageError,
         InvalidArgumentError,
         LayerNotFoundError,

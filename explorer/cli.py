@@ -6,6 +6,7 @@ Example::
     $ explorer render default cat.jpg --stage blocks.2 --channels top:32 --out grid.png
     $ explorer stats default cat.jpg --stage blocks.2 --csv blocks2.csv
     $ explorer scan default photos/ --stage blocks.2 --k 9 --out report/
+    $ explorer cam default cat.jpg --stage blocks.6 --target "tabby cat" --out cam.png
     $ explorer lab
 """
 
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--csv", help="also write the table as CSV")
 
     _scan_parser(commands.add_parser("scan", help="top-k exemplars of every channel over a folder of images"))
+    _cam_parser(
+        commands.add_parser("cam", help="write a class-activation map of a stage over the image"), with_model
+    )
 
     lab = commands.add_parser("lab", help="open the explorer notebook in JupyterLab")
     lab.add_argument("--notebook", default="notebooks/explorer.ipynb", help="notebook to open")
@@ -105,6 +109,37 @@ def _run_scan(args: argparse.Namespace) -> None:
     print(f"{index}: {result}")
     for source, reason in result.skipped:
         print(f"skipped {source}: {reason}")
+
+
+def _cam_parser(sub: argparse.ArgumentParser, with_model) -> None:
+    with_model(sub)
+    sub.add_argument("image", help="an image file")
+    sub.add_argument("--stage", help="stage or layer name (default: the last stage)")
+    sub.add_argument(
+        "--target",
+        help='class index or name ("tabby cat"); headless: channel or "stage:channel" (default: top)',
+    )
+    sub.add_argument(
+        "--method", default="gradcam", help="a grad-cam method (default gradcam; see cam_methods())"
+    )
+    sub.add_argument("--alpha", type=float, default=0.5, help="the map's weight over the image (default 0.5)")
+    sub.add_argument("--out", default="cam.png", help="the image to write: .png or .jpg (default cam.png)")
+
+
+def _run_cam(args: argparse.Namespace) -> None:
+    from .cam import cam
+    from .export import save_image
+    from .render import overlay
+
+    bb = _backbone(args)
+    target = int(args.target) if args.target is not None and args.target.isdigit() else args.target
+    result = cam(bb, args.image, stage=args.stage, target=target, method=args.method)
+    save_image(overlay(args.image, result.map, alpha=args.alpha, preprocess=bb.preprocess), args.out)
+    top = ", ".join(f"{name} {p:.2f}" for _, name, p in result.top5[:3])
+    print(
+        f"{args.out}: {result.method} at {result.stage} for {result.target_name}"
+        + (f" (top: {top})" if top else "")
+    )
 
 
 def _backbone(args: argparse.Namespace):
@@ -162,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stats_to_csv(stats, args.csv)
         elif args.command == "scan":
             _run_scan(args)
+        elif args.command == "cam":
+            _run_cam(args)
         else:
             import os
 

@@ -25,6 +25,8 @@ __all__ = [
     "CaptureError",
     "InvalidArgumentError",
     "StageSelectionError",
+    "CAMError",
+    "GradientError",
     "DatasetError",
     "CacheError",
 ]
@@ -86,3 +88,12 @@ class DatasetError(ExplorerError, ValueError):
 
 class CacheError(ExplorerError, OSError):
     """A scan's cache folder cannot be written (permissions, a full disk) or is not a scan folder."""
+
+
+class CAMError(ExplorerError, ValueError):
+    """A class-activation map cannot be made as asked: an unknown method, a target the head (or the stage) does
+    not have, a method that needs a head on a headless backbone, a stage the target does not depend on."""
+
+
+class GradientError(ExplorerError, RuntimeError):
+    """A gradient method on a model that cannot give gradients (weights made under ``torch.inference_mode()``)."""
