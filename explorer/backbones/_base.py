@@ -61,15 +61,6 @@ class Stage:
     module: str
     channels_last: bool = False
 
-    def output_shape(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
-        """``(C, H, W)`` by the stride rule (size over reduction, rounded up): what padded networks give.
-
-        Unpadded networks (inception_v3, legacy_xception) give less; :meth:`Backbone.output_shapes` runs the
-        model and is always right.
-        """
-        height, width = input_size
-        return (self.channels, -(-height // self.reduction), -(-width // self.reduction))
-
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
@@ -289,7 +280,7 @@ class Backbone:
         return dict(self._shapes[size])
 
     def _probe_shapes(self, size: tuple[int, int]) -> dict[str, tuple[int, int, int]]:
-        names = self.stage_names
+        names = self._servable_stages()
         try:
             with torch.inference_mode():
                 maps = self._forward(torch.zeros(1, 3, *size, device="meta"), names, _meta_copy(self.model))
@@ -301,7 +292,19 @@ class Backbone:
                     maps = self._forward(zeros, names, self.model)
             except Exception as err:  # the model refuses the size: its own assert, a reshape, a mask
                 raise self._size_refused(size, err) from err
-        return {name: tuple(int(v) for v in fmap.shape[1:]) for name, fmap in maps.items()}
+        shapes = {name: tuple(int(v) for v in fmap.shape[1:]) for name, fmap in maps.items()}
+        height, width = size
+        for (
+            stage
+        ) in self.all_stages:  # stages the model cannot output (MaskFormer-Swin's stem): the stride rule
+            shapes.setdefault(
+                stage.name, (stage.channels, -(-height // stage.reduction), -(-width // stage.reduction))
+            )
+        return {stage.name: shapes[stage.name] for stage in self.all_stages}
+
+    def _servable_stages(self) -> list[str]:
+        """The stages a forward pass can output (all, unless a source says otherwise)."""
+        return self.stage_names
 
     def _size_refused(self, size: tuple[int, int], err: Exception) -> InvalidArgumentError:
         height, width = size

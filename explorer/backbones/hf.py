@@ -157,6 +157,9 @@ class HFBackbone(Backbone):
         self.why_served = why_served
         super().__init__(model, stages, **options)
 
+    def _servable_stages(self) -> list[str]:
+        return [name for name in self.stage_names if name in self.served]
+
     def _on_select(self) -> None:
         refused = [name for name in self._out_features if name not in self.served]
         if refused:
