@@ -408,3 +408,16 @@ def test_the_controller_and_state_import_no_widgets_and_no_torch_at_load():
             node.module for node in top if isinstance(node, ast.ImportFrom) and node.module
         }
         assert not names & {"ipywidgets", "anywidget", "torch", "numpy", "PIL"}, (module.__name__, names)
+
+
+@pytest.mark.parametrize("file_format", ["GIF", "TIFF"])
+def test_gallery_labels_name_the_format_of_multi_frame_images(file_format):
+    from explorer.images import load_image
+    from explorer.widgets.controller import Gallery
+
+    frames = [Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)) for i in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format=file_format, save_all=True, append_images=frames[1:])
+    still = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    gallery = Gallery((load_image(buffer.getvalue()), still), ("pages", "still"), (("a", "a"), ("b", "b")))
+    assert gallery.labels() == [(f"pages ({file_format}: first frame)", 0), ("still", 1)]

@@ -126,7 +126,12 @@ class Gallery:
     def labels(self) -> list[tuple[str, int]]:
         """``(label, index)`` pairs for a dropdown; animated images say only their first frame is used."""
         return [
-            (f"{name}{' (GIF: first frame)' if image.info.get('frames', 1) > 1 else ''}", i)
+            (
+                f"{name} ({image.info.get('format', 'animated')}: first frame)"
+                if image.info.get("frames", 1) > 1
+                else name,
+                i,
+            )
             for i, (name, image) in enumerate(zip(self.names, self.images))
         ]
 
