@@ -3,6 +3,8 @@
 ``ARCHITECTURES`` holds, for each model family (timm module) that has one, its smallest small variant (fewest
 parameters among the names with a size word: atto, nano, tiny, small, ``_s``, ``18``, ...; counted on the meta
 device by ``_smallest_per_family`` below, kept here because counting takes a minute), plus the cases of issue 11.
+Families whose smallest member has over 20M parameters and no depth argument to shrink it are left out (rdnet,
+sequencer, res2net, selecsls); so are those with no small member at all (beit, nasnet, tnt, volo, vgg, ...).
 Each is built twice with random init and the same seed: once by explorer, once by timm; the oracle for stage maps
 is timm's own ``forward_intermediates`` (the layout rule timm's ``features_only`` getter and transformers'
 ``TimmBackbone`` use).
