@@ -43,6 +43,7 @@ from ._args import finite_pair, real, shown, whole
 from .errors import InvalidArgumentError
 from .images import ImageInput, Preprocess, load_image, model_view
 from .stats import STAT_NAMES, ChannelStats, as_hw, channel_stats
+from .vocabulary import NORMS
 
 __all__ = [
     "BACKGROUND_COLOR",
@@ -62,9 +63,6 @@ _log = logging.getLogger(__name__)
 
 ChannelsT = str | int | Sequence[int] | range | slice | np.ndarray | torch.Tensor
 """Every form ``channels`` may take; see :func:`select_channels`."""
-
-NORMS = ("channel", "stage", "global", "symmetric")
-"""The normalisations :func:`render_grid` accepts."""
 
 NONFINITE_COLOR = (255, 0, 255)
 """The colour of NaN and inf pixels: magenta."""

@@ -32,6 +32,7 @@ import torch
 
 from ._args import finite_pair, whole
 from .errors import InvalidArgumentError
+from .vocabulary import STAT_NAMES
 
 __all__ = [
     "STAT_NAMES",
@@ -49,9 +50,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-STAT_NAMES = ("mean", "std", "min", "max", "l2", "sparsity", "positive", "nonfinite")
-"""The per-channel statistics of :class:`ChannelStats`, in table order."""
 
 DIFFERENCE_NAMES = ("mean_abs", "max_abs", "rms", "mean", "cosine", "relative", "nonfinite")
 """The per-channel statistics of :class:`ChannelDifference`, in table order."""

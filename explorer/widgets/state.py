@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from traitlets import Bool, Enum, Float, HasTraits, Int, List, TraitError, Unicode, validate
 
+from ..vocabulary import NORMS, STAT_NAMES
+
 __all__ = [
     "COMPARE_MODES",
     "DEVICES",
@@ -35,10 +37,6 @@ __all__ = [
     "ExplorerState",
 ]
 
-# The names render.py and stats.py accept, repeated here because importing those modules imports torch
-# (tests/test_panel.py checks that they agree).
-NORMS = ("channel", "stage", "global", "symmetric")
-STAT_NAMES = ("mean", "std", "min", "max", "l2", "sparsity", "positive", "nonfinite")
 SORT_KEYS = ("channel", *STAT_NAMES)
 PRECISIONS = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
