@@ -29,7 +29,7 @@ def test_dataset_tab_scans_follows_the_channel_and_reports_errors(tmp_path):
     view.source_box.value = str(images)
     view.scan_button.click()
     assert view.wait(600)
-    assert "6 images, 0 skipped" in view.scan_status.value
+    assert "layer1 · channel 5: top 6 of 6 images" in view.scan_status.value
     assert (view.scan_progress.value, view.scan_progress.max) == (6, 6)
     expected = explorer.scan(
         copy.deepcopy(app.backbone),
