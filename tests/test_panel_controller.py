@@ -417,3 +417,27 @@ def test_gallery_labels_name_the_format_of_multi_frame_images(file_format):
     still = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
     gallery = Gallery((load_image(buffer.getvalue()), still), ("pages", "still"), (("a", "a"), ("b", "b")))
     assert gallery.labels() == [(f"pages ({file_format}: first frame)", 0), ("still", 1)]
+
+
+def test_a_map_that_is_not_image_aligned_is_said_so_and_gets_no_overlay():
+    window_attention = "layers.1.blocks.0.attn"  # 16 windows of 7x7 folded into the batch
+    app = explorer.Explorer(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        device="cpu",
+        out_indices=[1],
+        layers=[window_attention],
+        display=False,
+    )
+    grid = app.views["Grid"]
+    assert app.feature_maps.aligned == {"layers.1": True, window_attention: False}
+    assert grid.overlay_image.value  # a stage map is drawn over the image
+    assert "not an image-aligned map" not in app.status
+    app.stage = window_attention
+    assert app.stage == window_attention
+    assert "not an image-aligned map" in app.status and "windows" in app.status
+    assert grid.overlay_image.value == b""  # nothing drawn as if it lay on the image
+    assert grid.overlay_image.layout.display == "none"
+    assert "not an image-aligned map" in grid._shown.title
+    app.stage = "layers.1"
+    assert "not an image-aligned map" not in app.status and grid.overlay_image.value

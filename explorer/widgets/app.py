@@ -235,8 +235,8 @@ class Explorer(widgets.VBox):
         """What the panel shows: the maps of the selected stages and layers for the current image."""
         from ..hooks import FeatureMaps
 
-        maps = self._frame().maps or {}
-        return FeatureMaps((name, fmap[:1]) for name, fmap in maps.items())
+        maps = self._frame().maps or FeatureMaps()
+        return FeatureMaps(((name, fmap[:1]) for name, fmap in maps.items()), unaligned=maps.unaligned)
 
     @property
     def stats(self):

@@ -575,13 +575,19 @@ class Controller:
             weights += f" ({html.escape(str(note))})"
         image = frame.gallery.images[frame.state["image_index"]]
         frames = image.info.get("frames", 1)
-        animated = f" · animated image: first of {frames} frames" if frames > 1 else ""
+        notes = f" · animated image: first of {frames} frames" if frames > 1 else ""
+        unaligned = frame.maps.unaligned.get(frame.state["stage"]) if frame.maps is not None else None
+        if unaligned:
+            notes += (
+                f" · <b>{html.escape(frame.state['stage'])}</b> is not an image-aligned map "
+                f"({html.escape(unaligned)}): no overlay"
+            )
         took = (time.perf_counter() - start) * 1000
         return Status(
-            "warn" if bb.weights == "random" else "ok",
+            "warn" if bb.weights == "random" or unaligned else "ok",
             f"<b>{html.escape(bb.spec)}</b> · {weights} · {bb.device.type} · "
             f"{str(bb.dtype).replace('torch.', '')} · updated in {took:.0f} ms "
-            f"({'forward pass' if ran else 'from cache'}){animated}",
+            f"({'forward pass' if ran else 'from cache'}){notes}",
         )
 
     # -- loading ---------------------------------------------------------------------------------------------

@@ -76,6 +76,12 @@ class GridView(View):
         fmap = scene.fmap()
         grid = scene.grid()
         zoom = scene.grid(channels=[s.channel], labels=False, pad=0, max_size=ZOOM_WIDTH)
+        unaligned = scene.maps.unaligned.get(s.stage)
+        if unaligned:  # not a map of the image: no overlay, and the titles say why
+            note = f" · not an image-aligned map ({unaligned})"
+            return GridData(
+                grid, zoom, b"", _title(scene, grid) + note, f"{s.stage} · channel {s.channel}", fmap
+            )
         over = scene.cached(
             ("overlay", s.stage, s.channel, s.alpha, s.cmap, s.clip),
             lambda: jpeg(overlay(scene.view, fmap[s.channel], alpha=s.alpha, cmap=s.cmap, clip=s.clip)),
@@ -93,3 +99,4 @@ class GridView(View):
             show_grid(self.zoom_view, data.zoom, data.zoom_title)
         if old is None or data.overlay is not old.overlay:
             self.overlay_image.value = data.overlay
+            self.overlay_image.layout.display = "" if data.overlay else "none"  # no broken-image icon
