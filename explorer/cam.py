@@ -494,10 +494,11 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
         ]
     # grad-cam scales each map to the size this returns: the stage's own; the upsampling to the input follows
     base.get_target_width_height = lambda _input: stage_hw[0]
-    requires_grad = {p: p.requires_grad for p in model.parameters()}
+    # no weight gradients: the backward pass ends at the stage (inference tensors cannot be changed, nor need it)
+    requires_grad = [p for p in model.parameters() if p.requires_grad and not p.is_inference()]
     try:
         for parameter in requires_grad:
-            parameter.requires_grad_(False)  # no weight gradients: the backward pass ends at the stage
+            parameter.requires_grad_(False)
         if method == "finercam":
             if len(set(indices)) > 1:
                 raise CAMError("finercam takes one target for the whole batch; make one call per target.")
@@ -521,8 +522,8 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
         _release(base)
         for handle in handles:
             handle.remove()
-        for parameter, flag in requires_grad.items():
-            parameter.requires_grad_(flag)
+        for parameter in requires_grad:
+            parameter.requires_grad_(True)
     scores = runner.scores
     if num_classes:
         probabilities = scores.softmax(-1)
