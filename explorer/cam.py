@@ -499,12 +499,15 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
     try:
         for parameter in requires_grad:
             parameter.requires_grad_(False)
+        if base.uses_gradients and any(p.is_inference() for p in model.parameters()):
+            raise RuntimeError("Inference tensors cannot be saved for backward.")  # reported below
         if method == "finercam":
             if len(set(indices)) > 1:
                 raise CAMError("finercam takes one target for the whole batch; make one call per target.")
             stage_maps = explainer(pixel_values, targets=None, target_idx=indices[0])
         else:
-            stage_maps = explainer(pixel_values, targets=cam_targets)
+            with torch.set_grad_enabled(base.uses_gradients):  # methods without gradients record no graph
+                stage_maps = explainer(pixel_values, targets=cam_targets)
         _check_reached(base, name, method)
         if base.uses_gradients and method != "shapleycam" and not _any_gradient(base):
             raise _unreached(model, name, method)
