@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import io
 import os
 import tracemalloc
 
@@ -438,29 +437,3 @@ def test_gradcam_works_on_a_generated_list_of_timm_architectures():
     unexpected = {name: reason for name, reason in failures.items() if name not in _KNOWN_FAILURES}
     assert not unexpected, unexpected
     assert len(chosen) - len(failures) >= 0.95 * len(chosen), failures
-
-
-def test_panel_cam_tab_draws_picks_targets_and_reports_errors():
-    from PIL import Image
-
-    app = explorer.Explorer(device="cpu", out_indices=[4])
-    app.tab = "CAM"
-    view = app.views["CAM"]
-    assert view.result is not None and view.result.stage == "blocks.6" == app.stage
-    labels = [label for label, _ in view.target_box.options]
-    assert len(labels) == 6 and labels[0] == "top prediction" and "cat" in labels[1]
-    assert "gradcam++" in view.method_box.options
-    first = view.image.value
-    picture = np.asarray(Image.open(io.BytesIO(first)).convert("RGB"))
-    assert picture.shape == (224, 224, 3) and picture.std() > 10
-    view.target_box.value = 281
-    assert view.result.target == 281 and view.result.target_name == "tabby, tabby cat"
-    view.method_box.value = "eigencam"
-    assert view.result.method == "eigencam" and view.image.value != first
-    shown = view.image.value
-    app.layers = ["classifier"]  # (B, 1000) logits: no map to explain
-    app.stage = "classifier"
-    assert "not an image-like map" in view.line.value and "not an image-like map" in app.status
-    assert view.image.value == shown  # what was shown stays
-    app.stage = "blocks.6"
-    assert view.result.stage == "blocks.6" and "error" not in view.line.value
