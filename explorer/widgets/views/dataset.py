@@ -23,7 +23,6 @@ import copy
 import html
 import io
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import ipywidgets as widgets
 from ..controller import Frame, Scene
 from . import View, register
 from .html import status_html
+from .worker import TabWorker
 
 __all__ = ["DatasetTarget", "DatasetView"]
 
@@ -89,8 +89,7 @@ class DatasetView(View):
         self.scan = None  # the finished explorer.Scan
         self._target: DatasetTarget | None = None
         self._shown: tuple | None = None
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self.worker = TabWorker("explorer-dataset", on_error=self._failed, after=self._enable)
 
     @staticmethod
     def compute(scene: Scene) -> DatasetTarget:
@@ -108,29 +107,17 @@ class DatasetView(View):
     # -- work in the tab's thread --------------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the tab's running work (a scan, crops); True when it finished."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            return not worker.is_alive()
-        return True
+        return self.worker.wait(timeout)
 
     def _run(self, job) -> None:
-        with self._lock:
-            previous = self._worker
+        self.worker.run(job)
 
-            def chained() -> None:
-                if previous is not None:
-                    previous.join()
-                try:
-                    job()
-                except Exception as err:  # noqa: BLE001 - every error is shown; the panel keeps working
-                    self._say("error", f"<b>Error:</b> {html.escape(str(err) or type(err).__name__)}")
-                    self.controls.report(err)
-                finally:
-                    self.scan_button.disabled = False
+    def _failed(self, err: Exception) -> None:
+        self._say("error", f"<b>Error:</b> {html.escape(str(err) or type(err).__name__)}")
+        self.controls.report(err)
 
-            self._worker = threading.Thread(target=chained, name="explorer-dataset", daemon=True)
-            self._worker.start()
+    def _enable(self) -> None:
+        self.scan_button.disabled = False
 
     def _say(self, kind: str, message: str) -> None:
         self.scan_status.value = status_html(kind, message)
