@@ -389,6 +389,8 @@ def test_load_errors_reach_the_status_line_in_a_real_kernel():
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+        for context in (client.context, manager.context):  # no zmq threads left for the interpreter's exit
+            context.destroy(linger=0)
 
 
 def test_the_controller_and_state_import_no_widgets_and_no_torch_at_load():
