@@ -281,7 +281,7 @@ def _class_index(target: int | str, names: list[str]) -> int:
         for index, name in enumerate(names):
             if wanted == name.lower() or wanted in (part.strip().lower() for part in name.split(",")):
                 return index
-        synonyms = [part.strip() for name in names for part in name.split(",")]
+        synonyms = list(dict.fromkeys(part.strip() for name in names for part in name.split(",")))
         close = difflib.get_close_matches(target, synonyms, n=5, cutoff=0.6)
         hint = f" Closest names: {', '.join(close)}." if close else ""
         raise CAMError(
@@ -312,7 +312,7 @@ def _stage_and_layout(backbone, stage: str | None) -> tuple[str, str, LayerLayou
     if stage in layers:
         channels_last = any(s.channels_last for s in backbone.all_stages)
         return stage, stage, LayerLayout(None, channels_last, None)
-    close = difflib.get_close_matches(stage, list(by_name) + layers, n=5, cutoff=0.5)
+    close = difflib.get_close_matches(stage, list(dict.fromkeys([*by_name, *layers])), n=5, cutoff=0.5)
     hint = f" Closest names: {', '.join(close)}." if close else ""
     raise LayerNotFoundError(
         f'No stage or layer named "{stage}".{hint} Stages: {", ".join(backbone.stage_names)}; '

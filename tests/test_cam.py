@@ -281,8 +281,10 @@ def test_bad_input_names_the_fix(default_backbone, samples):
         explorer.cam(default_backbone, cat, method="gradcam+")
     with pytest.raises(
         explorer.LayerNotFoundError, match='No stage or layer named "blocks.9".*Stages: blocks.0'
-    ):
+    ) as unknown:
         explorer.cam(default_backbone, cat, stage="blocks.9")
+    suggested = str(unknown.value).split("Closest names: ")[1].split(". Stages")[0].split(", ")
+    assert len(suggested) == len(set(suggested)) == 5  # each name once (stages are layers too)
     with pytest.raises(explorer.CAMError, match=r"target=1000 is out of range: the head has 1000 classes"):
         explorer.cam(default_backbone, cat, target=1000)
     with pytest.raises(explorer.CAMError, match='No class named "tabby kat".*Closest names: tabby cat'):
