@@ -174,6 +174,11 @@ def test_compare_images_and_checkpoints():
     app.compare_image_box.value = 1  # chelsea against coffee
     assert set(app.similarity) == {"blocks.1", "blocks.2"}
     assert all(0.0 < v["cka"] < 0.99 for v in app.similarity.values())
+    assert "debiased CKA" in app.compare_table.value
+    for v in app.similarity.values():  # the unbiased estimate is shown beside the plain one, and lower
+        assert (
+            v["cka_debiased"] < v["cka"] and f"{round(v['cka_debiased'], 4):.4g}" in app.compare_table.value
+        )
     difference = _png_pixels(app.compare_grids.children[2].data)
     assert difference.std() > 5  # a real difference grid, not a blank
     app.compare_mode_box.value = "checkpoints"  # the same checkpoint with random weights

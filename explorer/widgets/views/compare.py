@@ -85,7 +85,12 @@ class CompareView(View):
         )
         changed = channel_difference(fmap, other).top(8, by="mean_abs")
         rows = [
-            {"stage": name, "cosine": round(v["cosine"], 4), "linear CKA": round(v["cka"], 4)}
+            {
+                "stage": name,
+                "cosine": round(v["cosine"], 4),
+                "linear CKA": round(v["cka"], 4),
+                "debiased CKA": round(v["cka_debiased"], 4),  # unbiased HSIC: no upward bias for few samples
+            }
             for name, v in similarity.items()
         ]
         table = (
