@@ -294,6 +294,17 @@ def _class_index(target: int | str, names: list[str]) -> int:
 # ----------------------------------------------------------------------------------------------- cam()
 
 
+def _refuse_unrolled_tokens(backbone, name: str, module_path: str) -> None:
+    """Hiera (timm) keeps its tokens in an unrolled order until its last stage and puts them back in place only
+    in ``forward_intermediates``: a CAM of a module before that would be drawn in the wrong places."""
+    last = backbone.all_stages[-1]
+    if hasattr(backbone.model, "reroll") and module_path != last.module:
+        raise CAMError(
+            f"{type(backbone.model).__name__} keeps its tokens in an unrolled (not spatial) order before its last "
+            f'stage, so a map of "{name}" would be drawn in the wrong places. Explain stage="{last.name}".'
+        )
+
+
 def _stage_and_layout(backbone, stage: str | None) -> tuple[str, str, LayerLayout]:
     """``(name, module path, layout)`` of the stage or layer to explain."""
     by_name = {s.name: s for s in backbone.all_stages}
@@ -398,6 +409,7 @@ def cam(
         raise CAMError(f'Unknown CAM method "{method}".{hint} Choose one of: {", ".join(METHODS)}.')
     grad_cam = _grad_cam()
     name, module_path, expected = _stage_and_layout(backbone, stage)
+    _refuse_unrolled_tokens(backbone, name, module_path)
     model = backbone.model
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     if method in _NEEDS_CLASSES and not num_classes:

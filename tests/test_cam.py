@@ -440,3 +440,12 @@ def test_gradcam_works_on_a_generated_list_of_timm_architectures():
     unexpected = {name: reason for name, reason in failures.items() if name not in _KNOWN_FAILURES}
     assert not unexpected, unexpected
     assert len(chosen) - len(failures) >= 0.95 * len(chosen), failures
+
+
+def test_hiera_stages_before_the_last_are_refused_not_drawn_in_the_wrong_places():
+    bb = explorer.load_backbone("hiera_tiny_224", pretrained=False, device="cpu")
+    x = torch.randn(1, 3, 224, 224)
+    assert explorer.cam(bb, x, stage=bb.stage_names[-1], method="eigencam")[0].map.shape == (224, 224)
+    for stage in bb.stage_names[:-1]:  # tokens still unrolled there: no honest map exists
+        with pytest.raises(explorer.CAMError, match=r"unrolled \(not spatial\) order.*Explain stage="):
+            explorer.cam(bb, x, stage=stage, method="eigencam")
