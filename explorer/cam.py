@@ -187,11 +187,10 @@ def _find_layout(
             # blocks that carry no class token (CaiT's patch blocks) have none
             for known in ([prefix] if prefix else []) + [None]:
                 try:
-                    found, h, w = _token_grid(tokens - (known or 0), input_hw, expected.reduction)
+                    found, h, w = _token_grid(tokens, input_hw, expected.reduction, known)
                 except CaptureError:
                     continue
-                if known is None or found == 0:
-                    return _Layout(path, "tokens", (known or 0) + found, (h, w))
+                return _Layout(path, "tokens", found, (h, w))
     return None
 
 
