@@ -22,7 +22,7 @@ def test_cam_tab_explains_the_image_picks_targets_and_reports_errors():
     assert view.result is None  # nothing runs until the tab is on show
     app.stage = "blocks.6"
     app.tab = "CAM"
-    assert view.wait(300)
+    assert app.controller.wait(300)
     result = view.result
     expected = explorer.cam(app.backbone, app.images[0], stage="blocks.6")
     assert result.stage == "blocks.6" and result.target == expected.target
@@ -35,16 +35,16 @@ def test_cam_tab_explains_the_image_picks_targets_and_reports_errors():
     assert shown[:2] == b"\xff\xd8"  # JPEG bytes of the overlay
 
     view.target_box.value = view.target_box.options[3][1]  # the third prediction
-    assert view.wait(300)
+    assert app.controller.wait(300)
     assert view.result.target == view.target_box.value and view.cam_image.value != shown
 
     view.method_box.value = "eigencam"
-    assert view.wait(300)
+    assert app.controller.wait(300)
     assert view.result.method == "eigencam"
 
     explained, forward = view.result, app.controller.forward_passes
     app.cmap = "gray"  # colours only: the same CAM, drawn again, and no forward pass for the panel
-    assert view.wait(300)
+    assert app.controller.wait(300)
     assert view.result is explained and app.controller.forward_passes == forward
     want = explorer.overlay(
         app.images[0], explained.map, alpha=0.5, cmap="gray", preprocess=app.backbone.preprocess
@@ -52,7 +52,7 @@ def test_cam_tab_explains_the_image_picks_targets_and_reports_errors():
     assert np.abs(_pixels(view.cam_image.value) - want).mean() < 3  # JPEG noise only
 
     app.stage = "blocks.4"
-    assert view.wait(300)
+    assert app.controller.wait(300)
     assert view.result.stage == "blocks.4" and view.result.method == "eigencam"
 
 
@@ -60,15 +60,15 @@ def test_cam_tab_on_a_headless_backbone_reports_what_works_and_keeps_the_map(tin
     app = explorer.Explorer(f"hf:{tiny_hf_folder}", pretrained=True, device="cpu", display=False)
     view = app.views["CAM"]
     app.tab = "CAM"
-    assert view.wait(300)
+    assert app.controller.wait(300)
     assert view.result.top5 == [] and "total activation" in view.result.target_name
     assert [label for label, _ in view.target_box.options] == [view.result.target_name]
     drawn = view.cam_image.value
     assert drawn
     view.method_box.value = "finercam"  # compares classes: needs a head
-    assert view.wait(300)
+    assert app.controller.wait(300)
     assert "Error" in view.cam_status.value and "Error" in app.status
     assert view.cam_image.value == drawn  # the map on show stays
     view.method_box.value = "eigencam"
-    assert view.wait(300)
+    assert app.controller.wait(300)
     assert "explains" in view.cam_status.value and view.result.method == "eigencam"

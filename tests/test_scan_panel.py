@@ -16,19 +16,19 @@ def _pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_dataset_tab_scans_follows_the_channel_and_reports_errors(tmp_path):
+def test_dataset_tab_scans_follows_the_channel_and_reports_errors(tmp_path, monkeypatch):
     images = tmp_path / "images"
     write_images(images, 6)
     app = explorer.Explorer("resnet18", pretrained=False, device="cpu", out_indices=[1], display=False)
     view = app.views["Dataset"]
-    view.cache = str(tmp_path / "cache")
+    monkeypatch.setattr(type(view), "cache", str(tmp_path / "cache"))
     app.tabs.selected_index = list(app.views).index("Dataset")
     assert app.stage == "layer1"
     app.channel_box.value = 5
 
     view.source_box.value = str(images)
     view.scan_button.click()
-    assert view.wait(600)
+    assert app.controller.wait(600)
     assert "layer1 · channel 5: top 6 of 6 images" in view.scan_status.value
     assert (view.scan_progress.value, view.scan_progress.max) == (6, 6)
     expected = explorer.scan(
@@ -48,7 +48,7 @@ def test_dataset_tab_scans_follows_the_channel_and_reports_errors(tmp_path):
 
     app.channel_box.value = 7  # the channel chosen in the Grid or Statistics tab
     app.refresh()
-    assert view.wait(600)
+    assert app.controller.wait(600)
     for image, crop in zip(view.crop_images, expected.crops("layer1", 7)):
         assert np.array_equal(_pixels(image.value), np.asarray(crop))
     assert "channel 7" in view.scan_status.value
@@ -56,14 +56,14 @@ def test_dataset_tab_scans_follows_the_channel_and_reports_errors(tmp_path):
     saved = expected.save(tmp_path / "saved")  # a finished scan opens as it is
     view.source_box.value = str(saved)
     view.scan_button.click()
-    assert view.wait(600)
+    assert app.controller.wait(600)
     assert view.scan.key is None and len(view.scan) == 6
     for image, crop in zip(view.crop_images, expected.crops("layer1", 7)):
         assert np.array_equal(_pixels(image.value), np.asarray(crop))
 
     view.source_box.value = str(tmp_path / "missing")
     view.scan_button.click()
-    assert view.wait(600)
+    assert app.controller.wait(600)
     assert "No folder at" in view.scan_status.value and "No folder at" in app.status
     assert not view.scan_button.disabled
     app.channel_box.value = 2  # the panel keeps working

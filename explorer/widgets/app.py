@@ -1,10 +1,10 @@
-"""``Explorer``: the panel. It assembles the state, the controller, the controls and one view per tab, and keeps
-the scripting API; the work is the :class:`~explorer.widgets.controller.Controller`'s.
+"""``Explorer``: the panel. It assembles the state, the engine, the controls and one view per tab, and keeps
+the scripting API; the work is the engine's (:class:`~explorer.widgets.engine.Controller`).
 
 In a notebook the panel shows at once (with its progress) and fills in when torch, the checkpoint and the first
-capture are ready; meanwhile the kernel stays free. Setting a property from code (``app.model = ...``) does the
-work before it returns; reading one (``app.feature_maps``) returns what the last frame shows and starts nothing
-(``app.refresh()`` does pending work explicitly).
+capture are ready; meanwhile the kernel stays free, and only the kernel's thread writes widgets. Setting a
+property from code (``app.model = ...``) does the work before it returns; reading one (``app.feature_maps``)
+waits for the work requested so far and returns what the frame on show holds.
 
 Example::
 
@@ -13,7 +13,7 @@ Example::
     >>> app.out_indices = [1, 2]
     >>> app.feature_maps.shapes
     {'layer1': (1, 64, 56, 56), 'layer2': (1, 128, 28, 28)}
-    >>> exec(app.code()); png == app.grid_png        # the library code for the grid on show
+    >>> exec(app.code()); png == app.png              # the library code for the tab on show
     True
 """
 
@@ -25,8 +25,9 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 from traitlets import TraitError
 
-from .controller import Controller, Frame
 from .controls import Controls
+from .engine import Controller, Frame
+from .engine.codegen import IMAGE_FOLDER, script
 from .state import ExplorerState
 from .views import VIEWS
 from .views.html import STYLE
@@ -97,7 +98,7 @@ class Explorer(widgets.VBox):
             out_features=out_features,
             background=_in_kernel(),
         )
-        self.controls = Controls(self.state, self.controller.report, self._add_upload)
+        self.controls = Controls(self.state, self.controller.report, self.controller.add_upload)
         self.views = {view.title: view(self.controls) for view in VIEWS}
         titles = list(self.views)
         self.tabs = widgets.Tab(children=[view.widget for view in self.views.values()], titles=titles)
@@ -106,7 +107,7 @@ class Explorer(widgets.VBox):
             description="Code for this view", icon="code", layout=widgets.Layout(width="auto")
         )
         self.code_view = widgets.HTML()
-        self.code_button.on_click(self._show_code)
+        self.code_button.on_click(lambda _button: self._show_code(self.controller.frame))
         self.children = [
             widgets.HTML(STYLE),
             self.controls.header,
@@ -124,26 +125,34 @@ class Explorer(widgets.VBox):
     def _show(self, frame: Frame) -> None:
         for view in self.views.values():
             view.update(frame)
+        if self.code_view.value and frame.status.kind != "busy":
+            self._show_code(frame)  # the code on show follows the view
         self.controls.update(frame)  # the status line last: once it says "updated", everything is
 
-    def _show_code(self, _button=None) -> None:
+    def _show_code(self, frame: Frame) -> None:
         try:
-            code = self.code()
-        except ValueError as err:
+            code = self._code(frame)[0]
+        except (ValueError, OSError) as err:
             self.controller.report(err)
             return
-        self.code_view.value = f'<pre class="explorer-code">{html.escape(code)}</pre>'
+        value = f'<pre class="explorer-code">{html.escape(code)}</pre>'
+        if self.code_view.value != value:
+            self.code_view.value = value
 
-    def _add_upload(self, name: str, data: bytes) -> None:
-        from ..errors import ImageError
-        from ..images import load_image
+    def _made(self, frame: Frame) -> tuple[list[str], list[int], bytes]:
+        """The tab on show's code body, gallery indices and bytes (the Grid's for a tab without code)."""
+        from ..errors import InvalidArgumentError
 
-        try:
-            image = load_image(data, name=name)
-        except ImageError as err:
-            self.controller.report(err)
-            return
-        self.controller.add_images([image], [name])
+        for title in (frame.state.get("tab", "Grid"), "Grid"):
+            view, data = self.views.get(title), frame.views.get(title)
+            made = view.code(frame, data) if view is not None and view.code and data is not None else None
+            if made is not None:
+                return made
+        raise InvalidArgumentError("Nothing is drawn yet: there is no code for the view.")
+
+    def _code(self, frame: Frame, folder: str = IMAGE_FOLDER) -> tuple[str, bytes]:
+        body, indices, png = self._made(frame)
+        return script(frame, body, indices, folder), png
 
     def __getattr__(self, name: str):
         """The controls and the views' widgets by name (``app.cmap_box``, ``app.stats_table``)."""
@@ -158,6 +167,7 @@ class Explorer(widgets.VBox):
         return self.controller.frame
 
     def _set(self, name: str, value) -> None:
+        self.controller.wait()  # the frame on show is the one a refusal falls back on
         try:
             setattr(self.state, name, value)
         except TraitError as err:
@@ -184,15 +194,29 @@ class Explorer(widgets.VBox):
     image_index = _choice("image_index", "The image on show.")
     compare = _choice("compare", "off, images, checkpoints.")
     tab = _choice("tab", "The tab on show.")
+    compare_image_index = _choice("compare_image_index", "Image B, comparing images.")
+    compare_model = _choice("compare_model", "Checkpoint B, comparing checkpoints ('' for the same).")
+    compare_pretrained = _choice("compare_pretrained", "Weights of checkpoint B.")
+    sort_by = _choice("sort_by", "Statistics: the column sorted by.")
+    descending = _choice("descending", "Statistics: largest first.")
+    cam_method = _choice("cam_method", "CAM: the method (explorer.cam_methods()).")
+    cam_target = _choice("cam_target", "CAM: the class explained; None for the top prediction.")
+    dataset_source = _choice("dataset_source", "Dataset: the folder or saved scan scanned; 'samples:N'.")
 
     def refresh(self) -> None:
         """Do any pending work now (load, capture, draw); errors go to the status line."""
         self.controller.refresh()
 
-    def code(self) -> str:
-        """Library code for the grid on show: run in a fresh interpreter, it binds ``png`` to ``app.grid_png``."""
-        self._frame()
-        return self.controller.code()
+    def code(self, folder: str = IMAGE_FOLDER) -> str:
+        """Library code for the tab on show (Grid, CAM, Compare, Dataset; the Grid's for the others): run as
+        given in a fresh interpreter, it binds ``png`` to :attr:`png`. Images that exist only in the kernel are
+        saved in ``folder`` first, under the names the code states."""
+        return self._code(self._frame(), folder)[0]
+
+    @property
+    def png(self) -> bytes:
+        """The bytes the tab on show draws, which :meth:`code` binds to ``png``."""
+        return self._made(self._frame())[2]
 
     @property
     def out_features(self) -> list[str]:
@@ -223,7 +247,7 @@ class Explorer(widgets.VBox):
     @images.setter
     def images(self, images: Sequence[object]) -> None:
         self.controller.set_images(images)
-        self.controller.refresh()
+        self.controller.wait()
 
     @property
     def backbone(self):

@@ -2,7 +2,8 @@
 
 A control sets its trait; the trait shows in its control. A value the state refuses (a ``TraitError`` from its
 validation: a colour-map typo, a negative channel) goes to the status line, and the control shows the value still
-in force. The choices a control offers (stage names, the gallery, the layers of the loaded model) come from each
+in force, except a text box, which keeps the refused text (marked) for the user to fix; so does a name the engine
+refuses (an unknown checkpoint). The choices a control offers (stage names, the gallery, the layers of the loaded model) come from each
 new frame (:meth:`Controls.update`). No control writes to another, and nothing is silenced by a flag.
 
 Example::
@@ -10,8 +11,8 @@ Example::
     >>> controls = Controls(state, report=print)
     >>> controls.cmap_box.value = "viridiss"      # refused
     No colour map named "viridiss". Closest: viridis. ...
-    >>> controls.cmap_box.value
-    'viridis'
+    >>> controls.state.cmap, controls.cmap_box.value
+    ('viridis', 'viridiss')
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from collections.abc import Callable, Sequence
 import ipywidgets as widgets
 from traitlets import TraitError
 
-from .controller import Frame, Status
 from .elements import Upload
+from .engine import Frame, Status
 from .state import COMPARE_MODES, NORMS, PAGE_SIZES, PRECISIONS, SORT_KEYS, STAT_NAMES, ExplorerState
 from .views.html import html_table, status_html
 
@@ -64,6 +65,7 @@ class Link:
         self.show()
 
     def _from_widget(self, change) -> None:
+        self.widget.remove_class("explorer-refused")
         try:
             value = self.to_state(change["new"])
             if value is None:
@@ -72,16 +74,32 @@ class Link:
                 setattr(self.state, self.name, value)
         except (TraitError, ValueError, IndexError) as err:
             self.report(err)
+            self.show_refused(change["new"])
+
+    def show_refused(self, value) -> None:
+        """A text box keeps a refused ``value`` (marked, for the user to fix); other widgets show the state."""
+        if not isinstance(self.widget, widgets.Text):
             self.show()
+            return
+        self.widget.unobserve(self._from_widget, names=self.trait)
+        try:
+            setattr(self.widget, self.trait, value)
+            self.widget.add_class("explorer-refused")
+        finally:
+            self.widget.observe(self._from_widget, names=self.trait)
 
     def show(self, _change=None) -> None:
-        """Make the widget show the state's value."""
+        """Make the widget show the state's value (showing it sets nothing back)."""
+        self.widget.remove_class("explorer-refused")
+        self.widget.unobserve(self._from_widget, names=self.trait)
         try:
             value = self.to_widget(getattr(self.state, self.name))
             if getattr(self.widget, self.trait) != value:
                 setattr(self.widget, self.trait, value)
-        except (TraitError, ValueError, IndexError):
-            pass  # the widget does not offer the value yet: the next frame brings its options
+        except (TraitError, ValueError, IndexError, TypeError):
+            pass  # the widget does not offer the value (yet, or at all: the engine refuses it)
+        finally:
+            self.widget.observe(self._from_widget, names=self.trait)
 
     def set_options(self, options: Sequence) -> None:
         """New choices for a selection widget; it then shows the state's value."""
@@ -90,9 +108,9 @@ class Link:
         self.widget.unobserve(self._from_widget, names=self.trait)
         try:
             self.widget.options = options
-            self.show()
         finally:
             self.widget.observe(self._from_widget, names=self.trait)
+        self.show()
 
 
 def _dropdown(description: str, options, width: str = "170px") -> widgets.Dropdown:
@@ -155,8 +173,8 @@ class Controls:
         self.mode_box = widgets.ToggleButtons(
             options=[("Page", "page"), ("Top K", "top")], style={"button_width": "64px"}
         )
-        self.page_slider = widgets.IntSlider(
-            min=0, max=0, description="Page", continuous_update=True, layout=widgets.Layout(width="300px")
+        self.page_slider = widgets.IntSlider(  # pages count from 1 on screen, from 0 in the state
+            min=1, max=1, description="Page", continuous_update=True, layout=widgets.Layout(width="300px")
         )
         self.page_size_box = _dropdown("Per page", PAGE_SIZES, "150px")
         self.top_by_box = _dropdown("Top by", STAT_NAMES, "160px")
@@ -186,7 +204,6 @@ class Controls:
             ("precision", self.precision_box),
             ("stage", self.shown_stage),
             ("channel_mode", self.mode_box),
-            ("page", self.page_slider),
             ("page_size", self.page_size_box),
             ("top_by", self.top_by_box),
             ("norm", self.norm_box),
@@ -202,6 +219,7 @@ class Controls:
             ("compare_image_index", self.compare_image_box),
         ):
             self.link(name, widget)
+        self.link("page", self.page_slider, lambda page: page - 1, lambda page: page + 1)
         self.link("out_indices", self.stage_select, self._indices, self._names)
         self.link("layers", self.layers_box, list, list)
         self.layer_box.observe(self._add_layer, names="value")
@@ -277,18 +295,26 @@ class Controls:
         if status is self._status:
             return
         self._status, self._updates = status, self._updates + 1
-        self.status_line.value = status_html(status.kind, status.html, self._updates)
+        error = f'<div class="explorer-error">{status.error}</div>' if status.error else ""
+        self.status_line.value = status_html(status.level, status.html + error, self._updates)
         if status.progress is not None:
             self.progress.max, self.progress.value = status.progress[1], status.progress[0] + 1
         else:
             self.progress.value = self.progress.max
         self.progress.bar_style = {"busy": "info", "error": "danger", "warn": "warning"}.get(
-            status.kind, "success"
+            status.level, "success"
         )
 
     def update(self, frame: Frame) -> None:
         """Offer what ``frame`` offers (stages, maps, images, layers, devices), show its status."""
         self.show_status(frame.status)
+        for name, (refused, _) in frame.corrections.items():
+            if frame.failed and name in self.links:
+                self.links[name].show_refused(list(refused) if isinstance(refused, tuple) else refused)
+        mode = frame.state.get("compare", self.state.compare)
+        self.compare_image_box.layout.display = None if mode == "images" else "none"
+        for box in (self.compare_model_box, self.compare_pretrained_box):
+            box.layout.display = None if mode == "checkpoints" else "none"
         old, self._shown = self._shown, frame
         if frame.backbone is None:
             return
@@ -322,7 +348,7 @@ class Controls:
             self.links["stage"].set_options(list(frame.maps))
         stage = frame.state["stage"]
         count = frame.maps[stage].shape[1]
-        self.page_slider.max = max(0, -(-count // frame.state["page_size"]) - 1)
+        self.page_slider.max = max(1, -(-count // frame.state["page_size"]))
         self.links["page"].show()
         self.channel_box.tooltip = f"0-{count - 1}"
         if old is None or old.view is not frame.view:

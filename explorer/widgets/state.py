@@ -2,7 +2,7 @@
 
 The state holds no widgets and runs nothing. Each trait's ``work`` tag says what a change costs: ``"load"`` (a
 checkpoint), ``"capture"`` (a forward pass) or ``"draw"`` (a redraw from the cached capture); the
-:class:`~explorer.widgets.controller.Controller` reads it. Validation sits on the traits, so a bad value is
+:class:`~explorer.widgets.engine.Controller` reads it. Validation sits on the traits, so a bad value is
 refused (a ``TraitError`` naming the fix) before anything runs.
 
 Importing this module loads no torch: the panel must be on the page before torch has finished importing.
@@ -19,7 +19,7 @@ Example::
 
 from __future__ import annotations
 
-from traitlets import Bool, Enum, Float, HasTraits, Int, List, TraitError, Unicode, validate
+from traitlets import Any, Bool, Enum, Float, HasTraits, Int, List, TraitError, Unicode, validate
 
 from ..vocabulary import NORMS, STAT_NAMES
 
@@ -71,7 +71,11 @@ class ExplorerState(HasTraits):
     )
     precision = _load(Enum(PRECISIONS, default_value="float32", help="float16 and bfloat16 need a GPU."))
     out_indices = _capture(
-        List(Int(), default_value=[0], help="Selected stages, transformers' out_indices rules.")
+        List(
+            Any(),
+            default_value=[0],
+            help="Selected stages, checked by explorer.stages.select_stages (transformers' rules and messages).",
+        )
     )
     layers = _capture(List(Unicode(), help="Any extra module names to capture (see explorer.list_layers)."))
     image_index = _capture(Int(0, help="Which image of the gallery is shown."))
@@ -106,6 +110,16 @@ class ExplorerState(HasTraits):
         Enum(SORT_KEYS, default_value="mean", help="Statistics table: the column it is sorted by.")
     )
     descending = _draw(Bool(True, help="Statistics table: largest first."))
+    cam_method = _draw(Unicode("gradcam", help="CAM tab: the method, one of explorer.cam_methods()."))
+    cam_target = _draw(
+        Int(None, allow_none=True, help="CAM tab: the class index explained; None for the top prediction.")
+    )
+    dataset_source = _draw(
+        Unicode(
+            "",
+            help="Dataset tab: the folder scanned (or a saved scan); 'samples:N' for N sample images; '' for none.",
+        )
+    )
 
     @classmethod
     def work(cls, name: str) -> int:

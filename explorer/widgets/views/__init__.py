@@ -1,12 +1,18 @@
 """The panel's tabs: one module per tab, each a :class:`View` registered in tab order.
 
-A view has two halves. ``compute(scene)`` runs in the controller's thread with no widgets: it reads the
-:class:`~explorer.widgets.controller.Scene` (maps, statistics, drawing helpers cached per capture) and returns
-immutable data, which the controller puts in the frame under the view's title. ``update(frame)`` writes that data
-into the view's widgets, only the parts that changed (a part that is the same object as last time is skipped).
+A view has three parts. ``compute(scene)`` runs in the engine's worker with no widgets: it reads the
+:class:`~explorer.widgets.engine.Scene` (maps, statistics, drawing helpers cached per capture or by content) and
+does the tab's model work there (a class-activation map, a scan), returning immutable data that the engine puts
+in the frame under the view's title. ``update(frame)`` runs on the kernel's thread and writes that data into the
+view's widgets, only the parts that changed; it runs no model. ``code(frame, data)`` (optional) returns the body
+of the library code for the tab (it must bind ``png``), the gallery indices it uses, and the bytes the view
+shows that ``png`` must equal; tabs without it give the Grid's code.
 
-A new tab (a dataset scan, a class-activation map) is a new module with a ``@register``-ed subclass, imported at
-the end of this file; no other view changes.
+**Adding a tab** (a "Patches" tab, say) is one module here with a ``@register``-ed subclass, imported at the end
+of this file, plus any new choice as an :class:`~explorer.widgets.state.ExplorerState` trait (tagged ``draw``,
+``capture`` or ``load``). The worker gives ``compute`` a scene; ``compute`` returns what the tab draws (PNG
+bytes, HTML, numbers); ``update`` puts it in widgets; ``code`` writes it down. No other view, and nothing in the
+engine, changes.
 
 Example::
 
@@ -25,13 +31,14 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import ipywidgets as widgets
 
-    from ..controller import Frame, Scene
     from ..controls import Controls
+    from ..engine import Frame, Scene
 
 __all__ = ["VIEWS", "View", "register"]
 
@@ -53,6 +60,10 @@ class View:
     def update(self, frame: Frame) -> None:
         """Show ``frame``'s data for this tab; write only what changed."""
         raise NotImplementedError
+
+    code: ClassVar[Callable[[Frame, Any], tuple[list[str], list[int], bytes] | None] | None] = None
+    """``code(frame, data) -> (body lines, gallery indices, png)``: the library code for this tab, and the bytes
+    its ``png`` binds (the view's); None when the tab shows nothing to write down (see the module docs)."""
 
     def data(self, frame: Frame) -> Any:
         """This tab's data in ``frame`` (None before it was first drawn)."""

@@ -1,18 +1,19 @@
 """The CAM tab: a class-activation map of the stage on show, drawn over the image as the model saw it.
 
-The tab explains the panel's image at the stage chosen in **Show** with :func:`explorer.cam`, for the method and
-target picked in its own boxes; the target list is the head's top-5 predictions with their names (or, for a
-backbone without a head, the stage's total activation). A CAM needs its own forward and backward pass, so it runs
-in the tab's thread while the kernel stays free, and only while the tab is on show; a change of colour map or
-opacity redraws the overlay without running the model. Errors go to the tab's line and the panel's status line;
-the map on show stays.
+The tab explains the panel's image at the stage chosen in **Show** with :func:`explorer.cam`, for the state's
+``cam_method`` and ``cam_target`` (a class index, or None for the top prediction); the target list is the head's
+top-5 predictions with their names, plus the chosen class when it is not among them (for a backbone without a
+head: the stage's total activation). The map is computed in the engine's worker, only while the tab is on show,
+and kept by content (checkpoint, image, stage, method, target): a change of colour map or opacity redraws the
+overlay without running the model. A refused method or target goes back, with the reason on the status line.
 
 Example::
 
     >>> app = explorer.Explorer()
-    >>> app.tab = "CAM"; app.views["CAM"].wait()
+    >>> app.tab = "CAM"
     >>> app.views["CAM"].result.target_name
     'tiger cat'
+    >>> app.cam_method = "eigencam"; app.cam_target = 281
 """
 
 from __future__ import annotations
@@ -22,26 +23,33 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ..controller import Frame, Scene
+from ..engine import Frame, Scene
 from . import View, register
 from .html import status_html
-from .images import jpeg
-from .worker import TabWorker
 
-__all__ = ["CAMTarget", "CAMView"]
+__all__ = ["CAMData", "CAMView"]
 
 TOP = "top prediction"
 
 
 @dataclass(frozen=True, eq=False)
-class CAMTarget:
-    """What the tab is asked to explain, and how to draw it: the panel's backbone, image, stage and colours."""
+class CAMData:
+    """What the CAM tab shows: the :class:`explorer.CAM`, its overlay as PNG, and the choices to offer."""
 
-    backbone: object
-    image: object
-    stage: str
-    cmap: str
+    result: object
+    png: bytes
+    methods: tuple[str, ...]
+    targets: tuple[tuple[str, int | None], ...]
     alpha: float
+    cmap: str
+
+
+def _targets(result, chosen: int | None) -> tuple[tuple[str, int | None], ...]:
+    first = [(TOP, None)] if result.top5 else [(result.target_name, None)]
+    options = first + [(f"{name} ({p:.1%})", index) for index, name, p in result.top5]
+    if chosen is not None and chosen not in {value for _, value in options}:
+        options.append((str(result.target_name), chosen))  # the chosen class stays offered: no silent revert
+    return tuple(options)
 
 
 @register
@@ -51,94 +59,74 @@ class CAMView(View):
     def __init__(self, controls) -> None:
         super().__init__(controls)
         self.method_box = widgets.Dropdown(
-            description="Method", options=["gradcam"], value="gradcam", layout=widgets.Layout(width="220px")
+            description="Method", options=["gradcam"], layout=widgets.Layout(width="220px")
         )
         self.target_box = widgets.Dropdown(
-            description="Target", options=[(TOP, None)], value=None, layout=widgets.Layout(width="380px")
+            description="Target", options=[(TOP, None)], layout=widgets.Layout(width="380px")
         )
-        self.cam_image = widgets.Image(format="jpeg", layout=widgets.Layout(width="448px"))
-        self.cam_status = widgets.HTML(status_html("ok", "Where the prediction rests, at the stage on show."))
+        self.cam_image = widgets.Image(format="png", layout=widgets.Layout(width="448px", display="none"))
+        self.cam_status = widgets.HTML(status_html("busy", "Drawing the class-activation map..."))
         self.widget = widgets.VBox(
             [widgets.HBox([self.method_box, self.target_box]), self.cam_status, self.cam_image]
         )
+        self.method_link = controls.link("cam_method", self.method_box)
+        self.target_link = controls.link("cam_target", self.target_box)
         self.result = None  # the explorer.CAM on show
-        self.worker = TabWorker("explorer-cam", on_error=self._failed)
-        self._target: CAMTarget | None = None
-        self._key: tuple | None = None  # what self.result explains
-        self._requests = 0
-        self._filling = False  # set while the tab fills its own boxes
-        self.method_box.observe(self._on_box, "value")
-        self.target_box.observe(self._on_box, "value")
+        self._shown: CAMData | None = None
 
     @staticmethod
-    def compute(scene: Scene) -> CAMTarget:
+    def compute(scene: Scene) -> CAMData:
+        from ...cam import cam, cam_methods
+        from ...render import overlay, to_png
+
         s = scene.state
-        return CAMTarget(scene.backbone, scene.image, s.stage, s.cmap, float(s.alpha))
+        key = ("cam", scene.backbone_key, scene.image_key, s.stage, s.cam_method, s.cam_target)
+
+        def run():
+            scene.progress(f"Drawing {html.escape(s.cam_method)} at {html.escape(s.stage)}...", 3, 4)
+            return cam(scene.backbone, scene.image, stage=s.stage, target=s.cam_target, method=s.cam_method)
+
+        result = scene.keyed(key, run)
+        png = scene.keyed(
+            (*key, s.alpha, s.cmap),
+            lambda: to_png(
+                overlay(
+                    scene.image, result.map, alpha=s.alpha, cmap=s.cmap, preprocess=scene.backbone.preprocess
+                )
+            ),
+        )
+        return CAMData(result, png, tuple(cam_methods()), _targets(result, s.cam_target), s.alpha, s.cmap)
+
+    @staticmethod
+    def code(frame: Frame, data: CAMData) -> tuple[list[str], list[int], bytes]:
+        s, result = frame.state, data.result
+        return (
+            [
+                f"result = explorer.cam(bb, images[0], stage={result.stage!r}, target={s['cam_target']!r}, "
+                f"method={result.method!r})",
+                f"picture = explorer.overlay(images[0], result.map, alpha={data.alpha!r}, cmap={data.cmap!r}, "
+                "preprocess=bb.preprocess)",
+                "png = explorer.to_png(picture)",
+            ],
+            [s["image_index"]],
+            data.png,
+        )
 
     def update(self, frame: Frame) -> None:
-        target = self.data(frame)
-        if target is None or target is self._target:
+        data = self.data(frame)
+        if frame.status.error:
+            self.cam_status.value = status_html("error", frame.status.error)
+        if data is None or data is self._shown:
             return
-        previous, self._target = self._target, target
-        if previous is None or (previous.backbone, previous.image) != (target.backbone, target.image):
-            self._fill(self.target_box, [(TOP, None)], None)  # new predictions: back to the top one
-        self._request()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the map being drawn; True when it is on show (or failed)."""
-        return self.worker.wait(timeout)
-
-    def _on_box(self, _change) -> None:
-        if not self._filling and self._target is not None:
-            self._request()
-
-    def _request(self) -> None:
-        self._requests += 1
-        number, target = self._requests, self._target
-        method, wanted = self.method_box.value, self.target_box.value
-        self.worker.run(lambda: self._draw(number, target, method, wanted))
-
-    def _fill(self, box: widgets.Dropdown, options, value) -> None:
-        self._filling = True
-        try:
-            box.options = options
-            box.value = value
-        finally:
-            self._filling = False
-
-    def _failed(self, err: Exception) -> None:
-        message = str(err).strip() or type(err).__name__
-        self.cam_status.value = status_html("error", f"<b>Error:</b> {html.escape(message)}")
-        self.controls.report(err)
-
-    def _draw(self, number: int, target: CAMTarget, method: str, wanted: int | None) -> None:
-        if number != self._requests:
-            return  # a newer request supersedes this one
-        from ...cam import cam, cam_methods
-        from ...render import overlay
-
-        if len(self.method_box.options) == 1:
-            self._fill(self.method_box, cam_methods(), method)
-        key = (id(target.backbone), id(target.image), target.stage, method, wanted)
-        if key != self._key:
-            self.cam_status.value = status_html("busy", f"Drawing {html.escape(method)} at {target.stage}...")
-            self.result = cam(target.backbone, target.image, stage=target.stage, target=wanted, method=method)
-            self._key = key
-        result = self.result
-        picture = overlay(
-            target.image,
-            result.map,
-            alpha=target.alpha,
-            cmap=target.cmap,
-            preprocess=target.backbone.preprocess,
-        )
-        self.cam_image.value = jpeg(picture)
-        first = [(TOP, None)] if result.top5 else [(result.target_name, None)]
-        options = first + [(f"{name} ({p:.1%})", index) for index, name, p in result.top5]
-        if list(self.target_box.options) != options:
-            self._fill(self.target_box, options, wanted if wanted in dict(options).values() else None)
-        self.cam_status.value = status_html(
-            "ok",
-            f"{html.escape(result.method)} at <b>{html.escape(result.stage)}</b> explains "
-            f"<b>{html.escape(result.target_name)}</b>",
-        )
+        self._shown, self.result = data, data.result
+        self.method_link.set_options(list(data.methods))
+        self.target_link.set_options(list(data.targets))
+        self.cam_image.value = data.png
+        self.cam_image.layout.display = None
+        if not frame.status.error:
+            result = data.result
+            self.cam_status.value = status_html(
+                "ok",
+                f"{html.escape(result.method)} at <b>{html.escape(result.stage)}</b> explains "
+                f"<b>{html.escape(result.target_name)}</b>",
+            )

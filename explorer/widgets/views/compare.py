@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ..controller import Frame, Grid, Scene
 from ..elements import ImageView
+from ..engine import Frame, Grid, Scene
 from . import View, register
 from .html import html_table
 from .images import show_grid
@@ -106,6 +106,32 @@ class CompareView(View):
         )
         grids = ((f"A: {title_a}", grid_a), (f"B: {title_b}", grid_b), ("A − B", diff))
         return CompareData(grids, table, similarity)
+
+    @staticmethod
+    def code(frame: Frame, data: CompareData) -> tuple[list[str], list[int], bytes] | None:
+        from ..engine.codegen import backbone_line
+
+        s = frame.state
+        if data.grids is None:
+            return None
+        diff = data.grids[2][1]
+        names = list(frame.maps)
+        arguments = ", ".join(f"{k}={v!r}" for k, v in diff.options)
+        lines = [f"maps = bb.capture(bb.pixel_values(images), layers={names!r})"]
+        if s["compare"] == "images":
+            lines.append(f"a, b = maps[{s['stage']!r}][0].float(), maps[{s['stage']!r}][1].float()")
+            indices = [s["image_index"], s["compare_image_index"]]
+        else:
+            spec = s["compare_model"] or s["model"]
+            b = frame.compare_maps
+            lines += backbone_line(
+                "bb_b", spec, s["compare_pretrained"], str(frame.backbone.device), frame.backbone.precision
+            )
+            lines.append(f"maps_b = bb_b.capture(bb_b.pixel_values(images), layers={list(b)!r})")
+            lines.append(f"a, b = maps[{s['stage']!r}][0].float(), maps_b[{s['stage']!r}][0].float()")
+            indices = [s["image_index"]]
+        lines += [f"grid = explorer.render_grid(a - b, {arguments})  # A - B", "png = explorer.to_png(grid)"]
+        return lines, indices, diff.png
 
     def update(self, frame: Frame) -> None:
         data, old = self.data(frame), self._shown

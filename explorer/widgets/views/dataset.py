@@ -1,19 +1,19 @@
-"""The Dataset tab: scan a folder (or open a saved scan) and see the top-k exemplars of the channel on show.
+"""The Dataset tab: scan a folder (or open a saved scan, or the sample images) and see the top-k exemplars of
+the channel on show.
 
-The scan runs in its own thread, on a copy of the panel's backbone (its own hooks never meet the panel's), so the
-kernel stays free; a progress bar follows it image by image. It scans every map the panel captures (the selected
-stages and any added layers), so choosing another stage or channel in the Grid or Statistics tab only redraws
-the exemplars: their receptive-field crops with the channel overlaid, with values and sources. A folder that holds
-a saved scan (``scan.save_html`` or ``scan.save``) opens as it is. Errors go to the panel's status line and to the
-tab's own line; the panel keeps working.
+The state's ``dataset_source`` names what is scanned: a folder, a saved scan (``scan.save_html`` or
+``scan.save``), or ``"samples:N"`` for :func:`explorer.sample_dataset` ``(n=N)``; the Scan and Sample images
+buttons set it. The scan runs in the engine's worker, only while the tab is on show, with its progress on the
+status line; it scans every map the panel captures (the selected stages and any added layers), and is kept by
+content, so choosing another stage or channel only redraws the exemplars: their receptive-field crops with the
+channel overlaid (all the same size), with values and sources. A source that cannot be scanned is refused: the
+previous one stays and the status line says why.
 
 Example::
 
     >>> app = explorer.Explorer()
-    >>> dataset = app.views["Dataset"]
-    >>> dataset.source_box.value = str(explorer.sample_dataset(n=64))
-    >>> dataset.scan_button.click(); dataset.wait()
-    >>> len(dataset.crops_box.children)
+    >>> app.tab = "Dataset"; app.dataset_source = "samples:64"
+    >>> len(app.views["Dataset"].crops_box.children)
     9
 """
 
@@ -21,41 +21,86 @@ from __future__ import annotations
 
 import copy
 import html
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as widgets
 
-from ..controller import Frame, Scene
+from ..engine import Frame, Scene
 from . import View, register
 from .html import status_html
-from .worker import TabWorker
 
-__all__ = ["DatasetTarget", "DatasetView"]
+__all__ = ["DatasetData", "DatasetView", "SAMPLES"]
 
 K = 9
 """Exemplars per channel."""
 
-CROP_WIDTH = 112
-"""Display width of each crop, in CSS pixels."""
+CROP_SIZE = 112
+"""Display width and height of each crop, in CSS pixels (a crop keeps its aspect inside that square)."""
+
+SAMPLES = "samples:64"
+"""The ``dataset_source`` of the Sample images button."""
 
 
 @dataclass(frozen=True, eq=False)
-class DatasetTarget:
-    """What the tab is asked to show: the panel's backbone, its captured maps, and the shown stage and channel."""
+class DatasetData:
+    """What the Dataset tab shows: the scan, and for the shown stage and channel the crops (PNG) and captions."""
 
-    backbone: object
-    names: tuple[str, ...]
-    stage: str
-    channel: int
+    scan: object
+    crops: tuple[bytes, ...]
+    captions: tuple[tuple[str, str], ...]  # (text, full source)
+    message: tuple[str, str]  # (kind, HTML)
 
 
-def _png(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+def _sample_count(source: str) -> int | None:
+    if not source.startswith("samples:"):
+        return None
+    count = source.split(":", 1)[1]
+    if not count.isdigit() or int(count) < 1:
+        from ...errors import DatasetError
+
+        raise DatasetError(
+            f"{source!r}: write samples:N with N a positive number of images, e.g. {SAMPLES!r}."
+        )
+    return int(count)
+
+
+def _folder(source: str) -> Path:
+    from ...scan import sample_dataset
+
+    count = _sample_count(source)
+    return sample_dataset(n=count) if count is not None else Path(os.path.expanduser(source))
+
+
+def _scan(scene: Scene, names: tuple[str, ...], source: str, cache: str | None):
+    from ...scan import Scan, scan
+    from ...scan.store import weights_digest
+
+    folder = _folder(source)
+    backbone = copy.copy(scene.backbone)  # the scan selects its own stages on a copy
+    if (folder / "scan.json").is_file():
+        found = Scan.load(folder)
+        same = found.info["weights_sha256"] == weights_digest(backbone.model)
+        return Scan.load(folder, backbone=backbone) if same else found
+    stages = [name for name in names if name in backbone.stage_names]
+    layers = [name for name in names if name not in backbone.stage_names]
+    return scan(
+        backbone,
+        folder,
+        out_features=stages or None,
+        layers=layers or None,
+        k=K,
+        cache=cache,
+        num_workers=0,
+        progress=lambda done, total: scene.progress(f"Scanning: {done} of {total} images...", done, total),
+    )
+
+
+def _caption(exemplar) -> tuple[str, str]:
+    source = exemplar.source
+    name = Path(source).name if isinstance(source, str) else f"item {source}"
+    return f"{exemplar.value:.3g} · {name}", str(source)
 
 
 @register
@@ -69,141 +114,134 @@ class DatasetView(View):
         self.source_box = widgets.Text(
             description="Images",
             placeholder="a folder of images, or a saved scan",
-            layout=widgets.Layout(width="520px"),
+            layout=widgets.Layout(width="440px"),
         )
         self.scan_button = widgets.Button(description="Scan", button_style="primary")
-        self.scan_button.on_click(self._start)
-        self.scan_progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="300px"))
-        self.scan_status = widgets.HTML(status_html("ok", "Point at a folder and press Scan."))
+        self.scan_button.on_click(lambda _button: self._scan(self.source_box.value.strip()))
+        self.samples_button = widgets.Button(description="Sample images", tooltip=f"scan {SAMPLES}")
+        self.samples_button.on_click(lambda _button: self._scan(SAMPLES))
+        self.scan_progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="200px"))
+        self.scan_status = widgets.HTML(
+            status_html("ok", "Point at a folder and press Scan, or scan the samples.")
+        )
         self.crop_images: list[widgets.Image] = []
         self.crop_captions: list[widgets.HTML] = []
         self._slots: list[widgets.VBox] = []  # one per exemplar, made once and reused
         self.crops_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.widget = widgets.VBox(
             [
-                widgets.HBox([self.source_box, self.scan_button, self.scan_progress]),
+                widgets.HBox([self.source_box, self.scan_button, self.samples_button, self.scan_progress]),
                 self.scan_status,
                 self.crops_box,
             ]
         )
-        self.scan = None  # the finished explorer.Scan
-        self._target: DatasetTarget | None = None
-        self._shown: tuple | None = None
-        self.worker = TabWorker("explorer-dataset", on_error=self._failed, after=self._enable)
+        self.scan = None  # the explorer.Scan on show
+        self._shown: DatasetData | None = None
+        controls.state.observe(self._show_source, names="dataset_source")
+        self._show_source()
 
-    @staticmethod
-    def compute(scene: Scene) -> DatasetTarget:
-        s = scene.state
-        return DatasetTarget(scene.backbone, tuple(scene.maps), s.stage, int(s.channel))
+    def _show_source(self, _change=None) -> None:
+        self.source_box.value = self.controls.state.dataset_source
 
-    def update(self, frame: Frame) -> None:
-        target = self.data(frame)
-        if target is None or target is self._target:
-            return
-        self._target = target
-        if self.scan is not None:
-            self._run(self._show_crops)
-
-    # -- work in the tab's thread --------------------------------------------------------------------------------
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the tab's running work (a scan, crops); True when it finished."""
-        return self.worker.wait(timeout)
-
-    def _run(self, job) -> None:
-        self.worker.run(job)
-
-    def _failed(self, err: Exception) -> None:
-        self._say("error", f"<b>Error:</b> {html.escape(str(err) or type(err).__name__)}")
-        self.controls.report(err)
-
-    def _enable(self) -> None:
-        self.scan_button.disabled = False
-
-    def _say(self, kind: str, message: str) -> None:
-        self.scan_status.value = status_html(kind, message)
-
-    def _start(self, _button=None) -> None:
-        target = self._target
-        if target is None:
-            self._say("warn", "The panel has not drawn yet; open the Grid tab first.")
-            return
-        source = self.source_box.value.strip()
-        self.scan_button.disabled = True
-        self._run(lambda: self._scan(target, source))
-
-    def _progress(self, done: int, total: int) -> None:
-        self.scan_progress.max = max(1, total)
-        self.scan_progress.value = done
-        self._say("busy", f"Scanning: {done} of {total} images...")
-
-    def _scan(self, target: DatasetTarget, source: str) -> None:
-        from ...scan import Scan, scan
-        from ...scan.store import weights_digest
-
+    def _scan(self, source: str) -> None:
         if not source:
-            raise ValueError(
+            self.controls.report(
                 "Type a folder of images (or of a saved scan) in the Images box, then press Scan."
             )
-        folder = Path(os.path.expanduser(source))
-        backbone = copy.deepcopy(target.backbone)  # the scan's hooks never meet the panel's
-        if (folder / "scan.json").is_file():
-            found = Scan.load(folder)
-            same = found.info["weights_sha256"] == weights_digest(backbone.model)
-            found = Scan.load(folder, backbone=backbone) if same else found
-        else:
-            stages = [name for name in target.names if name in backbone.stage_names]
-            layers = [name for name in target.names if name not in backbone.stage_names]
-            found = scan(
-                backbone,
-                folder,
-                out_features=stages or None,
-                layers=layers or None,
-                k=K,
-                cache=self.cache,
-                num_workers=0,
-                progress=self._progress,
-            )
-        self.scan = found
-        skipped = f", {len(found.skipped)} skipped" if found.skipped else ""
-        self._say("ok", f"{html.escape(repr(found))}{html.escape(skipped)}")
-        self._shown = None
-        self._show_crops()
+            return
+        self.controls.set("dataset_source", source)
 
-    def _show_crops(self) -> None:
-        found, target = self.scan, self._target
-        if found is None or target is None:
-            return
-        key = (id(found), target.stage, target.channel)
-        if key == self._shown:
-            return
-        if target.stage not in found.stages:
-            self._say(
-                "warn",
-                f"This scan holds no {html.escape(target.stage)}; it scanned {html.escape(', '.join(found.stages))}. "
-                "Choose one of those stages, or scan again.",
-            )
-            return
-        exemplars = found.top(target.stage, target.channel)
-        crops = found.crops(target.stage, target.channel)
-        while len(self._slots) < len(crops):
-            self.crop_images.append(
-                widgets.Image(format="png", layout=widgets.Layout(width=f"{CROP_WIDTH}px"))
-            )
-            self.crop_captions.append(widgets.HTML(layout=widgets.Layout(width=f"{CROP_WIDTH}px")))
-            self._slots.append(widgets.VBox([self.crop_images[-1], self.crop_captions[-1]]))
-        for image, caption, crop, exemplar in zip(self.crop_images, self.crop_captions, crops, exemplars):
-            image.value = _png(crop)
-            name = (
-                Path(exemplar.source).name if isinstance(exemplar.source, str) else f"item {exemplar.source}"
-            )
-            caption.value = (
-                f'<span style="font-size:11px" title="{html.escape(str(exemplar.source))}">'
-                f"{exemplar.value:.3g} · {html.escape(name)}</span>"
-            )
-        self.crops_box.children = tuple(self._slots[: len(crops)])
-        self._shown = key
-        self._say(
-            "ok",
-            f"{html.escape(target.stage)} · channel {target.channel}: top {len(crops)} of {len(found)} images "
-            "(receptive-field crops, channel overlaid)",
+    @staticmethod
+    def compute(scene: Scene) -> DatasetData:
+        from ...render import to_png
+
+        s = scene.state
+        if not s.dataset_source:
+            return DatasetData(None, (), (), ("ok", "Point at a folder and press Scan, or scan the samples."))
+        names = tuple(scene.maps)
+        cache = DatasetView.cache
+        found = scene.keyed(
+            ("scan", scene.backbone_key, names, s.dataset_source, cache),
+            lambda: _scan(scene, names, s.dataset_source, cache),
         )
+        if s.stage not in found.stages:
+            message = (
+                f"This scan holds no {html.escape(s.stage)}; it scanned {html.escape(', '.join(found.stages))}. "
+                "Choose one of those stages, or scan again."
+            )
+            return DatasetData(found, (), (), ("warn", message))
+        import numpy as np
+
+        exemplars = found.top(s.stage, s.channel)
+        crops = scene.keyed(
+            ("crops", scene.backbone_key, names, s.dataset_source, cache, s.stage, s.channel),
+            lambda: tuple(to_png(np.asarray(crop)) for crop in found.crops(s.stage, s.channel)),
+        )
+        message = (
+            f"{html.escape(s.stage)} · channel {s.channel}: top {len(crops)} of {len(found)} images "
+            "(receptive-field crops, channel overlaid)"
+        )
+        return DatasetData(found, crops, tuple(_caption(e) for e in exemplars), ("ok", message))
+
+    @staticmethod
+    def code(frame: Frame, data: DatasetData) -> tuple[list[str], list[int], bytes] | None:
+        s = frame.state
+        if data.scan is None or not data.crops:
+            return None
+        count = _sample_count(s["dataset_source"])
+        folder = (
+            f"explorer.sample_dataset(n={count})" if count else repr(os.path.expanduser(s["dataset_source"]))
+        )
+        if data.scan.key is None:
+            line = f"scan = explorer.Scan.load({folder}, backbone=bb)"
+        else:
+            names = list(frame.maps)
+            stages = [n for n in names if n in frame.backbone.stage_names] or None
+            layers = [n for n in names if n not in frame.backbone.stage_names] or None
+            line = (
+                f"scan = explorer.scan(bb, {folder}, out_features={stages!r}, layers={layers!r}, k={K}, "
+                "num_workers=0, cache=None, progress=False)"
+            )
+        return (
+            [
+                line,
+                f"crops = scan.crops({s['stage']!r}, {s['channel']!r})",
+                "png = explorer.to_png(np.asarray(crops[0]))",
+            ],
+            [],
+            data.crops[0],
+        )
+
+    def update(self, frame: Frame) -> None:
+        data = self.data(frame)
+        status = frame.status
+        if status.kind == "busy" and status.progress and status.html.startswith("Scanning"):
+            self.scan_progress.max, self.scan_progress.value = max(1, status.progress[1]), status.progress[0]
+        if status.error and frame.state.get("tab") == self.title:
+            self.scan_status.value = status_html("error", status.error)
+        if data is None or data is self._shown:
+            return
+        self._shown, self.scan = data, data.scan
+        if data.scan is not None:
+            self.scan_progress.max = self.scan_progress.value = max(1, len(data.scan))
+        if not status.error:
+            self.scan_status.value = status_html(*data.message)
+        while len(self._slots) < len(data.crops):
+            self.crop_images.append(
+                widgets.Image(
+                    format="png",
+                    layout=widgets.Layout(
+                        width=f"{CROP_SIZE}px", height=f"{CROP_SIZE}px", object_fit="contain"
+                    ),
+                )
+            )
+            self.crop_captions.append(widgets.HTML(layout=widgets.Layout(width=f"{CROP_SIZE}px")))
+            self._slots.append(widgets.VBox([self.crop_images[-1], self.crop_captions[-1]]))
+        for image, caption, crop, (text, source) in zip(
+            self.crop_images, self.crop_captions, data.crops, data.captions
+        ):
+            image.value = crop
+            caption.value = (
+                f'<div class="explorer-caption" title="{html.escape(source)}">{html.escape(text)}</div>'
+            )
+        self.crops_box.children = tuple(self._slots[: len(data.crops)])

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ..controller import GRID_SIZE, Frame, Grid, Scene
 from ..elements import ImageView
+from ..engine import GRID_SIZE, Frame, Grid, Scene
 from . import View, register
 from .images import jpeg, show_grid
 
@@ -30,6 +30,10 @@ class GridData:
     title: str
     zoom_title: str
     fmap: object  # the shown (C, H, W) map, for the values under the pointer
+
+
+def _arguments(grid: Grid) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in grid.options)
 
 
 def _title(scene: Scene, grid: Grid) -> str:
@@ -87,6 +91,20 @@ class GridView(View):
             lambda: jpeg(overlay(scene.view, fmap[s.channel], alpha=s.alpha, cmap=s.cmap, clip=s.clip)),
         )
         return GridData(grid, zoom, over, _title(scene, grid), f"{s.stage} · channel {s.channel}", fmap)
+
+    @staticmethod
+    def code(frame: Frame, data: GridData) -> tuple[list[str], list[int], bytes]:
+        s, grid = frame.state, data.grid
+        indices = [s["image_index"]] + ([s["compare_image_index"]] if s["compare"] == "images" else [])
+        return (
+            [
+                f"maps = bb.capture(bb.pixel_values(images), layers={list(frame.maps)!r})",
+                f"grid = explorer.render_grid(maps[{grid.stage!r}][0].float(), {_arguments(grid)})",
+                "png = explorer.to_png(grid)",
+            ],
+            indices,
+            grid.png,
+        )
 
     def update(self, frame: Frame) -> None:
         data, old = self.data(frame), self._shown

@@ -26,6 +26,9 @@ STYLE = """
 .explorer-status.warn { background: #fff4d6; color: #5c4400; }
 .explorer-status.error { background: #fde8e8; color: #7a1010; }
 .explorer-status b.random { color: #b00000; }
+.explorer-status .explorer-error { margin-top: 2px; color: #7a1010; }
+.explorer-refused input { border-color: #c00 !important; background: #fde8e8; }
+.explorer-caption { font-size: 11px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 </style>
 """
 

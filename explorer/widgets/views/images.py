@@ -7,8 +7,8 @@ import io
 
 import numpy as np
 
-from ..controller import Grid
 from ..elements import ImageView
+from ..engine import Grid
 
 __all__ = ["show_grid", "jpeg", "colorbar"]
 

@@ -6,7 +6,7 @@ import html
 
 import ipywidgets as widgets
 
-from ..controller import Frame, Scene
+from ..engine import Frame, Scene
 from . import View, register
 from .html import format_bytes, html_table
 

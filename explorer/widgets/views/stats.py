@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ..controller import Frame, Scene
+from ..engine import Frame, Scene
 from . import View, register
 from .charts import bar_chart
 from .html import html_table
