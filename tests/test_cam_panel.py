@@ -32,15 +32,20 @@ def test_cam_tab_explains_the_image_picks_targets_and_reports_errors():
     assert labels[0] == "top prediction" and len(labels) == 6 and "tiger cat" in labels[1]
     assert "explains <b>tiger cat" in view.cam_status.value
     shown = view.cam_image.value
-    assert shown[:2] == b"\xff\xd8"  # JPEG bytes of the overlay
+    assert shown[:4] == b"\x89PNG" and bytes(shown) == app.png  # what app.code() reproduces
+    assert view.target_box.value is None and view.target_box.label == "top prediction"  # never blank
 
     view.target_box.value = view.target_box.options[3][1]  # the third prediction
     assert app.controller.wait(300)
-    assert view.result.target == view.target_box.value and view.cam_image.value != shown
+    assert view.result.target == view.target_box.value == app.cam_target and view.cam_image.value != shown
+    chosen = app.cam_target
 
-    view.method_box.value = "eigencam"
-    assert app.controller.wait(300)
-    assert view.result.method == "eigencam"
+    app.cam_method = "eigencam"  # a choice set from code shows in its box
+    assert view.result.method == "eigencam" and view.method_box.value == "eigencam"
+    app.layers = ["blocks.5"]  # a stage added: the chosen target stays, in its box
+    assert app.cam_target == chosen and view.target_box.value == chosen and view.result.target == chosen
+    app.layers = []
+    app.stage = "blocks.6"
 
     explained, forward = view.result, app.controller.forward_passes
     app.cmap = "gray"  # colours only: the same CAM, drawn again, and no forward pass for the panel
@@ -49,7 +54,7 @@ def test_cam_tab_explains_the_image_picks_targets_and_reports_errors():
     want = explorer.overlay(
         app.images[0], explained.map, alpha=0.5, cmap="gray", preprocess=app.backbone.preprocess
     )
-    assert np.abs(_pixels(view.cam_image.value) - want).mean() < 3  # JPEG noise only
+    assert np.array_equal(_pixels(view.cam_image.value), want)  # lossless
 
     app.stage = "blocks.4"
     assert app.controller.wait(300)

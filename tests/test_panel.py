@@ -55,7 +55,8 @@ def test_display_only_changes_never_run_the_model(app):
     after_norm = app.grid_png
     assert after_norm != after_cmap
     app.page_size_box.value = 16
-    app.page_slider.value = 1
+    app.page_slider.value = 2  # pages count from 1 on screen
+    assert app.page == 1 and app.views["Grid"].grid_view.title.startswith("blocks.1 · channels 16-23")
     after_page = app.grid_png
     assert after_page != after_norm
     app.channel_box.value = 3
@@ -124,10 +125,13 @@ def test_unknown_model_is_reported_and_the_panel_keeps_working(app):
     before = app.grid_png
     app.model_box.value = "resnet-18"
     assert "Error" in app.status and "resnet18" in app.status
-    assert app.model == "default" and app.model_box.value == "default"
+    assert app.model == "default" and app.model_box.value == "resnet-18"  # the typed name stays, marked
+    assert "explorer-refused" in app.model_box._dom_classes
+    line = app.status_line.value  # what the user sees: the model line, and the error under it
+    assert "ImageNet weights" in line and 'class="explorer-error"' in line and "explorer-status error" in line
     assert app.backbone.spec == "default" and app.grid_png == before
-    app.norm_box.value = "stage"
-    assert "updated in" in app.status
+    app.norm_box.value = "stage"  # a valid change: the error goes, the model line stays
+    assert "updated in" in app.status and "Error" not in app.status_line.value
     app.norm_box.value = "channel"
 
 
@@ -230,10 +234,10 @@ def test_rapid_events_end_on_the_latest_value_in_one_draw():
 
     async def drag():
         draws = app.draws
-        for page in range(4):
-            app.page_slider.value = page  # events arrive faster than a draw
-        await asyncio.sleep(0.2)
+        for page in range(1, 5):
+            app.page_slider.value = page  # events arrive faster than a draw (pages count from 1 on screen)
+        await asyncio.to_thread(app.controller.wait)  # the worker draws while the loop stays free
         return app.draws - draws
 
     assert asyncio.run(drag()) == 1
-    assert app.state.page == 3 and app.page_slider.value == 3
+    assert app.state.page == 3 and app.page_slider.value == 4

@@ -96,6 +96,9 @@ class Link:
             value = self.to_widget(getattr(self.state, self.name))
             if getattr(self.widget, self.trait) != value:
                 setattr(self.widget, self.trait, value)
+            elif isinstance(self.widget, widgets.Dropdown) and self.widget.index is None:
+                values = [o[1] if isinstance(o, tuple) else o for o in self.widget.options]
+                self.widget.index = values.index(value)  # None is a value too: select it (never a blank box)
         except (TraitError, ValueError, IndexError, TypeError):
             pass  # the widget does not offer the value (yet, or at all: the engine refuses it)
         finally:

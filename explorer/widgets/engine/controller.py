@@ -42,7 +42,7 @@ from ...errors import ExplorerError, InvalidArgumentError
 from ..state import CAPTURE, LOAD, ExplorerState
 from . import rules
 from .frame import Frame, Scene, Status, ok_status
-from .gallery import Gallery, gallery_from
+from .gallery import Gallery, add_uploads, gallery_from
 from .runtime import Runtime, devices, list_layers, model_view
 from .scheduler import Scheduler
 
@@ -125,11 +125,6 @@ class Controller:
     def loads(self) -> int:
         """Checkpoints loaded."""
         return self.runtime.loads
-
-    @property
-    def gallery(self) -> Gallery:
-        """The images as the worker last read them (the frame's gallery is the one on show)."""
-        return self._gallery
 
     def start(self) -> None:
         """The first frame: at once, or in the worker."""
@@ -248,9 +243,9 @@ class Controller:
         else:
             message = str(err).strip() or type(err).__name__
         _log.info("panel: refused: %s", message, exc_info=not isinstance(err, (ExplorerError, ValueError)))
-        self._failed = snap
         target = self._applied if self._applied is not None else self._fallback
         corrections = {n: (v, target[n]) for n, v in snap.items() if rules.differs(target[n], v)}
+        self._failed = None if corrections else snap  # nothing to go back to: wait for the next change
         self._corrections.update(corrections)
         self._error, self._error_at = f"<b>Error:</b> {html.escape(message)}", dict(target)
         status = self._built.status if self._applied is not None else Status("warn", "Nothing is shown yet.")
@@ -270,24 +265,15 @@ class Controller:
     def _read_gallery(self, post: Callable[[Frame], None], corrected: dict) -> tuple[Gallery, list[str]]:
         """The gallery with any new source read and uploads decoded (the first new image is shown), and the
         reasons of uploads refused."""
-        from ...errors import ImageError
-        from ...images import load_image
-
         if self._gallery_source is not None:
             self._busy(post, "Reading the images...", 0)
             source, self._gallery_source = self._gallery_source, None  # a failure keeps the gallery shown
             self._gallery = gallery_from(source[0])
             corrected["image_index"] = 0
-        refused = []
-        while self._uploads:
-            name, data = self._uploads.popleft()
-            try:
-                image = load_image(data, name=name)
-            except ImageError as err:
-                refused.append(str(err).strip())
-                continue
-            corrected["image_index"] = len(self._gallery)
-            self._gallery = self._gallery.add([image], [name], [("upload", name)])
+        uploads = [self._uploads.popleft() for _ in range(len(self._uploads))]
+        self._gallery, first, refused = add_uploads(self._gallery, uploads)
+        if first is not None:
+            corrected["image_index"] = first
         return self._gallery, refused
 
     def _build(
@@ -408,12 +394,5 @@ class Controller:
             s.device,
             lambda: self._busy(post, f"Loading checkpoint B <b>{html.escape(spec)}</b>...", 1),
         )
-        missing = [name for name in selected.out_features if name not in other.stage_names]
-        if missing:
-            raise InvalidArgumentError(
-                f"Checkpoint B ({other.spec}) has other stages ({other.stage_names}); compare checkpoints of the "
-                "same architecture."
-            )
-        indices = [other.stage_names.index(name) for name in selected.out_features]
-        b = rules.select(other, indices, s.precision)
+        b = rules.select(other, rules.same_stages(selected, other), s.precision)
         return self.runtime.capture(serial, b, images, keys, list(s.layers), running)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Gallery", "gallery_from", "new_key"]
+__all__ = ["Gallery", "add_uploads", "gallery_from", "new_key"]
 
 _serials = itertools.count(1)
 
@@ -70,6 +70,26 @@ class Gallery:
             self.sources + tuple(sources),
             self.keys + tuple(new_key() for _ in images),
         )
+
+
+def add_uploads(
+    gallery: Gallery, uploads: Sequence[tuple[str, bytes]]
+) -> tuple[Gallery, int | None, list[str]]:
+    """``gallery`` with the files ``(name, bytes)`` that decode added; the index of the first one added (None when
+    none was), and the reasons of those refused (:class:`~explorer.ImageError` messages)."""
+    from ...errors import ImageError
+    from ...images import load_image
+
+    first, refused = None, []
+    for name, data in uploads:
+        try:
+            image = load_image(data, name=name)
+        except ImageError as err:
+            refused.append(str(err).strip())
+            continue
+        first = len(gallery) if first is None else first
+        gallery = gallery.add([image], [name], [("upload", name)])
+    return gallery, first, refused
 
 
 def gallery_from(images: Sequence[object] | None) -> Gallery:

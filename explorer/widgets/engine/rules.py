@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ...hooks import FeatureMaps
     from .gallery import Gallery
 
-__all__ = ["check_stages", "differs", "fit_display", "fit_selection", "select", "shown_images"]
+__all__ = ["check_stages", "differs", "fit_display", "fit_selection", "same_stages", "select", "shown_images"]
 
 
 def differs(a: object, b: object) -> bool:
@@ -56,6 +56,16 @@ def select(backbone: Backbone, out_indices: Sequence[object], precision: str) ->
         )
     selected.precision = None if dtype == torch.float32 else dtype  # autocast: the weights stay as loaded
     return selected
+
+
+def same_stages(selected: Backbone, other: Backbone) -> list[int]:
+    """``other``'s indices of ``selected``'s stages (checkpoint B of the same architecture)."""
+    if any(name not in other.stage_names for name in selected.out_features):
+        raise InvalidArgumentError(
+            f"Checkpoint B ({other.spec}) has other stages ({other.stage_names}); compare checkpoints of the "
+            "same architecture."
+        )
+    return [other.stage_names.index(name) for name in selected.out_features]
 
 
 def fit_selection(
