@@ -1,0 +1,101 @@
+"""The panel in a real kernel (jupyter_client): every widget message leaves from the kernel's own thread, through
+loads, captures, a class-activation map, a scan and an upload; a model set during the first load ends with the
+previous model shown and the error on the status line."""
+
+from __future__ import annotations
+
+import io
+import os
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_scan import write_images
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SPY = """
+import threading
+import ipykernel.comm.comm
+
+senders = []  # (thread name, message type) of every widget message the kernel sends
+_publish = ipykernel.comm.comm.BaseComm.publish_msg  # the kernel's comms send through here
+
+def _spy(self, msg_type, *args, **kwargs):
+    senders.append((threading.current_thread().name, msg_type))
+    return _publish(self, msg_type, *args, **kwargs)
+
+ipykernel.comm.comm.BaseComm.publish_msg = _spy
+"""
+
+
+@pytest.fixture
+def kernel():
+    jupyter_client = pytest.importorskip("jupyter_client")
+    manager = jupyter_client.KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+
+        def run(code: str) -> str:
+            outputs = []
+
+            def collect(message):
+                if message["msg_type"] == "stream":
+                    outputs.append(message["content"]["text"])
+
+            reply = client.execute_interactive(textwrap.dedent(code), timeout=900, output_hook=collect)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return "".join(outputs)
+
+        yield run
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        for context in (client.context, manager.context):  # no zmq threads left for the interpreter's exit
+            context.destroy(linger=0)
+
+
+def test_widget_messages_come_from_the_kernels_thread_only(kernel, tmp_path):
+    folder = tmp_path / "images"
+    write_images(folder, 4)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(buffer, "PNG")
+    kernel(SPY)
+    first = kernel(
+        """
+        import explorer
+        app = explorer.Explorer(device="cpu")   # the first load runs in the engine's worker...
+        app.model = "resnet-18"                 # ...and this is set while it runs, in the same cell
+        print(repr((app.model, app.backbone.spec, app.status, app.model_box.value)))
+        """
+    )
+    model, shown, status, box = eval(first)  # noqa: S307 - our own repr
+    assert model == "default" and shown == "default"  # the previous model, reverted through the one path
+    assert "ImageNet weights" in status and "Unknown model" in status and box == "resnet-18"
+    messages = kernel(
+        f"""
+        app.pretrained = False; app.model = "resnet18"        # loads
+        app.out_indices = [1, 2]; app.image_index = 2          # captures
+        app.tab = "CAM"                                        # a class-activation map
+        cam = app.views["CAM"].result
+        app.tab = "Dataset"
+        type(app.views["Dataset"]).cache = None
+        app.dataset_source = {str(folder)!r}                   # a scan
+        crops = len(app.views["Dataset"].crops_box.children)
+        data = {buffer.getvalue()!r}
+        message = {{"event": "chunk", "id": "u1", "name": "noise.png", "size": len(data), "index": 0, "count": 1}}
+        app.upload._handle_custom_msg(message, [memoryview(data)])  # as the browser sends a file
+        app.controller.wait()
+        app.tab = "Grid"
+        print(repr((cam.stage, crops, app.image_index, len(app.images), app.status)))
+        """
+    )
+    stage, crops, index, count, status = eval(messages)  # noqa: S307 - our own repr
+    assert stage == "layer1" and crops == 4 and index == count - 1 and count > 2 and "updated in" in status
+    senders = eval(kernel("app.controller.wait(); print(repr(senders))"))  # noqa: S307
+    assert len(senders) > 50 and {kind for _, kind in senders} >= {"comm_open", "comm_msg"}
+    assert {thread for thread, _ in senders} == {"MainThread"}
