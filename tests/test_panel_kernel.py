@@ -63,7 +63,9 @@ def test_widget_messages_come_from_the_kernels_thread_only(kernel, tmp_path):
     folder = tmp_path / "images"
     write_images(folder, 4)
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(buffer, "PNG")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(
+        buffer, "PNG"
+    )
     kernel(SPY)
     first = kernel(
         """

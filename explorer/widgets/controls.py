@@ -171,7 +171,7 @@ class Controls:
         self.layers_box = widgets.TagsInput(allow_duplicates=False, layout=widgets.Layout(width="420px"))
         self.image_box = _dropdown("Image", [], "260px")
         self.upload = Upload(on_file=add_upload, on_refused=self._refused_upload)
-        self.view_image = widgets.Image(format="jpeg", layout=widgets.Layout(width="224px"))
+        self.view_image = widgets.Image(format="jpeg", layout=widgets.Layout(width="224px", display="none"))
         self.shown_stage = _dropdown("Show", [], "260px")
         self.mode_box = widgets.ToggleButtons(
             options=[("Page", "page"), ("Top K", "top")], style={"button_width": "64px"}
@@ -360,3 +360,4 @@ class Controls:
             from .views.images import jpeg
 
             self.view_image.value = jpeg(np.asarray(frame.view))
+            self.view_image.layout.display = None  # hidden while empty: no broken-image icon

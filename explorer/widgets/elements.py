@@ -47,6 +47,7 @@ class ImageView(anywidget.AnyWidget):
     grid = Dict(help="Tile geometry for hover and click: cols, tile, pad, channels, map.").tag(sync=True)
     colorbar = Dict(help="colors (CSS), low, high, note.").tag(sync=True)
     clickable = Bool(False).tag(sync=True)
+    marked = Int(-1, help="A channel of the grid outlined (the zoomed one); -1 for none.").tag(sync=True)
 
     def __init__(
         self,

@@ -31,6 +31,8 @@ function render({ model, el }) {
   const img = box.appendChild(document.createElement("img"));
   img.className = "explorer-iv-img";
   img.draggable = false;
+  const mark = box.appendChild(document.createElement("div"));
+  mark.className = "explorer-iv-mark";
   const tip = box.appendChild(document.createElement("div"));
   tip.className = "explorer-iv-tip";
   const bar = el.appendChild(document.createElement("div"));
@@ -50,9 +52,30 @@ function render({ model, el }) {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const previous = url;
     url = URL.createObjectURL(new Blob([bytes], { type: "image/" + model.get("format") }));
-    img.onload = () => previous && URL.revokeObjectURL(previous);
+    img.onload = () => {
+      if (previous) URL.revokeObjectURL(previous);
+      showMark();
+    };
     img.src = url;
     img.style.display = "";
+  }
+
+  function showMark() {
+    const grid = model.get("grid");
+    const position = grid && grid.channels ? grid.channels.indexOf(model.get("marked")) : -1;
+    if (position < 0 || !img.naturalWidth) {
+      mark.style.display = "none";
+      return;
+    }
+    const [th, tw] = grid.tile;
+    const col = position % grid.cols;
+    const row = Math.floor(position / grid.cols);
+    const percent = (value, whole) => (100 * value) / whole + "%";
+    mark.style.left = percent(grid.pad + col * (tw + grid.pad), img.naturalWidth);
+    mark.style.top = percent(grid.pad + row * (th + grid.pad), img.naturalHeight);
+    mark.style.width = percent(tw, img.naturalWidth);
+    mark.style.height = percent(th, img.naturalHeight);
+    mark.style.display = "block";
   }
 
   function showSize() {
@@ -145,6 +168,8 @@ function render({ model, el }) {
   model.on("change:width", showSize);
   model.on("change:title", showTitle);
   model.on("change:colorbar", showBar);
+  model.on("change:marked", showMark);
+  model.on("change:grid", showMark);
   model.on("change:clickable", () => el.classList.toggle("explorer-iv-clickable", model.get("clickable")));
   model.on("msg:custom", onMessage);
   el.classList.toggle("explorer-iv-clickable", model.get("clickable"));

@@ -71,8 +71,14 @@ class CAMView(View):
         )
         self.method_link = controls.link("cam_method", self.method_box)
         self.target_link = controls.link("cam_target", self.target_box)
+        controls.state.observe(self._offer, names="cam_method")
         self.result = None  # the explorer.CAM on show
         self._shown: CAMData | None = None
+
+    def _offer(self, change) -> None:
+        """A method set from code before the tab offered the list: offer it, so the box shows it."""
+        if change["new"] not in self.method_box.options:
+            self.method_link.set_options([*self.method_box.options, change["new"]])
 
     @staticmethod
     def compute(scene: Scene) -> CAMData:

@@ -192,7 +192,7 @@ class DatasetView(View):
         folder = (
             f"explorer.sample_dataset(n={count})" if count else repr(os.path.expanduser(s["dataset_source"]))
         )
-        if data.scan.key is None:
+        if count is None and (Path(os.path.expanduser(s["dataset_source"])) / "scan.json").is_file():
             line = f"scan = explorer.Scan.load({folder}, backbone=bb)"
         else:
             names = list(frame.maps)

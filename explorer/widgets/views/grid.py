@@ -62,11 +62,16 @@ class GridView(View):
         self.grid_view.add_class("explorer-grid")
         self.zoom_view = ImageView(width=ZOOM_WIDTH, value_at=self._value)
         self.zoom_view.add_class("explorer-zoom")
-        self.overlay_image = widgets.Image(format="jpeg", layout=widgets.Layout(width="224px"))
+        self.overlay_image = widgets.Image(
+            format="jpeg", layout=widgets.Layout(width="224px", display="none")
+        )
         self.widget = widgets.HBox(
             [self.grid_view, widgets.VBox([self.zoom_view, self.overlay_image, controls.alpha_slider])],
-            layout=widgets.Layout(align_items="flex-start", flex_flow="row wrap"),
+            layout=widgets.Layout(align_items="flex-start", flex_flow="row nowrap"),
         )
+        self.grid_view.layout = widgets.Layout(
+            flex="0 1 auto", min_width="0"
+        )  # narrows; the zoom stays beside
         self._shown: GridData | None = None
 
     def _value(self, channel: int, row: int, col: int) -> float:
@@ -84,7 +89,12 @@ class GridView(View):
         if unaligned:  # not a map of the image: no overlay, and the titles say why
             note = f" · not an image-aligned map ({unaligned})"
             return GridData(
-                grid, zoom, b"", _title(scene, grid) + note, f"{s.stage} · channel {s.channel}", fmap
+                grid,
+                zoom,
+                b"",
+                _title(scene, grid) + note,
+                f"{s.stage} · channel {s.channel}",
+                fmap,
             )
         over = scene.cached(
             ("overlay", s.stage, s.channel, s.alpha, s.cmap, s.clip),
@@ -108,6 +118,7 @@ class GridView(View):
 
     def update(self, frame: Frame) -> None:
         data, old = self.data(frame), self._shown
+        self.grid_view.marked = frame.state.get("channel", -1)  # the zoomed channel, outlined in the grid
         if data is None or data is old:
             return
         self._shown = data

@@ -49,8 +49,14 @@ def _cell(value: object) -> str:
     return html.escape(str(value))
 
 
-def html_table(rows: Sequence[dict], selected: Sequence[bool] | None = None, limit: int | None = None) -> str:
-    """An HTML table of dict rows (keys of the first row are the columns); ``selected`` rows are bold."""
+def html_table(
+    rows: Sequence[dict],
+    selected: Sequence[bool] | None = None,
+    limit: int | None = None,
+    channels: Sequence[int] | None = None,
+) -> str:
+    """An HTML table of dict rows (keys of the first row are the columns); ``selected`` rows are bold; each row
+    carries its ``channels`` entry as ``data-channel`` (a click on it picks the channel)."""
     if not rows:
         return '<table class="explorer-table"><tr><td>(nothing to show)</td></tr></table>'
     shown = rows[:limit] if limit else rows
@@ -59,6 +65,7 @@ def html_table(rows: Sequence[dict], selected: Sequence[bool] | None = None, lim
     body = []
     for i, row in enumerate(shown):
         css = ' class="selected"' if selected is not None and selected[i] else ""
+        css += f' data-channel="{int(channels[i])}"' if channels is not None else ""
         body.append(f"<tr{css}>" + "".join(f"<td>{_cell(row[c])}</td>" for c in columns) + "</tr>")
     more = (
         f"<tr><td colspan={len(columns)}>... {len(rows) - len(shown)} more rows</td></tr>"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
+from ..clickhtml import ClickHTML
 from ..engine import Frame, Scene
 from . import View, register
 from .charts import bar_chart
@@ -32,9 +33,10 @@ class StatsView(View):
 
     def __init__(self, controls) -> None:
         super().__init__(controls)
-        self.stats_table = widgets.HTML()
+        pick = lambda channel: controls.set("channel", channel)  # noqa: E731 - a row or bar zooms its channel
+        self.stats_table = ClickHTML(on_click=pick)
         self.dead_table = widgets.HTML()
-        self.stats_figures = widgets.HBox([widgets.HTML(), widgets.HTML()])
+        self.stats_figures = widgets.HBox([ClickHTML(on_click=pick), widgets.HTML()])
         self.widget = widgets.VBox(
             [
                 widgets.HBox([controls.sort_box, controls.descending_box]),
@@ -57,8 +59,8 @@ class StatsView(View):
                 int(c) for c in (stats.top if s.descending else stats.bottom)(None, by=s.sort_by).channels
             ]
         rows = stats.rows()
-        table = f"<b>{html.escape(s.stage)}</b> · {len(rows)} channels" + html_table(
-            [rows[i] for i in order], limit=64
+        table = f"<b>{html.escape(s.stage)}</b> · {len(rows)} channels (click a row to zoom it)" + html_table(
+            [rows[i] for i in order], limit=64, channels=order
         )
         dead = [
             {"stage": name, **{k: summary[k] for k in ("channels", "dead", "constant")}}
@@ -71,6 +73,7 @@ class StatsView(View):
             [float(values[i]) for i in order],
             [f"channel {i}" for i in order],
             title=f"{by} per channel, sorted by {s.sort_by}",
+            channels=order,
         )
         counts = scene.cached(("histogram", s.stage), lambda: histogram(scene.fmap(), bins=64))
         edges = counts.edges
