@@ -243,6 +243,13 @@ def hover_click_and_tabs(page, panel, steps: Steps) -> None:
     wait_settled(page, panel, before)
     zoom_title = panel.locator(".explorer-zoom .explorer-iv-title").first.inner_text()
     assert zoom_title.endswith(f"channel {channel}"), zoom_title
+    mark = panel.locator(".explorer-grid .explorer-iv-mark").first  # the zoomed channel, outlined in the grid
+    mark.wait_for(state="visible", timeout=UPDATE_TIMEOUT_MS)
+    marked, clicked = mark.bounding_box(), (box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    assert marked["x"] <= clicked[0] <= marked["x"] + marked["width"] + 2
+    assert marked["y"] <= clicked[1] <= marked["y"] + marked["height"] + 2
+    zoom = panel.locator(".explorer-zoom img.explorer-iv-img").first.bounding_box()
+    assert zoom["x"] > box["x"] + box["width"] - 1 and zoom["y"] < box["y"] + box["height"]  # beside the grid
     assert_status_ok(panel)
     for tab, check in (("Statistics", ".explorer-chart"), ("Compare", None)):
         before = panel.locator(STATUS).first.get_attribute("data-update")
@@ -257,11 +264,47 @@ def hover_click_and_tabs(page, panel, steps: Steps) -> None:
             panel.locator(".widget-tab-contents .explorer-iv-img").nth(2).wait_for(timeout=UPDATE_TIMEOUT_MS)
         assert_status_ok(panel)
         steps.shot(tab.lower(), panel)
+        if tab == "Statistics":  # a row of the table zooms its channel
+            row = panel.locator(".explorer-click-html tr[data-channel]").nth(1)
+            picked = row.get_attribute("data-channel")
+            before = panel.locator(STATUS).first.get_attribute("data-update")
+            row.click()
+            wait_settled(page, panel, before)
+            zoom_title = panel.locator(".explorer-zoom .explorer-iv-title").first.text_content()
+            assert zoom_title.endswith(f"channel {picked}"), zoom_title
+
+
+def cam_and_dataset_tabs(page, panel, steps: Steps) -> None:
+    """The CAM tab draws its map, with a target chosen; the Dataset tab scans the sample images into crops."""
+    before = panel.locator(STATUS).first.get_attribute("data-update")
+    panel.locator(".lm-TabBar-tab", has_text="CAM").first.click()
+    wait_settled(page, panel, before)
+    cam = panel.locator("img.explorer-cam").first
+    cam.wait_for(state="visible", timeout=UPDATE_TIMEOUT_MS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=cam.element_handle())
+    target = select_labelled(panel, "Target")
+    assert target.evaluate("select => select.selectedOptions.length && select.selectedOptions[0].text") != ""
+    assert_status_ok(panel)
+    steps.shot("cam", panel)
+    before = panel.locator(STATUS).first.get_attribute("data-update")
+    panel.locator(".lm-TabBar-tab", has_text="Dataset").first.click()
+    wait_settled(page, panel, before)
+    panel.locator("button", has_text="Sample images").first.click()
+    captions = panel.locator(".explorer-caption")
+    captions.nth(8).wait_for(timeout=PANEL_TIMEOUT_MS)
+    heights = {
+        round(img.bounding_box()["height"])
+        for img in panel.locator(".widget-tab-contents .widget-image").all()
+    }
+    assert len(heights) == 1, f"crops of several heights: {heights}"
+    assert_status_ok(panel)
+    steps.shot("dataset", panel)
 
 
 def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     steps = Steps(page, artifacts, "jupyterlab")
     upload_file = write_upload_image(tmp_path / UPLOAD_NAME)
+    page.set_viewport_size({"width": 1280, "height": 1000})  # a laptop: the zoom must stay beside the grid
     start = time.monotonic()
     page.goto(f"{jupyterlab.url}/lab/tree/explorer.ipynb?token={jupyterlab.token}")
     page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=PANEL_TIMEOUT_MS)
@@ -288,6 +331,7 @@ def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     # The README's picture (docs/panel.png): the panel as it opens in JupyterLab.
     timings = drive_panel(page, panel, steps, artifacts, upload_file, docs=ROOT / "docs" / "panel.png")
     hover_click_and_tabs(page, panel, steps)
+    cam_and_dataset_tabs(page, panel, steps)
     timings["total"] = time.monotonic() - start
     steps.save_timings(timings)
     assert_clean_console(page)

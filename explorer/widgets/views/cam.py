@@ -65,6 +65,7 @@ class CAMView(View):
             description="Target", options=[(TOP, None)], layout=widgets.Layout(width="380px")
         )
         self.cam_image = widgets.Image(format="png", layout=widgets.Layout(width="448px", display="none"))
+        self.cam_image.add_class("explorer-cam")
         self.cam_status = widgets.HTML(status_html("busy", "Drawing the class-activation map..."))
         self.widget = widgets.VBox(
             [widgets.HBox([self.method_box, self.target_box]), self.cam_status, self.cam_image]
