@@ -60,6 +60,7 @@ def test_statistics_rows_and_bars_pick_the_channel(app):
     )
     stats.stats_table._handle_custom_msg({"event": "click", "channel": 7}, [])
     assert app.channel == 7 and app.views["Grid"].grid_view.marked == 7
+    assert '<tr class="selected" data-channel="7">' in stats.stats_table.value  # its row is marked
     stats.stats_figures.children[0]._handle_custom_msg({"event": "click", "channel": 3}, [])
     assert app.channel == 3
     app.tab = "Grid"

@@ -270,8 +270,10 @@ def hover_click_and_tabs(page, panel, steps: Steps) -> None:
             before = panel.locator(STATUS).first.get_attribute("data-update")
             row.click()
             wait_settled(page, panel, before)
-            zoom_title = panel.locator(".explorer-zoom .explorer-iv-title").first.text_content()
-            assert zoom_title.endswith(f"channel {picked}"), zoom_title
+            selected = panel.locator(
+                ".explorer-click-html tr.selected"
+            ).first  # the zoomed channel's row, bold
+            assert selected.get_attribute("data-channel") == picked
 
 
 def cam_and_dataset_tabs(page, panel, steps: Steps) -> None:
@@ -292,10 +294,7 @@ def cam_and_dataset_tabs(page, panel, steps: Steps) -> None:
     panel.locator("button", has_text="Sample images").first.click()
     captions = panel.locator(".explorer-caption")
     captions.nth(8).wait_for(timeout=PANEL_TIMEOUT_MS)
-    heights = {
-        round(img.bounding_box()["height"])
-        for img in panel.locator(".widget-tab-contents .widget-image").all()
-    }
+    heights = {round(img.bounding_box()["height"]) for img in panel.locator(".explorer-crops img").all()}
     assert len(heights) == 1, f"crops of several heights: {heights}"
     assert_status_ok(panel)
     steps.shot("dataset", panel)

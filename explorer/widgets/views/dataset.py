@@ -128,6 +128,7 @@ class DatasetView(View):
         self.crop_captions: list[widgets.HTML] = []
         self._slots: list[widgets.VBox] = []  # one per exemplar, made once and reused
         self.crops_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
+        self.crops_box.add_class("explorer-crops")
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.source_box, self.scan_button, self.samples_button, self.scan_progress]),
@@ -236,7 +237,12 @@ class DatasetView(View):
                 )
             )
             self.crop_captions.append(widgets.HTML(layout=widgets.Layout(width=f"{CROP_SIZE}px")))
-            self._slots.append(widgets.VBox([self.crop_images[-1], self.crop_captions[-1]]))
+            self._slots.append(
+                widgets.VBox(
+                    [self.crop_images[-1], self.crop_captions[-1]],
+                    layout=widgets.Layout(margin="0 6px 6px 0"),
+                )
+            )
         for image, caption, crop, (text, source) in zip(
             self.crop_images, self.crop_captions, data.crops, data.captions
         ):

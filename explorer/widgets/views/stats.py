@@ -60,7 +60,7 @@ class StatsView(View):
             ]
         rows = stats.rows()
         table = f"<b>{html.escape(s.stage)}</b> · {len(rows)} channels (click a row to zoom it)" + html_table(
-            [rows[i] for i in order], limit=64, channels=order
+            [rows[i] for i in order], limit=64, channels=order, selected=[i == s.channel for i in order]
         )
         dead = [
             {"stage": name, **{k: summary[k] for k in ("channels", "dead", "constant")}}
