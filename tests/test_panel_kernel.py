@@ -1,6 +1,6 @@
-"""The panel in a real kernel (jupyter_client): every widget message leaves from the kernel's own thread, through
-loads, captures, a class-activation map, a scan and an upload; a model set during the first load ends with the
-previous model shown and the error on the status line."""
+"""The panel in a real kernel (jupyter_client): every widget message leaves from the kernel's own thread and every
+forward pass runs in the engine's worker, through loads, captures, a class-activation map, a scan and an upload; a
+model set during the first load ends with the previous model shown and the error on the status line."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ def _spy(self, msg_type, *args, **kwargs):
     return _publish(self, msg_type, *args, **kwargs)
 
 ipykernel.comm.comm.BaseComm.publish_msg = _spy
+
+from explorer.backbones._base import Backbone
+
+forwards = []  # the thread of every capture the panel makes
+_capture = Backbone.capture
+
+def _capture_spy(self, *args, **kwargs):
+    forwards.append(threading.current_thread().name)
+    return _capture(self, *args, **kwargs)
+
+Backbone.capture = _capture_spy
 """
 
 
@@ -98,6 +109,9 @@ def test_widget_messages_come_from_the_kernels_thread_only(kernel, tmp_path):
     )
     stage, crops, index, count, status = eval(messages)  # noqa: S307 - our own repr
     assert stage == "layer1" and crops == 4 and index == count - 1 and count > 2 and "updated in" in status
-    senders = eval(kernel("app.controller.wait(); print(repr(senders))"))  # noqa: S307
+    senders, forwards = eval(kernel("app.controller.wait(); print(repr((senders, forwards)))"))  # noqa: S307
     assert len(senders) > 50 and {kind for _, kind in senders} >= {"comm_open", "comm_msg"}
     assert {thread for thread, _ in senders} == {"MainThread"}
+    assert len(forwards) >= 4 and set(forwards) == {
+        "explorer-engine"
+    }  # model work never on the kernel's thread

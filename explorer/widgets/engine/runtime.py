@@ -149,3 +149,8 @@ class Runtime:
             while len(self._parts) > self.max_parts:
                 self._parts.popitem(last=False)
         return value
+
+    def count_run(self) -> None:
+        """Count a forward pass a view made itself (a class-activation map, a scan), for the status line."""
+        with self._lock:
+            self.forward_passes += 1

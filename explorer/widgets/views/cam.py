@@ -91,6 +91,7 @@ class CAMView(View):
 
         def run():
             scene.progress(f"Drawing {html.escape(s.cam_method)} at {html.escape(s.stage)}...", 3, 4)
+            scene.runtime.count_run()
             return cam(scene.backbone, scene.image, stage=s.stage, target=s.cam_target, method=s.cam_method)
 
         result = scene.keyed(key, run)

@@ -78,6 +78,7 @@ def _scan(scene: Scene, names: tuple[str, ...], source: str, cache: str | None):
     from ...scan.store import weights_digest
 
     folder = _folder(source)
+    scene.runtime.count_run()
     backbone = copy.copy(scene.backbone)  # the scan selects its own stages on a copy
     if (folder / "scan.json").is_file():
         found = Scan.load(folder)
