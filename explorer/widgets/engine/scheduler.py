@@ -56,6 +56,7 @@ class Scheduler:
         self._worker: threading.Thread | None = None
         self._here = 0  # the thread working in the caller's thread (background=False), or 0
         self._again = False
+        self._one = threading.Lock()  # one caller works at a time (background=False)
 
     # -- requests --------------------------------------------------------------------------------------------
     def request(self) -> None:
@@ -100,15 +101,16 @@ class Scheduler:
         if self._here == me:  # a delivery corrected the state: the running work goes round again
             self._again = True
             return
-        self._here = me
-        try:
-            self._again = True
-            while self._again:
-                self._again = False
-                self._work(self._post)
-                self._drain()
-        finally:
-            self._here = 0
+        with self._one:
+            self._here = me
+            try:
+                self._again = True
+                while self._again:
+                    self._again = False
+                    self._work(self._post)
+                    self._drain()
+            finally:
+                self._here = 0
 
     # -- results ---------------------------------------------------------------------------------------------
     def _post(self, item: object) -> None:
