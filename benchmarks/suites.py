@@ -440,7 +440,7 @@ def panel_suite(settings: Settings, device: str = "cpu") -> dict:
     events = {
         "colour map (display only)": (display, driver.flip(app.cmap_box, "viridis", "magma")),
         "normalisation (display only)": (display, driver.flip(app.norm_box, "channel", "stage")),
-        "channel page (display only)": (paged, driver.flip(app.page_slider, 0, 1)),
+        "channel page (display only)": (paged, driver.flip(app.page_slider, 1, 2)),
         "new image (uncached)": (display, driver.new_image),
         "checkpoint: pretrained -> random": (
             (*display, "default", True),
