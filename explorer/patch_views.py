@@ -187,9 +187,18 @@ def _rows(fmap: torch.Tensor) -> torch.Tensor:
 
 
 def _sklearn_pca(rows: torch.Tensor, n_components: int):
+    """scikit-learn's exact PCA: the channels' covariance eigen-decomposition when there are more locations than
+    channels (the usual case, and the fastest), else the full SVD; never the randomized solver, whose
+    answer changes from call to call."""
     from sklearn.decomposition import PCA
 
-    return PCA(n_components=n_components).fit(rows.cpu().numpy())
+    solver = "covariance_eigh" if rows.shape[0] >= rows.shape[1] else "full"
+    # centred here first: the covariance solver's ``X.T @ X - n * mean mean.T`` in float32 cancels badly when
+    # the mean is large against the spread (ReLU features)
+    mean = rows.mean(0, dtype=torch.float64).to(rows)
+    found = PCA(n_components=n_components, svd_solver=solver).fit((rows - mean).cpu().numpy())
+    found.mean_ = found.mean_ + mean.cpu().numpy()
+    return found
 
 
 def _border(shape: tuple[int, int, int]) -> torch.Tensor:
@@ -284,8 +293,8 @@ def pca(
 ) -> PatchPCA:
     """Principal components of a stage's locations, fitted jointly over every location of every image.
 
-    The fit is scikit-learn's ``PCA`` on the ``(N * h * w, C)`` table of locations, centred on their mean and
-    not standardised (no per-channel scaling: channels keep their own variance, as in the DINOv2 figure).
+    The fit is scikit-learn's exact ``PCA`` (float32) on the ``(N * h * w, C)`` table of locations, centred on
+    their mean and not standardised (no per-channel scaling: channels keep their own variance, as in the DINOv2 figure).
     Colours: each of the first three components is scaled from its minimum to its maximum over the fitted
     locations (kept in the fit, so ``fit=`` gives new images the same colours), clipped, and shown as red,
     green and blue; background locations are black.
