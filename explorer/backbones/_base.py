@@ -437,7 +437,11 @@ class Backbone:
         if not blocks or unknown:
             raise AttentionError(
                 f"{self.spec} has no attention weights to read at {unknown or 'no block'}. "
-                + (f"Blocks with attention: {', '.join(known)}." if known else "It has no attention blocks.")
+                + (
+                    f"Blocks with attention: {', '.join(known)}."
+                    if known
+                    else "It has no attention blocks with a class token; use explorer.similarity instead."
+                )
             )
         pixel_values = self._prepare(pixel_values)
         with torch.inference_mode(), eval_mode(self.model):
