@@ -68,6 +68,9 @@ _EXPORTS = {
     "stat_bar_figure": "explorer.figures",
     "histogram_figure": "explorer.figures",
     "stage_grid_figure": "explorer.figures",
+    "patch_pca_figure": "explorer.figures",
+    "similarity_figure": "explorer.figures",
+    "attention_figure": "explorer.figures",
     "scan": "explorer.scan",
     "Scan": "explorer.scan",
     "Exemplar": "explorer.scan",
@@ -121,7 +124,15 @@ if TYPE_CHECKING:
         stats_to_csv,
         stats_to_json,
     )
-    from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
+    from .figures import (
+        attention_figure,
+        heatmap_figure,
+        histogram_figure,
+        patch_pca_figure,
+        similarity_figure,
+        stage_grid_figure,
+        stat_bar_figure,
+    )
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, model_view, sample_images
     from .patch_views import PatchPCA, PCABasis, Similarity, pca, similarity
