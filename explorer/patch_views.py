@@ -268,6 +268,14 @@ def _fit(
     )
 
 
+def _project(fmap: torch.Tensor, mean: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``(N, k, h, w)``: every location of an NCHW map, centred on ``mean``, projected on ``(k, C)``
+    directions; read in place (no transposed copy of the map)."""
+    directions = directions.to(fmap)
+    offset = directions @ mean.to(fmap)
+    return torch.einsum("nchw,kc->nkhw", fmap, directions) - offset[None, :, None, None]
+
+
 def _colours(components: torch.Tensor, basis: PCABasis, mask: torch.Tensor | None, size) -> np.ndarray:
     """``(N, H, W, 3)`` uint8 from the first three components, scaled by the fit's range, background black."""
     k = min(3, components.shape[1])
@@ -335,17 +343,17 @@ def pca(
     display = _size(size)
     name, fmap = stage_grid(backbone, images, stage)
     batch, channels, height, width = fmap.shape
-    rows = _rows(fmap)
     if fit is None:
+        rows = _rows(fmap)
         k = whole("n_components", n_components, minimum=1, maximum=min(channels, rows.shape[0] - 1))
         basis = _fit(rows, (batch, height, width), k, foreground, name)
     else:
         basis = _check_fit(fit, channels, foreground)
-    projected = (rows - basis.mean.to(rows)) @ basis.components.to(rows).T
-    components = projected.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()
+    components = _project(fmap, basis.mean, basis.components)
     mask = None
     if basis.foreground is not None:
-        mask = (basis.foreground.score(rows) > basis.foreground.threshold).reshape(batch, height, width)
+        rule = basis.foreground
+        mask = _project(fmap, rule.mean, rule.direction[None])[:, 0] > rule.threshold
     return PatchPCA(components, _colours(components, basis, mask, display), mask, basis, name)
 
 
@@ -408,8 +416,11 @@ def similarity(
     name, fmap = stage_grid(backbone, images, stage)
     batch, _, height, width = fmap.shape
     image, row, col = _query(query, (batch, height, width))
-    unit = F.normalize(fmap, dim=1)
-    maps = torch.einsum("nchw,c->nhw", unit, unit[image, :, row, col])
+    query_feature = fmap[image, :, row, col]
+    norms = torch.linalg.vector_norm(fmap, dim=1).clamp_min(
+        1e-12
+    )  # as F.normalize, without a copy of the map
+    maps = torch.einsum("nchw,c->nhw", fmap, query_feature) / (norms * norms[image, row, col])
     ranked = maps.clone()
     ranked[image, row, col] = -torch.inf  # the query itself does not count as its own image's match
     flat = ranked.flatten(1).argmax(1).tolist()
