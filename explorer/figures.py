@@ -318,7 +318,7 @@ def _panel_figure(count: int, width: float, dpi: int, rows: int = 1) -> tuple[Fi
     return figure, axes
 
 
-def _shown(image) -> np.ndarray | None:
+def _pixels(image) -> np.ndarray | None:
     return None if image is None else np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
 
 
@@ -350,7 +350,7 @@ def patch_pca_figure(
     figure, axes = _panel_figure(count, width, dpi, rows)
     for index in range(count):
         if images is not None:
-            axes[0, index].imshow(_shown(images[index]))
+            axes[0, index].imshow(_pixels(images[index]))
         axes[-1, index].imshow(result.rgb[index], interpolation="nearest")
     basis = result.basis
     for k in range(min(3, basis.components.shape[0])):
@@ -402,7 +402,7 @@ def similarity_figure(
         extent = (-0.5, width_cells - 0.5, height - 0.5, -0.5)  # cell centres at integer positions
         alpha = 1.0
         if images is not None:
-            axis.imshow(_shown(images[index]), extent=extent)
+            axis.imshow(_pixels(images[index]), extent=extent)
             alpha = 0.6
         axis.imshow(
             maps[index], cmap=cmap, vmin=low, vmax=high, alpha=alpha, extent=extent, interpolation="bilinear"
@@ -462,7 +462,7 @@ def attention_figure(
     low, high = float(maps.min()), float(maps.max())
     for axis, (label, values) in zip(axes.flat, panels):
         if values is None:
-            axis.imshow(_shown(image))
+            axis.imshow(_pixels(image))
         elif label.startswith("rollout"):
             axis.imshow(values, cmap=cmap, interpolation="nearest")
         else:

@@ -10,12 +10,12 @@ Example::
 
     >>> bb = explorer.load_backbone("default")
     >>> photos = list(explorer.sample_images().values())[:4]
-    >>> pv = explorer.pca(bb, photos, stage="blocks.5", foreground="auto")
+    >>> pv = explorer.pca(bb, photos, stage="blocks.4", foreground="auto")
     >>> pv.components.shape, pv.rgb.shape, pv.foreground.shape
     (torch.Size([4, 3, 14, 14]), (4, 14, 14, 3), torch.Size([4, 14, 14]))
-    >>> sim = explorer.similarity(bb, photos, stage="blocks.5", query=(0, 5, 7))
+    >>> sim = explorer.similarity(bb, photos, stage="blocks.4", query=(0, 5, 7))
     >>> sim.maps.shape, sim.best[1]
-    (torch.Size([4, 14, 14]), (6, 8))
+    (torch.Size([4, 14, 14]), (11, 1))
 """
 
 from __future__ import annotations
@@ -332,10 +332,10 @@ def pca(
 
     Example::
 
-        >>> pv = pca(bb, photos, stage="blocks.5", foreground="auto", size=224)
+        >>> pv = pca(bb, photos, stage="blocks.4", foreground="auto", size=224)
         >>> pv.components.shape, pv.rgb.shape, pv.basis.explained_variance_ratio.shape
         (torch.Size([4, 3, 14, 14]), (4, 224, 224, 3), torch.Size([3]))
-        >>> pca(bb, more_photos, stage="blocks.5", fit=pv.basis).rgb.shape     # the same colours
+        >>> pca(bb, more_photos, stage="blocks.4", fit=pv.basis).rgb.shape     # the same colours
         (2, 14, 14, 3)
     """
     if foreground is not None and foreground != "auto":
@@ -408,9 +408,9 @@ def similarity(
 
     Example::
 
-        >>> sim = similarity(bb, photos, stage="blocks.5", query=(0, 5, 7), size=224)
+        >>> sim = similarity(bb, photos, stage="blocks.4", query=(0, 5, 7), size=224)
         >>> sim.maps.shape, sim.upsampled.shape, sim.best[0]
-        (torch.Size([4, 14, 14]), torch.Size([4, 224, 224]), (5, 8))
+        (torch.Size([4, 14, 14]), torch.Size([4, 224, 224]), (4, 7))
     """
     display = _size(size)
     name, fmap = stage_grid(backbone, images, stage)
