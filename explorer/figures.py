@@ -469,7 +469,9 @@ def attention_figure(
             axis.imshow(values, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
         axis.set_title(label, fontsize=8)
     mappable = matplotlib.cm.ScalarMappable(norm=Normalize(low, high), cmap=matplotlib.colormaps[cmap])
-    figure.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, pad=0.01).set_label("class token's attention")
+    figure.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, pad=0.01).set_label(
+        "class token's attention"
+    )
     prefix = ", ".join(result.prefix_tokens)
     figure.suptitle(title or f"Class-token attention at {result.block} (prefix tokens: {prefix})")
     return figure
