@@ -80,3 +80,29 @@ def test_bad_input_is_one_line_and_exit_2(photos, tmp_path, capsys, argv, messag
     assert main([*argv, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("explorer: ") and message in err and err.count("\n") == 1
+
+
+def test_figures_carry_titles_and_colour_bars():
+    import torch
+
+    from explorer.attention_maps import Attention
+    from explorer.figures import attention_figure, patch_pca_figure, similarity_figure
+    from explorer.hooks import FeatureMaps
+
+    bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")
+    maps = FeatureMaps({"x": torch.randn(2, 8, 5, 6)})
+    pca_fig = patch_pca_figure(explorer.pca(bb, maps))
+    labels = [axis.get_ylabel() for axis in pca_fig.axes if axis.get_ylabel()]
+    assert [label.split(" ")[0] for label in labels] == ["PC1", "PC2", "PC3"]
+    assert pca_fig._suptitle.get_text().startswith("PCA of x: first 3 components explain")
+    sim_fig = similarity_figure(explorer.similarity(bb, maps, query=(1, 2, 3)))
+    assert "cosine similarity" in [axis.get_ylabel() for axis in sim_fig.axes]
+    assert "image 1, row 2, column 3" in sim_fig._suptitle.get_text()
+    heads = torch.full((2, 2, 2), 0.2)
+    att = Attention(
+        heads, torch.tensor([0.2, 0.2]), torch.tensor([[0.2], [0.2]]), ("class",), None, "blocks.1"
+    )
+    att_fig = attention_figure(att)
+    titles = [axis.get_title() for axis in att_fig.axes]
+    assert titles[:2] == ["head 0: 20% to prefix", "head 1: 20% to prefix"]
+    assert "class token's attention" in [axis.get_ylabel() for axis in att_fig.axes]
