@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers")
 TIMM_VITS = {  # name: (options, prefix tokens)
     "vit_tiny_patch16_224": ({"img_size": 64}, ("class",)),
     "deit_tiny_distilled_patch16_224": ({"img_size": 64}, ("class", "distillation")),
+    "eva02_tiny_patch14_224": ({"img_size": 56}, ("class",)),
     "vit_small_patch14_reg4_dinov2": (
         {"img_size": 56, "depth": 4},
         ("class", "register 0", "register 1", "register 2", "register 3"),
@@ -173,3 +174,13 @@ def test_bad_arguments_name_the_fix():
         explorer.attention(bb, pixels, rollout="yes")
     with pytest.raises(AttentionError, match="Blocks with attention"):
         bb.attention_weights(pixels, ["norm"])
+    with pytest.raises(InvalidArgumentError, match="dynamic_img_size=True"):
+        explorer.attention(bb, torch.randn(1, 3, 64, 48))
+
+
+def test_attention_over_channels_is_refused():
+    xcit = explorer.load_backbone("xcit_nano_12_p16_224", pretrained=False, device="cpu")
+    with pytest.raises(
+        AttentionError, match=r"not over the 1 prefix and the patch tokens.*explorer\.similarity"
+    ):
+        explorer.attention(xcit, torch.randn(1, 3, 224, 224), block=0)

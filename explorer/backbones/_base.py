@@ -398,13 +398,19 @@ class Backbone:
             try:
                 return self._forward(pixel_values, list(dict.fromkeys(layers)), self.model)
             except (AssertionError, RuntimeError, ValueError) as err:
-                # a model built for one size says so in its own words (timm's asserts, a position-embedding
-                # shape mismatch, transformers' ValueError): say what to do instead
-                size = tuple(pixel_values.shape[-2:])
-                about_size = any(word in str(err).lower() for word in ("size", "match", "shape"))
-                if size == self.preprocess.input_size or isinstance(err, ExplorerError) or not about_size:
+                refused = self._size_error(err, pixel_values)
+                if refused is None:
                     raise
-                raise self._size_refused(size, err) from err
+                raise refused from err
+
+    def _size_error(self, err: Exception, pixel_values: torch.Tensor) -> InvalidArgumentError | None:
+        """What to do instead, when a model built for one size said in its own words that it refuses this one
+        (timm's asserts, a position-embedding shape mismatch, transformers' ValueError); else None."""
+        size = tuple(pixel_values.shape[-2:])
+        about_size = any(word in str(err).lower() for word in ("size", "match", "shape"))
+        if size == self.preprocess.input_size or isinstance(err, ExplorerError) or not about_size:
+            return None
+        return self._size_refused(size, err)
 
     def attention_blocks(self) -> list[str]:
         """The stages whose class-token attention :meth:`attention_weights` can read, in network order; empty
@@ -445,7 +451,13 @@ class Backbone:
             )
         pixel_values = self._prepare(pixel_values)
         with torch.inference_mode(), eval_mode(self.model):
-            return self._attention(pixel_values, list(dict.fromkeys(blocks)))
+            try:
+                return self._attention(pixel_values, list(dict.fromkeys(blocks)))
+            except (AssertionError, RuntimeError, ValueError) as err:
+                refused = self._size_error(err, pixel_values)
+                if refused is None:
+                    raise
+                raise refused from err
 
     # -- for sources to override ---------------------------------------------------------------------------
     def _attention(self, pixel_values: torch.Tensor, blocks: list[str]) -> AttentionWeights:

@@ -27,7 +27,14 @@ import torch
 from torch import nn
 
 from .._args import shown
-from ..errors import CheckpointError, InvalidArgumentError, UnknownBackboneError, WeightsUnavailableError
+from ..errors import (
+    AttentionError,
+    CaptureError,
+    CheckpointError,
+    InvalidArgumentError,
+    UnknownBackboneError,
+    WeightsUnavailableError,
+)
 from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
 from ..images import Preprocess
 from ._base import AttentionWeights, Backbone, Stage
@@ -210,9 +217,10 @@ class TimmBackbone(Backbone):
         modules = dict(self.model.named_modules())
         found = {}
         for stage in self.all_stages:
+            block = modules.get(stage.module)  # None for stages that are no plain submodule (HRNet, Twins)
             paths = [
                 f"{stage.module}.{name}" if name else stage.module
-                for name, module in modules[stage.module].named_modules()
+                for name, module in (block.named_modules() if block is not None else [])
                 if _is_attention(module)
             ]
             if len(paths) == 1:
@@ -234,10 +242,20 @@ class TimmBackbone(Backbone):
                 self.model(pixel_values)
         weights = {name: raw[layer] for layer, name in layers.items()}
         prefix = _prefix_names(self.model)
-        tokens = next(iter(weights.values())).shape[-1]
         patch = {stage.name: stage.reduction for stage in self.all_stages}[blocks[0]]
-        _, height, width = _token_grid(tokens, tuple(pixel_values.shape[-2:]), patch, len(prefix))
-        return AttentionWeights(weights, prefix, (height, width))
+        height, width = pixel_values.shape[-2:]
+        for name, found in weights.items():
+            try:
+                if found.ndim != 4 or found.shape[-2] != found.shape[-1]:
+                    raise CaptureError("not token-to-token attention")
+                _, grid_h, grid_w = _token_grid(found.shape[-1], (height, width), patch, len(prefix))
+            except CaptureError:
+                raise AttentionError(
+                    f"{self.spec}: the attention at {name} is {tuple(found.shape)}, not over the {len(prefix)} prefix "
+                    "and the patch tokens (XCiT attends over channels). Use explorer.similarity to compare "
+                    "locations instead."
+                ) from None
+        return AttentionWeights(weights, prefix, (grid_h, grid_w))
 
     def _flag_unrolled(self, maps: FeatureMaps, extra: list[str]) -> FeatureMaps:
         """Hiera's blocks hold their tokens unrolled (its ``reroll`` puts them back for the stages only)."""
