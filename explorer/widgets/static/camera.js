@@ -78,7 +78,12 @@ function render({ model, el }) {
     try {
       stream = await media.getUserMedia({ video: { width: { ideal: 640 } }, audio: false });
     } catch (err) {
-      fail(`The camera could not be opened (${err.name}: ${err.message}). Allow camera access for this page.`);
+      const fixes = {
+        NotAllowedError: "Allow camera access for this page (the browser's site settings).",
+        NotFoundError: "Connect a camera.",
+        NotReadableError: "Close the other program that holds the camera.",
+      };
+      fail(`The camera could not be opened (${err.name}: ${err.message}). ${fixes[err.name] || ""}`.trim());
       return;
     }
     if (stopped) {
