@@ -25,6 +25,7 @@ function render({ model, el }) {
   let sentAt = 0;
 
   const fail = (message) => {
+    video.style.display = "none"; // no stream: an empty frame would only take room
     note.textContent = message;
     model.set("error", message);
     model.save_changes();
