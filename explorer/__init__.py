@@ -68,6 +68,9 @@ _EXPORTS = {
     "stat_bar_figure": "explorer.figures",
     "histogram_figure": "explorer.figures",
     "stage_grid_figure": "explorer.figures",
+    "patch_pca_figure": "explorer.figures",
+    "similarity_figure": "explorer.figures",
+    "attention_figure": "explorer.figures",
     "scan": "explorer.scan",
     "Scan": "explorer.scan",
     "Exemplar": "explorer.scan",
@@ -79,14 +82,24 @@ _EXPORTS = {
     "cam_methods": "explorer.cam",
     "CAMError": "explorer.errors",
     "GradientError": "explorer.errors",
+    "AttentionError": "explorer.errors",
+    "pca": "explorer.patch_views",
+    "similarity": "explorer.patch_views",
+    "PCABasis": "explorer.patch_views",
+    "PatchPCA": "explorer.patch_views",
+    "Similarity": "explorer.patch_views",
+    "attention": "explorer.attention_maps",
+    "Attention": "explorer.attention_maps",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .attention_maps import Attention, attention
     from .backbones import Backbone, Stage, list_backbones, load_backbone
     from .cam import CAM, cam, cam_methods
     from .errors import (
+        AttentionError,
         CacheError,
         CAMError,
         CaptureError,
@@ -111,9 +124,18 @@ if TYPE_CHECKING:
         stats_to_csv,
         stats_to_json,
     )
-    from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
+    from .figures import (
+        attention_figure,
+        heatmap_figure,
+        histogram_figure,
+        patch_pca_figure,
+        similarity_figure,
+        stage_grid_figure,
+        stat_bar_figure,
+    )
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, model_view, sample_images
+    from .patch_views import PatchPCA, PCABasis, Similarity, pca, similarity
     from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
     from .scan import Exemplar, Scan, sample_dataset, scan
     from .stages import select_stages

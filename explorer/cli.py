@@ -7,6 +7,9 @@ Example::
     $ explorer stats default cat.jpg --stage blocks.2 --csv blocks2.csv
     $ explorer scan default photos/ --stage blocks.2 --k 9 --out report/
     $ explorer cam default cat.jpg --stage blocks.6 --target "tabby cat" --out cam.png
+    $ explorer pca default cat.jpg dog.jpg --stage blocks.5 --foreground auto --out pca.png
+    $ explorer similarity default cat.jpg dog.jpg --stage blocks.5 --query 0,5,7 --out similarity.png
+    $ explorer attention vit_small_patch16_224 cat.jpg --block -1 --rollout --out attention.png
     $ explorer lab
 """
 
@@ -65,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     _cam_parser(
         commands.add_parser("cam", help="write a class-activation map of a stage over the image"), with_model
     )
+
+    _patch_parsers(commands, with_model)
 
     lab = commands.add_parser("lab", help="open the explorer notebook in JupyterLab")
     lab.add_argument("--notebook", default="notebooks/explorer.ipynb", help="notebook to open")
@@ -142,6 +147,80 @@ def _run_cam(args: argparse.Namespace) -> None:
     )
 
 
+def _patch_parsers(commands, with_model) -> None:
+    pca = commands.add_parser("pca", help="write the PCA colours of a stage's locations over several images")
+    similarity = commands.add_parser(
+        "similarity", help="write the cosine similarity of every location to one query location"
+    )
+    for sub in (pca, similarity):
+        with_model(sub)
+        sub.add_argument("images", nargs="+", help="image files")
+        sub.add_argument("--stage", help="stage or layer name (default: the last stage)")
+    pca.add_argument("--foreground", help='fit on the foreground only: "auto" (Otsu) or a threshold')
+    pca.add_argument("--out", default="pca.png", help="the PNG figure to write (default pca.png)")
+    similarity.add_argument("--query", required=True, help="image,row,col on the stage's grid, e.g. 0,5,7")
+    similarity.add_argument("--out", default="similarity.png", help="the PNG figure to write")
+    attention = commands.add_parser("attention", help="write a ViT's class-token attention per head")
+    with_model(attention)
+    attention.add_argument("image", help="an image file")
+    attention.add_argument("--block", help="a block name (blocks.11, stage12) or index (default: the last)")
+    attention.add_argument("--rollout", action="store_true", help="add attention rollout up to the block")
+    attention.add_argument("--out", default="attention.png", help="the PNG figure to write")
+
+
+def _query(text: str) -> tuple[int, int, int]:
+    from .errors import InvalidArgumentError
+
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().lstrip("-").isdigit() for part in parts):
+        raise InvalidArgumentError(
+            f"--query {text!r}: pass image,row,col as three whole numbers, e.g. 0,5,7."
+        )
+    return tuple(int(part) for part in parts)
+
+
+def _run_patches(args: argparse.Namespace) -> None:
+    from . import figures
+    from .errors import InvalidArgumentError
+    from .images import load_image, model_view
+
+    if Path(args.out).suffix.lower() != ".png":
+        raise InvalidArgumentError(f"--out {args.out}: the figure is written as PNG; name a .png file.")
+    bb = _backbone(args)
+    names = args.images if args.command != "attention" else [args.image]
+    images = [load_image(name) for name in names]
+    views = [model_view(image, bb.preprocess) for image in images]
+    if args.command == "pca":
+        from .patch_views import pca
+
+        foreground = args.foreground
+        if foreground not in (None, "auto"):
+            try:
+                foreground = float(foreground)
+            except ValueError:
+                pass  # pca() names the fix
+        result = pca(bb, images, stage=args.stage, foreground=foreground)
+        figure = figures.patch_pca_figure(result, views)
+        share = float(result.basis.explained_variance_ratio.sum())
+        summary = f"PCA of {result.stage}, {len(images)} images, {share:.0%} of the variance"
+    elif args.command == "similarity":
+        from .patch_views import similarity
+
+        result = similarity(bb, images, stage=args.stage, query=_query(args.query))
+        figure = figures.similarity_figure(result, views)
+        summary = f"similarity at {result.stage}, best matches {result.best}"
+    else:
+        from .attention_maps import attention
+
+        block = int(args.block) if args.block and args.block.lstrip("-").isdigit() else args.block
+        result = attention(bb, images[0], block=block, rollout=args.rollout)
+        figure = figures.attention_figure(result, views[0])
+        shares = ", ".join(f"{float(v):.2f}" for v in result.prefix_share)
+        summary = f"attention at {result.block}, prefix share per head {shares}"
+    figure.savefig(args.out)
+    print(f"{args.out}: {summary}")
+
+
 def _backbone(args: argparse.Namespace):
     from .backbones import load_backbone
 
@@ -199,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_scan(args)
         elif args.command == "cam":
             _run_cam(args)
+        elif args.command in ("pca", "similarity", "attention"):
+            _run_patches(args)
         else:
             import os
 

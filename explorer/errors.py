@@ -29,6 +29,7 @@ __all__ = [
     "GradientError",
     "DatasetError",
     "CacheError",
+    "AttentionError",
 ]
 
 
@@ -97,3 +98,8 @@ class CAMError(ExplorerError, ValueError):
 
 class GradientError(ExplorerError, RuntimeError):
     """A gradient method on a model that cannot give gradients (weights made under ``torch.inference_mode()``)."""
+
+
+class AttentionError(ExplorerError, ValueError):
+    """Attention weights cannot be read as asked: the model has no attention blocks with a class token (a CNN,
+    Swin's windowed attention), or the block named is not one of them."""

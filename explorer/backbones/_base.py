@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ExplorerError, InvalidArgumentError
+from ..errors import AttentionError, ExplorerError, InvalidArgumentError
 from ..hooks import FeatureMaps, LayerLayout, capture, resolve_layers
 from ..images import ImageInput, Preprocess, preprocess
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
 from ._checkpoint import nonfinite_note
 
-__all__ = ["Backbone", "Stage", "WEIGHT_ORIGINS", "resolve_device"]
+__all__ = ["AttentionWeights", "Backbone", "Stage", "WEIGHT_ORIGINS", "resolve_device"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +60,23 @@ class Stage:
     reduction: int
     module: str
     channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class AttentionWeights:
+    """The softmax attention weights of some blocks of a ViT, for one batch, as the model computed them.
+
+    Attributes:
+        weights: per block name, ``(B, heads, N, N)``: row ``q`` is query token ``q``'s attention over the
+            ``N`` tokens (each row sums to 1).
+        prefix: the tokens before the patch tokens, in token order (``"class"``, ``"distillation"``,
+            ``"register 0"``, ...); the class token comes first.
+        grid: ``(h, w)`` of the patch tokens that follow them, row-major.
+    """
+
+    weights: dict[str, torch.Tensor]
+    prefix: tuple[str, ...]
+    grid: tuple[int, int]
 
 
 @contextmanager
@@ -381,15 +398,72 @@ class Backbone:
             try:
                 return self._forward(pixel_values, list(dict.fromkeys(layers)), self.model)
             except (AssertionError, RuntimeError, ValueError) as err:
-                # a model built for one size says so in its own words (timm's asserts, a position-embedding
-                # shape mismatch, transformers' ValueError): say what to do instead
-                size = tuple(pixel_values.shape[-2:])
-                about_size = any(word in str(err).lower() for word in ("size", "match", "shape"))
-                if size == self.preprocess.input_size or isinstance(err, ExplorerError) or not about_size:
+                refused = self._size_error(err, pixel_values)
+                if refused is None:
                     raise
-                raise self._size_refused(size, err) from err
+                raise refused from err
+
+    def _size_error(self, err: Exception, pixel_values: torch.Tensor) -> InvalidArgumentError | None:
+        """What to do instead, when a model built for one size said in its own words that it refuses this one
+        (timm's asserts, a position-embedding shape mismatch, transformers' ValueError); else None."""
+        size = tuple(pixel_values.shape[-2:])
+        about_size = any(word in str(err).lower() for word in ("size", "match", "shape"))
+        if size == self.preprocess.input_size or isinstance(err, ExplorerError) or not about_size:
+            return None
+        return self._size_refused(size, err)
+
+    def attention_blocks(self) -> list[str]:
+        """The stages whose class-token attention :meth:`attention_weights` can read, in network order; empty
+        for a model without such attention (a CNN; Swin's windows hold no class token).
+
+        Example::
+
+            >>> load_backbone("vit_tiny_patch16_224", pretrained=False).attention_blocks()[:2]
+            ['blocks.0', 'blocks.1']
+        """
+        return []
+
+    def attention_weights(self, pixel_values: torch.Tensor, blocks: Sequence[str]) -> AttentionWeights:
+        """The real softmax weights of ``blocks`` (names from :meth:`attention_blocks`) for a batch.
+
+        The source reads them where the model computes them (timm with its fused attention switched off,
+        transformers with its eager attention), never re-derived from queries and keys; the model is left as
+        it was found.
+
+        Raises:
+            AttentionError: the model has no such attention, or a name is not one of its blocks.
+
+        Example::
+
+            >>> bb.attention_weights(x, ["blocks.11"]).weights["blocks.11"].shape   # vit_tiny, one image
+            torch.Size([1, 3, 197, 197])
+        """
+        known = self.attention_blocks()
+        unknown = [name for name in blocks if name not in known]
+        if not blocks or unknown:
+            raise AttentionError(
+                f"{self.spec} has no attention weights to read at {unknown or 'no block'}. "
+                + (
+                    f"Blocks with attention: {', '.join(known)}."
+                    if known
+                    else "It has no attention blocks with a class token; use explorer.similarity instead."
+                )
+            )
+        pixel_values = self._prepare(pixel_values)
+        with torch.inference_mode(), eval_mode(self.model):
+            try:
+                return self._attention(pixel_values, list(dict.fromkeys(blocks)))
+            except (AssertionError, RuntimeError, ValueError) as err:
+                refused = self._size_error(err, pixel_values)
+                if refused is None:
+                    raise
+                raise refused from err
 
     # -- for sources to override ---------------------------------------------------------------------------
+    def _attention(self, pixel_values: torch.Tensor, blocks: list[str]) -> AttentionWeights:
+        """:meth:`attention_weights` for a source whose :meth:`attention_blocks` is not empty."""
+        raise NotImplementedError
+
     def _layout(self, stage: Stage | None, module: nn.Module) -> LayerLayout:
         """What is known of the output of a stage's module (``stage`` given) or of any other layer."""
         if stage is None:

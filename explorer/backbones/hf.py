@@ -29,9 +29,9 @@ from ..errors import (
     UnknownBackboneError,
     WeightsUnavailableError,
 )
-from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw
+from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
 from ..images import MAX_INPUT_SIDE, Preprocess
-from ._base import Backbone, Stage
+from ._base import AttentionWeights, Backbone, Stage
 from ._checkpoint import find_weights_file, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
 
@@ -194,6 +194,34 @@ class HFBackbone(Backbone):
             ((name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers),
             unaligned=raw.unaligned,
         )
+
+    def attention_blocks(self) -> list[str]:
+        """ViT backbones with a class token (DINOv2, with or without registers): ``stage<i>`` is encoder layer
+        ``i - 1``, whose attention transformers returns with ``output_attentions``."""
+        embeddings = getattr(self.model, "embeddings", None)
+        layers = getattr(getattr(self.model, "config", None), "num_hidden_layers", None)
+        if getattr(embeddings, "cls_token", None) is None or layers != len(self.all_stages) - 1:
+            return []
+        return self.stage_names[1:]
+
+    def _attention(self, pixel_values: torch.Tensor, blocks: list[str]) -> AttentionWeights:
+        """transformers' eager attention for one full pass (SDPA returns no weights), then the model's own
+        implementation back."""
+        model = self.model
+        previous = model.config._attn_implementation
+        try:
+            model.set_attn_implementation("eager")
+            attentions = model(pixel_values, output_attentions=True).attentions
+        finally:
+            model.set_attn_implementation(previous)
+        index = {name: position for position, name in enumerate(self.stage_names[1:])}
+        weights = {name: attentions[index[name]] for name in blocks}
+        registers = int(getattr(model.config, "num_register_tokens", 0) or 0)
+        prefix = ("class", *(f"register {i}" for i in range(registers)))
+        tokens = attentions[0].shape[-1]
+        patch = self.all_stages[1].reduction
+        _, height, width = _token_grid(tokens, tuple(pixel_values.shape[-2:]), patch, len(prefix))
+        return AttentionWeights(weights, prefix, (height, width))
 
 
 def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stage]:

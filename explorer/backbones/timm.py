@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
@@ -25,10 +27,17 @@ import torch
 from torch import nn
 
 from .._args import shown
-from ..errors import CheckpointError, InvalidArgumentError, UnknownBackboneError, WeightsUnavailableError
-from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw
+from ..errors import (
+    AttentionError,
+    CaptureError,
+    CheckpointError,
+    InvalidArgumentError,
+    UnknownBackboneError,
+    WeightsUnavailableError,
+)
+from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
 from ..images import Preprocess
-from ._base import Backbone, Stage
+from ._base import AttentionWeights, Backbone, Stage
 from ._checkpoint import find_weights_file, folder_config, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
 
@@ -119,6 +128,36 @@ def _stages(model: nn.Module) -> list[Stage]:
     return stages
 
 
+def _is_attention(module: nn.Module) -> bool:
+    """A timm attention module that computes its softmax explicitly once ``fused_attn`` is off, and passes it
+    through ``attn_drop`` (``Attention``, ``EvaAttention``, Swin's ``WindowAttention``)."""
+    return hasattr(module, "fused_attn") and isinstance(getattr(module, "attn_drop", None), nn.Module)
+
+
+@contextmanager
+def unfused_attention(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Switch timm's fused attention (``F.scaled_dot_product_attention``) off on ``modules`` for the block, so
+    their softmax weights exist; every module gets its own flag back afterwards."""
+    flags = [(module, module.fused_attn) for module in modules]
+    try:
+        for module, _ in flags:
+            module.fused_attn = False
+        yield
+    finally:
+        for module, fused in flags:
+            module.fused_attn = fused
+
+
+def _prefix_names(model: nn.Module) -> tuple[str, ...]:
+    """The prefix tokens of a timm ViT in token order: class, then distillation (DeiT) or registers."""
+    names = ["class"] if getattr(model, "cls_token", None) is not None else []
+    if getattr(model, "dist_token", None) is not None:
+        names.append("distillation")
+    names += [f"register {i}" for i in range(int(getattr(model, "num_reg_tokens", 0) or 0))]
+    count = int(getattr(model, "num_prefix_tokens", len(names)))
+    return tuple(names) if len(names) == count else tuple(f"prefix {i}" for i in range(count))
+
+
 def timm_backbone(model: nn.Module, *, spec: str, weights: str, **options) -> TimmBackbone:
     """Wrap an already built timm model; ``options`` are ``device``, ``out_indices``, ``out_features``.
 
@@ -170,6 +209,53 @@ class TimmBackbone(Backbone):
         return self._flag_unrolled(
             FeatureMaps(((n, maps[n]) for n in layers), unaligned=raw.unaligned), extra
         )
+
+    def _attention_modules(self) -> dict[str, str]:
+        """Per stage with one attention module (a ViT block), that module's path; only for class-token ViTs."""
+        if getattr(self.model, "cls_token", None) is None:
+            return {}
+        modules = dict(self.model.named_modules())
+        found = {}
+        for stage in self.all_stages:
+            block = modules.get(stage.module)  # None for stages that are no plain submodule (HRNet, Twins)
+            paths = [
+                f"{stage.module}.{name}" if name else stage.module
+                for name, module in (block.named_modules() if block is not None else [])
+                if _is_attention(module)
+            ]
+            if len(paths) == 1:
+                found[stage.name] = paths[0]
+        return found
+
+    def attention_blocks(self) -> list[str]:
+        return list(self._attention_modules())
+
+    def _attention(self, pixel_values: torch.Tensor, blocks: list[str]) -> AttentionWeights:
+        """The output of each block's ``attn_drop`` (the softmax, dropout being off in eval mode), with fused
+        attention off; the pass stops after the last block asked for."""
+        paths = self._attention_modules()
+        modules = dict(self.model.named_modules())
+        layers = {f"{paths[name]}.attn_drop": name for name in blocks}
+        raw_layout = {layer: LayerLayout() for layer in layers}  # (B, heads, N, N): kept as it is
+        with unfused_attention([modules[paths[name]] for name in blocks]):
+            with capture(self.model, list(layers), layouts=raw_layout) as raw:
+                self.model(pixel_values)
+        weights = {name: raw[layer] for layer, name in layers.items()}
+        prefix = _prefix_names(self.model)
+        patch = {stage.name: stage.reduction for stage in self.all_stages}[blocks[0]]
+        height, width = pixel_values.shape[-2:]
+        for name, found in weights.items():
+            try:
+                if found.ndim != 4 or found.shape[-2] != found.shape[-1]:
+                    raise CaptureError("not token-to-token attention")
+                _, grid_h, grid_w = _token_grid(found.shape[-1], (height, width), patch, len(prefix))
+            except CaptureError:
+                raise AttentionError(
+                    f"{self.spec}: the attention at {name} is {tuple(found.shape)}, not over the {len(prefix)} prefix "
+                    "and the patch tokens (XCiT attends over channels). Use explorer.similarity to compare "
+                    "locations instead."
+                ) from None
+        return AttentionWeights(weights, prefix, (grid_h, grid_w))
 
     def _flag_unrolled(self, maps: FeatureMaps, extra: list[str]) -> FeatureMaps:
         """Hiera's blocks hold their tokens unrolled (its ``reroll`` puts them back for the stages only)."""
