@@ -79,6 +79,10 @@ _EXPORTS = {
     "cam_methods": "explorer.cam",
     "CAMError": "explorer.errors",
     "GradientError": "explorer.errors",
+    "FeatureVisError": "explorer.errors",
+    "visualize": "explorer.feature_vis",
+    "FeatureVis": "explorer.feature_vis",
+    "magnitude_spectrum": "explorer.feature_vis",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -93,6 +97,7 @@ if TYPE_CHECKING:
         CheckpointError,
         DatasetError,
         ExplorerError,
+        FeatureVisError,
         GradientError,
         ImageError,
         InvalidArgumentError,
@@ -111,6 +116,7 @@ if TYPE_CHECKING:
         stats_to_csv,
         stats_to_json,
     )
+    from .feature_vis import FeatureVis, magnitude_spectrum, visualize
     from .figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, model_view, sample_images

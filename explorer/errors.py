@@ -29,6 +29,7 @@ __all__ = [
     "GradientError",
     "DatasetError",
     "CacheError",
+    "FeatureVisError",
 ]
 
 
@@ -97,3 +98,8 @@ class CAMError(ExplorerError, ValueError):
 
 class GradientError(ExplorerError, RuntimeError):
     """A gradient method on a model that cannot give gradients (weights made under ``torch.inference_mode()``)."""
+
+
+class FeatureVisError(ExplorerError, ValueError):
+    """A feature visualisation cannot be made as asked: the model is in train mode, a class target on a backbone
+    without a head, a layer the forward pass never runs."""
