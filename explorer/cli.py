@@ -7,6 +7,7 @@ Example::
     $ explorer stats default cat.jpg --stage blocks.2 --csv blocks2.csv
     $ explorer scan default photos/ --stage blocks.2 --k 9 --out report/
     $ explorer cam default cat.jpg --stage blocks.6 --target "tabby cat" --out cam.png
+    $ explorer visualize default --stage blocks.4 --channel 3,5 --steps 256 --out vis/
     $ explorer lab
 """
 
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     _scan_parser(commands.add_parser("scan", help="top-k exemplars of every channel over a folder of images"))
     _cam_parser(
         commands.add_parser("cam", help="write a class-activation map of a stage over the image"), with_model
+    )
+    _visualize_parser(
+        commands.add_parser("visualize", help="write the image each channel responds to most (optimised)"),
+        with_model,
     )
 
     lab = commands.add_parser("lab", help="open the explorer notebook in JupyterLab")
@@ -142,6 +147,47 @@ def _run_cam(args: argparse.Namespace) -> None:
     )
 
 
+def _visualize_parser(sub: argparse.ArgumentParser, with_model) -> None:
+    with_model(sub)
+    sub.add_argument("--stage", help="stage or layer name (default: the last stage)")
+    sub.add_argument("--channel", required=True, help="channel indices, comma-separated: 3 or 3,5,17")
+    sub.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
+    sub.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sub.add_argument("--method", default="fft", help="fft (Lucid) or maco (phase only) (default fft)")
+    sub.add_argument("--out", default="visualize", help="folder for the PNGs (default visualize)")
+
+
+def _run_visualize(args: argparse.Namespace) -> None:
+    from .errors import InvalidArgumentError
+    from .feature_vis import visualize
+
+    parts = [part.strip() for part in args.channel.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise InvalidArgumentError(
+            f"--channel {args.channel}: pass channel indices, comma-separated: 3 or 3,5,17."
+        )
+    bb = _backbone(args)
+    results = visualize(
+        bb,
+        stage=args.stage,
+        channel=[int(part) for part in parts],
+        steps=args.steps,
+        size=args.size,
+        seed=args.seed,
+        method=args.method,
+        progress=True,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        path = out / f"{result.stage}_{result.objective.replace(' ', '')}_{result.method}.png"
+        result.image.save(path)
+        print(f"{path}: {result.stage} {result.objective}, activation {result.activation:.3f}")
+    if bb.weights == "random":
+        print("note: random weights; these images show nothing the model learnt")
+
+
 def _backbone(args: argparse.Namespace):
     from .backbones import load_backbone
 
@@ -199,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_scan(args)
         elif args.command == "cam":
             _run_cam(args)
+        elif args.command == "visualize":
+            _run_visualize(args)
         else:
             import os
 

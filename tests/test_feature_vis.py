@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import explorer
 from explorer import feature_vis as fv
@@ -273,3 +274,38 @@ def test_bad_input_names_the_fix(tiny, kwargs, error, match):
 def test_not_a_backbone():
     with pytest.raises(explorer.InvalidArgumentError, match="load_backbone"):
         explorer.visualize("default", channel=1)
+
+
+# ----------------------------------------------------------------------------------------------- the command
+
+
+def test_cli_writes_one_png_per_channel(tmp_path, capsys):
+    from explorer.cli import main
+
+    out = tmp_path / "vis"
+    argv = ["visualize", TINY, "--random", "--device", "cpu", "--stage", "layer2", "--channel", "3,5"]
+    assert main([*argv, "--steps", "3", "--size", "32", "--out", str(out)]) == 0
+    written = sorted(path.name for path in out.iterdir())
+    assert written == ["layer2_channel3_fft.png", "layer2_channel5_fft.png"]
+    image = np.asarray(Image.open(out / written[0]))
+    assert image.shape == (32, 32, 3) and image.std() > 0  # 3 steps from grey noise: faint, not blank
+    printed = capsys.readouterr().out
+    assert "layer2 channel 3, activation" in printed and "random weights" in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--channel", "3,x"], "--channel 3,x: pass channel indices"),
+        (["--channel", "999"], "layer2 has 48 channels"),
+        (["--channel", "1", "--method", "dream"], "method='dream'"),
+        (["--channel", "1", "--steps", "0"], "steps=0"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    from explorer.cli import main
+
+    argv = ["visualize", TINY, "--random", "--device", "cpu", "--stage", "layer2", "--out", str(tmp_path)]
+    assert main([*argv, *extra, "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explorer: ") and message in err and err.count("\n") == 1
