@@ -50,7 +50,7 @@ from torch import nn
 
 from ._args import real, shown, whole
 from .errors import FeatureVisError, GradientError, InvalidArgumentError, LayerNotFoundError
-from .hooks import LayerLayout, list_layers, resolve_layers, to_nchw
+from .hooks import LayerLayout, resolve_layers, to_nchw
 from .images import ImageInput, Preprocess, load_image, model_view, sample_images
 
 __all__ = ["FeatureVis", "visualize", "magnitude_spectrum", "METHODS", "COLOR_CORRELATION"]
@@ -284,14 +284,11 @@ def _stage_module(bb, stage: str | None) -> tuple[str, str, LayerLayout]:
         found = by_name[stage]
         module = resolve_layers(bb.model, [found.module])[found.module]
         return stage, found.module, bb._layout(found, module)
-    if stage in list_layers(bb):
-        module = resolve_layers(bb.model, [stage])[stage]
-        return stage, stage, bb._layout(None, module)
     try:
-        resolve_layers(bb.model, [stage])
+        module = resolve_layers(bb.model, [stage])[stage]
     except LayerNotFoundError as err:
         raise LayerNotFoundError(f"{err} Stages: {', '.join(bb.stage_names)}.") from None
-    raise LayerNotFoundError(f'"{stage}" is no module of {bb.spec}.')  # pragma: no cover (resolve raised)
+    return stage, stage, bb._layout(None, module)
 
 
 def _channels_of(bb, name: str, size: int) -> int:
@@ -397,13 +394,17 @@ def _score(bb, objective: _Objective, pixels: torch.Tensor) -> torch.Tensor:
         found.append(objective.score(output, tuple(pixels.shape[-2:])))
         raise _Stop
 
-    handle = resolve_layers(bb.model, [objective.module])[objective.module].register_forward_hook(hook)
+    handles = []
     try:
+        handles.append(
+            resolve_layers(bb.model, [objective.module])[objective.module].register_forward_hook(hook)
+        )
         bb.model(pixels)
     except _Stop:
         pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     if not found:
         raise FeatureVisError(
             f"The forward pass never ran {objective.stage} as a module. Pick a stage, or a layer from "
@@ -547,9 +548,9 @@ def visualize(
         raise InvalidArgumentError('spectrum= is used by method="maco" only; drop it or pass method="maco".')
     magnitude = _magnitude(spectrum, size) if method == "maco" else None
     objective, batched = _objective(bb, stage, channel, direction, target, size)
-    preset = TRANSFORMS[
-        "strong" if transforms == "auto" and _is_vit(bb.model) else transforms.replace("auto", "lucid")
-    ]
+    if transforms == "auto":
+        transforms = "strong" if _is_vit(bb.model) else "lucid"
+    preset = TRANSFORMS[transforms]
     if bb.weights == "random":
         _log.warning("%s has random weights: the optimised images show nothing learnt.", bb.spec)
 
