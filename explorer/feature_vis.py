@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -413,6 +414,56 @@ def _score(bb, objective: _Objective, pixels: torch.Tensor) -> torch.Tensor:
     return found[0]
 
 
+class _RedirectedReLU(torch.autograd.Function):
+    """Lucid's redirected ReLU gradient (``redirected_relu_grad``): an image on which the true gradient is zero
+    everywhere (every unit dead, as on a grey start before a deep ReLU) gets instead the gradient with only the
+    part blocked that would push a negative input lower; images with any true gradient keep the true one."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float | None) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.upper = upper
+        return x.clamp(0, upper)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        upper = ctx.upper
+        passing = (x > 0) if upper is None else (x > 0) & (x < upper)
+        true = grad * passing
+        # descent moves x by -grad: grad > 0 lowers x, grad < 0 raises it
+        blocked = (x < 0) & (grad > 0)
+        if upper is not None:
+            blocked |= (x > upper) & (grad < 0)
+        redirected = grad.masked_fill(blocked, 0)
+        alive = true.flatten(1).abs().amax(1) > 0
+        return torch.where(alive.view(-1, *[1] * (grad.ndim - 1)), true, redirected), None
+
+
+@contextmanager
+def _redirected_relus(model: nn.Module) -> Iterator[None]:
+    """Give every ``nn.ReLU`` and ``nn.ReLU6`` module of ``model`` the redirected gradient inside the block."""
+    inputs: dict[nn.Module, torch.Tensor] = {}
+
+    def keep_input(module, args):
+        inputs[module] = args[0].clone()  # before an in-place ReLU overwrites it
+
+    def redirect(module, _args, _output):
+        return _RedirectedReLU.apply(inputs.pop(module), 6.0 if isinstance(module, nn.ReLU6) else None)
+
+    handles = []
+    try:
+        for module in model.modules():
+            if isinstance(module, (nn.ReLU, nn.ReLU6)):
+                handles.append(module.register_forward_pre_hook(keep_input))
+                handles.append(module.register_forward_hook(redirect))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        inputs.clear()
+
+
 def _normaliser(config: Preprocess, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
@@ -491,6 +542,7 @@ def visualize(
     lr: float = 0.05,
     spectrum: Sequence[ImageInput] | torch.Tensor | None = None,
     transforms: Literal["auto", "lucid", "strong"] = "auto",
+    redirect_relu: bool = True,
     progress: bool | Callable[[int, int], None] = False,
 ) -> FeatureVis | list[FeatureVis]:
     """The image that a channel (or a direction, or a class) of a backbone responds to most, by optimisation.
@@ -514,6 +566,10 @@ def visualize(
             tensor from :func:`magnitude_spectrum`; None: the sample photos.
         transforms: ``"lucid"`` (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4), ``"strong"``
             (twice that, for ViTs), or ``"auto"``: strong for models with a patch embedding.
+        redirect_relu: Lucid's fix for grey images at deep layers: while optimising, an image on which every
+            ``nn.ReLU``/``nn.ReLU6`` unit before the objective is dead gets a gradient through them anyway (only
+            the part that would push their inputs lower is blocked). Images with any true gradient are unchanged.
+            Models that call ``F.relu`` instead of a module are not reached.
         progress: True draws a progress bar (tqdm); a callable gets ``(done, steps)`` after every step.
 
     Returns:
@@ -566,14 +622,16 @@ def visualize(
         try:
             for parameter in frozen:
                 parameter.requires_grad_(False)
-            for step in range(steps):
-                optimizer.zero_grad(set_to_none=True)
-                images = _transform(param(), preset, generator)
-                values = _score(bb, objective, normalise(images.to(bb.dtype)))
-                (-values.sum()).backward()
-                optimizer.step()
-                history.append(values.detach().float().cpu().tolist())
-                report(step + 1, steps)
+            redirect = _redirected_relus(model) if redirect_relu else nullcontext()
+            with redirect:
+                for step in range(steps):
+                    optimizer.zero_grad(set_to_none=True)
+                    images = _transform(param(), preset, generator)
+                    values = _score(bb, objective, normalise(images.to(bb.dtype)))
+                    (-values.sum()).backward()
+                    optimizer.step()
+                    history.append(values.detach().float().cpu().tolist())
+                    report(step + 1, steps)
             with torch.no_grad():
                 final = (param().clamp(0, 1) * 255).round().to(torch.uint8)
                 activation = _score(bb, objective, normalise(final.to(bb.dtype) / 255)).float().cpu().tolist()

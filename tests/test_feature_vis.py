@@ -194,6 +194,29 @@ def test_vit_stage_and_mlp_hidden_unit():
         assert result.activation > start.activation + 0.03, stage
 
 
+def _dead_relu_backbone() -> explorer.Backbone:
+    """A convolution whose bias kills every unit on a grey image, then a ReLU: a grey start stays grey
+    unless the gradient is redirected."""
+    from torch import nn
+
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    nn.init.constant_(conv.weight, 0.1)
+    nn.init.constant_(conv.bias, -2.0)  # grey gives about -1.8; bright pixels reach +4
+    model = nn.Sequential(conv, nn.ReLU(inplace=True)).eval()
+    stage = explorer.Stage("relu", 0, 4, 1, "1")
+    return explorer.Backbone(model, [stage], spec="dead", weights="random", preprocess=explorer.Preprocess())
+
+
+def test_redirected_relu_gets_a_dead_layer_off_grey():
+    bb = _dead_relu_backbone()
+    stuck = explorer.visualize(bb, stage="relu", channel=0, steps=30, size=32, redirect_relu=False)
+    assert max(stuck.history) == 0.0 and stuck.activation == 0.0
+    freed = explorer.visualize(bb, stage="relu", channel=0, steps=30, size=32)
+    assert freed.activation > 0.0 and freed.history[-1] > 0.0
+    assert np.asarray(stuck.image).std() < 2 < 10 < np.asarray(freed.image).std()  # grey, against a picture
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in bb.model.modules())
+
+
 def test_the_model_is_left_as_found(tiny):
     model = tiny.model
     frozen = next(model.parameters())  # a frozen parameter must stay frozen, the others trainable
