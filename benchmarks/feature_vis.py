@@ -34,7 +34,7 @@ from .timing import Method, device_sync, run_interleaved  # noqa: E402
 
 MODELS = {"default": ("blocks.4", True), "resnet50": ("layer3", False)}  # spec: (stage, pretrained)
 STEPS = 8
-BATCH_STEPS = 2
+BATCH_STEPS = 1
 
 
 def _floor(bb, stage: str, size: int):

@@ -12,7 +12,9 @@ spectrum and keeps its magnitude fixed, taken from the user's own images or the 
 The objective is read by a forward hook on the stage's (or layer's) module, which ends the pass there: layers
 after it never run. A list of channels (or directions, or classes) is one batch; each image starts from the same
 seeded noise and sees the same transforms, and the loss is a sum over the batch, so a batch gives the images that
-one run per channel would give (up to float rounding in batched convolutions).
+one run per channel would give (up to float rounding in batched convolutions). Grey images at deep layers (every
+ReLU unit before the objective dead on the starting noise, so no gradient) are avoided with Lucid's redirected
+ReLU gradient.
 
 What the picture is: an image that drives the channel hard, under small shifts, zooms and rotations. It is not
 what the channel "means", and it lies far outside the photos the model was trained on; read it beside the
@@ -54,7 +56,18 @@ from .errors import FeatureVisError, GradientError, InvalidArgumentError, LayerN
 from .hooks import LayerLayout, resolve_layers, to_nchw
 from .images import ImageInput, Preprocess, load_image, model_view, sample_images
 
-__all__ = ["FeatureVis", "visualize", "magnitude_spectrum", "METHODS", "COLOR_CORRELATION"]
+__all__ = [
+    "FeatureVis",
+    "visualize",
+    "magnitude_spectrum",
+    "fft_scale",
+    "fft_image",
+    "maco_image",
+    "to_rgb",
+    "METHODS",
+    "TRANSFORMS",
+    "COLOR_CORRELATION",
+]
 
 _log = logging.getLogger(__name__)
 
