@@ -90,6 +90,10 @@ _EXPORTS = {
     "Similarity": "explorer.patch_views",
     "attention": "explorer.attention_maps",
     "Attention": "explorer.attention_maps",
+    "FeatureVisError": "explorer.errors",
+    "visualize": "explorer.feature_vis",
+    "FeatureVis": "explorer.feature_vis",
+    "magnitude_spectrum": "explorer.feature_vis",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -106,6 +110,7 @@ if TYPE_CHECKING:
         CheckpointError,
         DatasetError,
         ExplorerError,
+        FeatureVisError,
         GradientError,
         ImageError,
         InvalidArgumentError,
@@ -124,6 +129,7 @@ if TYPE_CHECKING:
         stats_to_csv,
         stats_to_json,
     )
+    from .feature_vis import FeatureVis, magnitude_spectrum, visualize
     from .figures import (
         attention_figure,
         heatmap_figure,

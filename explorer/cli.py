@@ -10,6 +10,7 @@ Example::
     $ explorer pca default cat.jpg dog.jpg --stage blocks.5 --foreground auto --out pca.png
     $ explorer similarity default cat.jpg dog.jpg --stage blocks.5 --query 0,5,7 --out similarity.png
     $ explorer attention vit_small_patch16_224 cat.jpg --block -1 --rollout --out attention.png
+    $ explorer visualize default --stage blocks.4 --channel 3,5 --steps 256 --out vis/
     $ explorer lab
 """
 
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     _scan_parser(commands.add_parser("scan", help="top-k exemplars of every channel over a folder of images"))
     _cam_parser(
         commands.add_parser("cam", help="write a class-activation map of a stage over the image"), with_model
+    )
+    _visualize_parser(
+        commands.add_parser("visualize", help="write the image each channel responds to most (optimised)"),
+        with_model,
     )
 
     _patch_parsers(commands, with_model)
@@ -221,6 +226,47 @@ def _run_patches(args: argparse.Namespace) -> None:
     print(f"{args.out}: {summary}")
 
 
+def _visualize_parser(sub: argparse.ArgumentParser, with_model) -> None:
+    with_model(sub)
+    sub.add_argument("--stage", help="stage or layer name (default: the last stage)")
+    sub.add_argument("--channel", required=True, help="channel indices, comma-separated: 3 or 3,5,17")
+    sub.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
+    sub.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sub.add_argument("--method", default="fft", help="fft (Lucid) or maco (phase only) (default fft)")
+    sub.add_argument("--out", default="visualize", help="folder for the PNGs (default visualize)")
+
+
+def _run_visualize(args: argparse.Namespace) -> None:
+    from .errors import InvalidArgumentError
+    from .feature_vis import visualize
+
+    parts = [part.strip() for part in args.channel.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise InvalidArgumentError(
+            f"--channel {args.channel}: pass channel indices, comma-separated: 3 or 3,5,17."
+        )
+    bb = _backbone(args)
+    results = visualize(
+        bb,
+        stage=args.stage,
+        channel=[int(part) for part in parts],
+        steps=args.steps,
+        size=args.size,
+        seed=args.seed,
+        method=args.method,
+        progress=True,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        path = out / f"{result.stage}_{result.objective.replace(' ', '')}_{result.method}.png"
+        result.image.save(path)
+        print(f"{path}: {result.stage} {result.objective}, activation {result.activation:.3f}")
+    if bb.weights == "random":
+        print("note: random weights; these images show nothing the model learnt")
+
+
 def _backbone(args: argparse.Namespace):
     from .backbones import load_backbone
 
@@ -280,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_cam(args)
         elif args.command in ("pca", "similarity", "attention"):
             _run_patches(args)
+        elif args.command == "visualize":
+            _run_visualize(args)
         else:
             import os
 

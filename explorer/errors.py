@@ -30,6 +30,7 @@ __all__ = [
     "DatasetError",
     "CacheError",
     "AttentionError",
+    "FeatureVisError",
 ]
 
 
@@ -103,3 +104,8 @@ class GradientError(ExplorerError, RuntimeError):
 class AttentionError(ExplorerError, ValueError):
     """Attention weights cannot be read as asked: the model has no attention blocks with a class token (a CNN,
     Swin's windowed attention), or the block named is not one of them."""
+
+
+class FeatureVisError(ExplorerError, ValueError):
+    """A feature visualisation cannot be made as asked: the model is in train mode, a class target on a backbone
+    without a head, a layer the forward pass never runs."""

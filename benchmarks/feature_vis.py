@@ -1,0 +1,132 @@
+"""``python -m benchmarks.feature_vis``: a step of :func:`explorer.visualize` against its floor, and a batch of
+channels against one run per channel.
+
+For each model (the default with its packaged weights, resnet50 with random weights), one image, interleaved:
+
+- floor: one forward pass to the stage and one backward pass of a channel's mean to the pixels, the least any
+  optimisation step can cost;
+- fft, maco: ``visualize(bb, stage, channel=0, steps=STEPS, method=...)`` divided by ``STEPS``, everything
+  included (the spectrum, colours, transforms, normalisation, Adam, the final 8-bit pass);
+- batch: 16 channels in one call against 16 calls of one channel (``BATCH_STEPS`` steps each).
+
+Options::
+
+    --quick            fewer repeats (a smoke run)
+    --device cpu|cuda  where the models run
+    --threads N        torch CPU threads (default 2)
+    --size N           image side (default 224)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import explorer  # noqa: E402
+
+from .timing import Method, device_sync, run_interleaved  # noqa: E402
+
+MODELS = {"default": ("blocks.4", True), "resnet50": ("layer3", False)}  # spec: (stage, pretrained)
+STEPS = 8
+BATCH_STEPS = 1
+
+
+def _floor(bb, stage: str, size: int):
+    module = dict(bb.model.named_modules())[next(s.module for s in bb.all_stages if s.name == stage)]
+    x = torch.randn(1, 3, size, size, device=bb.device)
+
+    class Stop(Exception):
+        pass
+
+    def run():
+        found = {}
+
+        def hook(_module, _args, output):
+            found["y"] = output
+            raise Stop
+
+        handle = module.register_forward_hook(hook)
+        pixels = x.clone().requires_grad_()
+        try:
+            with torch.enable_grad():
+                try:
+                    bb.model(pixels)
+                except Stop:
+                    pass
+                return torch.autograd.grad(found["y"][:, 0].mean(), pixels)[0]
+        finally:
+            handle.remove()
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.feature_vis", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    repeats = 2 if args.quick else 5
+    results = {}
+    for spec, (stage, pretrained) in MODELS.items():
+        bb = explorer.load_backbone(spec, pretrained=pretrained, device=args.device)
+        for parameter in bb.model.parameters():
+            parameter.requires_grad_(False)  # as visualize() runs it: no weight gradients in the floor either
+
+        def vis(method: str, channel, steps: int, bb=bb, stage=stage):
+            return lambda: explorer.visualize(
+                bb, stage=stage, channel=channel, steps=steps, size=args.size, method=method
+            )
+
+        sync = device_sync(bb.device)
+        timings = run_interleaved(
+            [
+                Method("floor", _floor(bb, stage, args.size)),
+                Method("fft", vis("fft", 0, STEPS)),
+                Method("maco", vis("maco", 0, STEPS)),
+            ],
+            repeats=repeats,
+            warmup=1,
+            sync=sync,
+        )
+        batch = run_interleaved(
+            [
+                Method("16 channels, one batch", vis("fft", list(range(16)), BATCH_STEPS)),
+                Method(
+                    "16 runs of one channel",
+                    lambda vis=vis: [vis("fft", c, BATCH_STEPS)() for c in range(16)],
+                ),
+            ],
+            repeats=max(1, repeats // 2),
+            warmup=0,
+            sync=sync,
+        )
+        floor = timings["floor"].median_ms
+        row = {
+            "floor_ms": floor,
+            "fft_step_ms": timings["fft"].median_ms / STEPS,
+            "maco_step_ms": timings["maco"].median_ms / STEPS,
+            "batch16_ms": batch["16 channels, one batch"].median_ms,
+            "runs16_ms": batch["16 runs of one channel"].median_ms,
+        }
+        row["fft_over_floor"] = row["fft_step_ms"] / floor
+        row["maco_over_floor"] = row["maco_step_ms"] / floor
+        row["batch_speedup"] = row["runs16_ms"] / row["batch16_ms"]
+        row["fft_512_steps_s"] = row["fft_step_ms"] * 512 / 1000
+        results[f"{spec} {stage} {args.size}px {args.device}"] = row
+        print(json.dumps({f"{spec} {stage}": row}, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
