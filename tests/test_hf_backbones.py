@@ -102,7 +102,7 @@ def test_convnext_and_preprocessor_config(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
     bb = explorer.load_backbone(f"hf:{tmp_path}", out_indices=[2], device="cpu")
     assert bb.preprocess.input_size == (256, 256)
-    assert bb.preprocess.crop_pct == 0.9 and bb.preprocess.mean == (0.5, 0.5, 0.5)
+    assert bb.preprocess.settings["crop_pct"] == 0.9 and bb.preprocess.settings["image_mean"] == [0.5] * 3
     assert bb.extract(torch.rand(3, 300, 400)).shapes == {"stage2": (1, 192, 32, 32)}
 
 

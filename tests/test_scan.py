@@ -6,7 +6,6 @@ tested in test_scan_ray.py, the command line in test_cli.py.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import logging
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 import explorer
+from explorer.backbones.timm import TimmPreprocess
 from explorer.scan import local as scan_local
 from explorer.scan import scanner
 from explorer.scan.reduce import HISTOGRAM_BINS, HISTOGRAM_LIMIT, NO_IMAGE, Reduction
@@ -36,7 +36,7 @@ LAYER = "layer2.0.conv1"
 def small_backbone(spec: str = "resnet18", seed: int = 0) -> explorer.Backbone:
     torch.manual_seed(seed)
     bb = explorer.load_backbone(spec, out_features=STAGES, pretrained=False, device="cpu")
-    bb.preprocess = dataclasses.replace(bb.preprocess, input_size=SIZE, crop_pct=1.0)
+    bb.preprocess = TimmPreprocess({"input_size": (3, *SIZE), "crop_pct": 1.0, "interpolation": "bicubic"})
     return bb
 
 
