@@ -18,6 +18,7 @@ images, chosen by a deterministic rotation; the default settings of each class r
 
 from __future__ import annotations
 
+import functools
 import inspect
 import zlib
 
@@ -38,6 +39,7 @@ transformers = pytest.importorskip("transformers")
 IMAGES = {"square": (300, 300), "wide": (451, 300), "tall": (200, 641), "tiny": (5, 7), "huge": (1999, 1201)}
 
 
+@functools.cache
 def _image(name: str) -> Image.Image:
     width, height = IMAGES[name]
     rng = np.random.default_rng(width * 7919 + height)

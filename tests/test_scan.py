@@ -549,3 +549,14 @@ def test_explorer_scan_is_the_function_however_imported():
 
     assert callable(explorer.scan) and callable(package)
     assert explorer.Scan is package.Scan and explorer.Exemplar is package.Exemplar
+
+
+def test_histogram_bins_tiny_negative_values_below_zero():
+    from explorer.scan.reduce import _histogram, histogram_edges
+
+    values = torch.tensor([-4e-7, -1e-30, 0.0, 3e-7, -2.5, 7.0]).view(1, 1, -1)
+    counts = _histogram(values)[0]
+    edges = histogram_edges()
+    expected = np.clip(np.searchsorted(edges, values.view(-1).double().numpy(), side="right") - 1, 0, 63)
+    assert counts.tolist() == np.bincount(expected, minlength=64).tolist()
+    assert counts[31] == 2 and counts[32] == 2  # the two negatives below zero, 0.0 and 3e-7 above

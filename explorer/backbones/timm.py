@@ -208,16 +208,14 @@ class TimmBackbone(Backbone):
     """A timm model: stage maps from its own ``forward_intermediates``, other layers from hooks (module docs).
 
     Token outputs of any layer drop exactly the model's ``num_prefix_tokens`` (class, register, distillation
-    tokens); in channels-last models (Swin) every layer but a convolution is read as ``(B, H, W, C)``.
+    tokens); the layout of any other layer is probed (:meth:`~explorer.Backbone.layout`).
     """
 
-    def _layout(self, stage: Stage | None, module: nn.Module) -> LayerLayout:
-        prefix = getattr(self.model, "num_prefix_tokens", None)
-        if stage is not None:
-            return LayerLayout(stage.channels, stage.channels_last, stage.reduction, prefix)
-        convolution = isinstance(module, (nn.Conv2d, nn.BatchNorm2d))
-        channels_last = getattr(self.model, "output_fmt", "NCHW") == "NHWC" and not convolution
-        return LayerLayout(channels_last=channels_last, prefix_tokens=prefix)
+    @property
+    def prefix_tokens(self) -> int | None:
+        """The model's ``num_prefix_tokens`` (class, register, distillation tokens); None where it has none."""
+        count = getattr(self.model, "num_prefix_tokens", None)
+        return int(count) if isinstance(count, int) else None
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
         stages = {stage.name: stage for stage in self.all_stages}
