@@ -504,7 +504,7 @@ def _one_size_layout(first: tuple[int, ...], size: tuple[int, int], prefix_token
         return LayerLayout(unaligned=f"{first[1]} tokens make no grid of the {size[0]}x{size[1]} input")
     nchw = _grid_stride(first[2], first[3], size)
     nhwc = _grid_stride(first[1], first[2], size)
-    if nchw and nhwc and first[1] != first[3]:
+    if nchw and nhwc:
         return LayerLayout(
             unaligned=f"a {first[1:]} map: either axes could be the grid, and the model runs at one size only"
         )
@@ -531,13 +531,16 @@ def find_layouts(
     layers: Sequence[str],
     size: tuple[int, int],
     prefix_tokens: int | None = None,
+    *,
+    second: bool = True,
 ) -> dict[str, LayerLayout]:
     """The layout of each layer's output, from its shapes at two input sizes.
 
     ``run(size)`` runs a forward pass of ``model`` (a meta-device copy: shapes only) on a ``(1, 3, *size)``
     input; it runs at ``size`` and at :data:`PROBE_SCALE` times it. Axes that grow with the height are rows, with
     the width columns; a token axis grows with both, and the prefix tokens are what the grid leaves over (the
-    model's own ``prefix_tokens`` preferred). A model that refuses the second size is read from one shape.
+    model's own ``prefix_tokens`` preferred). A model that refuses the second size, or ``second=False`` (a real
+    forward pass, where six times the pixels could exhaust memory), is read from one shape.
 
     Example::
 
@@ -551,12 +554,15 @@ def find_layouts(
         return found
 
     first = shapes(size)
-    try:
-        second = shapes((size[0] * PROBE_SCALE[0], size[1] * PROBE_SCALE[1]))
-    except Exception as err:  # the model refuses the size: its own assert, a reshape, a position embedding
-        _log.debug("layouts from one size only (%s)", err)
-        second = {}
-    return {name: layout_from_shapes(first[name], second.get(name), size, prefix_tokens) for name in layers}
+    larger: dict[str, tuple[int, ...]] = {}
+    if second:
+        try:
+            larger = shapes((size[0] * PROBE_SCALE[0], size[1] * PROBE_SCALE[1]))
+        except (
+            Exception
+        ) as err:  # the model refuses the size: its own assert, a reshape, a position embedding
+            _log.debug("layouts from one size only (%s)", err)
+    return {name: layout_from_shapes(first[name], larger.get(name), size, prefix_tokens) for name in layers}
 
 
 def _shape(output: object) -> tuple[int, ...]:

@@ -450,7 +450,7 @@ class Backbone:
                     with torch.inference_mode(), eval_mode(self.model):
                         self.model(torch.zeros(1, 3, *at, device=self.device, dtype=self.dtype))
 
-                found = find_layouts(run, self.model, missing, size, self.prefix_tokens)
+                found = find_layouts(run, self.model, missing, size, self.prefix_tokens, second=False)
             cache.update(((size, name), layout) for name, layout in found.items())
         return {
             name: LayerLayout(
