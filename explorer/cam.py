@@ -163,22 +163,26 @@ def _tensors(output: object, path: tuple[int, ...] = ()):
             yield from _tensors(item, (*path, index))
 
 
-def _layout_of(output: object, probed: LayerLayout, input_hw: tuple[int, int], name: str) -> _Layout:
-    """Where the map sits in ``output`` (its first tensor) and its layout, as the layout probe found it."""
-    if probed.unaligned:
+def _layout_of(output: object, known: LayerLayout, input_hw: tuple[int, int], name: str) -> _Layout:
+    """Where the map sits in ``output`` and its layout: a stage's as its source declares it (the tensor with its
+    channels, in a tuple of branches), any other layer's as the layout probe found it."""
+    if known.unaligned:
         raise CAMError(
-            f"{name} gives {probed.unaligned}, not a map of the image to explain. Pick a stage, or a layer "
+            f"{name} gives {known.unaligned}, not a map of the image to explain. Pick a stage, or a layer "
             "whose output is a grid of the input (explorer.list_layers(bb))."
         )
-    path, tensor = next(_tensors(output), ((), None))
-    if tensor is None or tensor.ndim not in (3, 4):
-        raise CAMError(
-            f"{name} outputs no image-like map. Pick a stage, or a layer whose output is a grid of the input."
-        )
-    if tensor.ndim == 4:
-        return _Layout(path, "nhwc" if probed.channels_last else "nchw")
-    prefix, h, w = _token_grid(tensor.shape[1], input_hw, probed.reduction, probed.prefix_tokens)
-    return _Layout(path, "tokens", prefix, (h, w))
+    for path, tensor in _tensors(output):
+        channels = tensor.shape[1] if tensor.ndim == 4 and not known.channels_last else tensor.shape[-1]
+        if tensor.ndim in (3, 4) and (known.channels is None or channels == known.channels):
+            if tensor.ndim == 4:
+                return _Layout(path, "nhwc" if known.channels_last else "nchw")
+            prefix, h, w = _token_grid(tensor.shape[1], input_hw, known.reduction, known.prefix_tokens)
+            return _Layout(path, "tokens", prefix, (h, w))
+    shapes = [tuple(t.shape) for _, t in _tensors(output)]
+    raise CAMError(
+        f"{name} outputs {shapes}, which is not an image-like map. Pick a stage, or a layer whose output is "
+        "(B, C, H, W), (B, H, W, C) or (B, tokens, C)."
+    )
 
 
 # ----------------------------------------------------------------------------------------------- the model grad-cam runs
@@ -469,7 +473,7 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, targets, method) -
     keep_graph = bool(base.compute_input_gradient)
     layouts: dict[str, _Layout] = {}
     stage_hw: list[tuple[int, int]] = []
-    tapped_layout = backbone.layout(module_path, input_hw, module=True)
+    tapped_layout = backbone.layout(name if name in backbone.stage_names else module_path, input_hw)
 
     def tap_output(output):
         if "tap" not in layouts:
@@ -496,7 +500,7 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, targets, method) -
         if len({stage for stage, _ in picks}) > 1:
             raise CAMError("The targets of one call must score one stage; make one call per stage.")
         scored_name, scored_module = _stage_module(backbone, picks[0][0])
-        scored_layout = backbone.layout(scored_module, input_hw, module=True)
+        scored_layout = backbone.layout(scored_name, input_hw)
         total = all(channel is None for _, channel in picks)
         if not total and any(channel is None for _, channel in picks):
             raise CAMError("Mix no channel targets with a total-activation target (None); make two calls.")

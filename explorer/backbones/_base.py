@@ -409,26 +409,21 @@ class Backbone:
         them (timm's ``num_prefix_tokens``); None where the source does not say (the layout probe finds them)."""
         return None
 
-    def layout(
-        self, name: str, input_size: tuple[int, int] | None = None, *, module: bool = False
-    ) -> LayerLayout:
+    def layout(self, name: str, input_size: tuple[int, int] | None = None) -> LayerLayout:
         """How the output of a stage or any layer is laid out, for a ``(height, width)`` input.
 
         A stage's is known from its source; any other layer's is found by :func:`explorer.hooks.find_layouts`
-        (shapes at two input sizes, on a meta-device copy), once per layer and size. ``module=True`` probes the
-        raw output of the module named ``name`` even where a stage has that name (what a hook on it sees).
+        (shapes at two input sizes, on a meta-device copy), once per layer and size.
 
         Example::
 
             >>> bb.layout("stages.0.blocks.0.norm")          # timm ConvNeXt: channels-last inside the block
             LayerLayout(channels=96, channels_last=True, reduction=4, prefix_tokens=None, unaligned=None)
         """
-        return self._layouts([name], input_size or self.preprocess.input_size, modules=module)[name]
+        return self._layouts([name], input_size or self.preprocess.input_size)[name]
 
-    def _layouts(
-        self, names: Sequence[str], size: tuple[int, int], modules: bool = False
-    ) -> dict[str, LayerLayout]:
-        stages = {} if modules else {stage.name: stage for stage in self.all_stages}
+    def _layouts(self, names: Sequence[str], size: tuple[int, int]) -> dict[str, LayerLayout]:
+        stages = {stage.name: stage for stage in self.all_stages}
         size = (int(size[0]), int(size[1]))
         cache = self.__dict__.setdefault("_layout_cache", {})
         missing = [n for n in names if n not in stages and (size, n) not in cache]

@@ -359,8 +359,8 @@ def _required(processor) -> set[str]:
 
 def _read_preprocess(transformers, folder: Path, config) -> HFPreprocess:
     """The folder's image processor (``AutoImageProcessor``, fast or slow as transformers picks); without a
-    ``preprocessor_config.json``, the model type's processor with its defaults, else a resize to the config's
-    ``image_size`` with ImageNet statistics (what a checkpoint without a processor was trained with)."""
+    ``preprocessor_config.json``, a resize to the config's ``image_size`` (the size the model was built for) with
+    ImageNet statistics, else the model type's processor with its defaults."""
     processor_file = folder / "preprocessor_config.json"
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
@@ -386,12 +386,13 @@ def _read_preprocess(transformers, folder: Path, config) -> HFPreprocess:
 def _default_processor(transformers, config):
     from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
+    size = getattr(config, "image_size", None)
     classes = IMAGE_PROCESSOR_MAPPING[type(config)] if type(config) in IMAGE_PROCESSOR_MAPPING else None
     found = classes.get("torchvision") or classes.get("pil") if isinstance(classes, dict) else None
-    if found is not None:
+    if found is not None and size is None:
         _log.info("no preprocessor_config.json: %s with its defaults", found.__name__)
         return found()
-    size = getattr(config, "image_size", None) or 224
+    size = size or 224  # the size the model was built for
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
     _log.info(
         "no preprocessor_config.json and no processor for %s: resize to %dx%d",
