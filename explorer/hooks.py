@@ -212,7 +212,12 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
         return tensor
     if tensor.ndim == 3:
         batch, tokens, dim = tensor.shape
-        prefix, h, w = _token_grid(tokens, input_hw, layout.reduction, layout.prefix_tokens)
+        try:
+            prefix, h, w = _token_grid(tokens, input_hw, layout.reduction, layout.prefix_tokens)
+        except CaptureError:
+            if not layout.unaligned:
+                raise
+            return tensor.transpose(1, 2)[..., None]  # no grid, and flagged so: (B, C, N, 1) as the layer gave it
         return tensor[:, prefix:, :].transpose(1, 2).reshape(batch, dim, h, w)
     if tensor.ndim == 2:
         return tensor[:, :, None, None]
