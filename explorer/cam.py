@@ -33,7 +33,9 @@ import functools
 import importlib
 import logging
 import sys
+import threading
 import types
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CAMError, CaptureError, GradientError, LayerNotFoundError, MissingDependencyError
-from .hooks import LayerLayout, _token_grid, list_layers
+from .errors import CAMError, GradientError, LayerNotFoundError, MissingDependencyError
+from .hooks import LayerLayout, _token_grid, list_layers, tap
 from .images import ImageInput
 
 __all__ = ["CAM", "cam", "cam_methods", "METHODS"]
@@ -161,37 +163,26 @@ def _tensors(output: object, path: tuple[int, ...] = ()):
             yield from _tensors(item, (*path, index))
 
 
-def _plausible_grid(h: int, w: int, input_hw: tuple[int, int]) -> bool:
-    """``(h, w)`` could be a spatial grid of an input of ``input_hw`` (both sides reduced by about the same)."""
-    return h > 0 and w > 0 and abs(input_hw[0] / h - input_hw[1] / w) <= 0.25 * input_hw[0] / h
-
-
-def _find_layout(
-    output: object, expected: LayerLayout, input_hw: tuple[int, int], prefix: int | None
-) -> _Layout | None:
-    """The first tensor of ``output`` that is an image-like map with the expected channels, and its layout."""
-    channels = expected.channels
+def _layout_of(output: object, known: LayerLayout, input_hw: tuple[int, int], name: str) -> _Layout:
+    """Where the map sits in ``output`` and its layout: a stage's as its source declares it (the tensor with its
+    channels, in a tuple of branches), any other layer's as the layout probe found it."""
+    if known.unaligned:
+        raise CAMError(
+            f"{name} gives {known.unaligned}, not a map of the image to explain. Pick a stage, or a layer "
+            "whose output is a grid of the input (explorer.list_layers(bb))."
+        )
     for path, tensor in _tensors(output):
-        if tensor.ndim == 4:
-            nchw = _plausible_grid(tensor.shape[2], tensor.shape[3], input_hw)
-            nhwc = _plausible_grid(tensor.shape[1], tensor.shape[2], input_hw)
-            if channels:
-                nchw, nhwc = nchw and tensor.shape[1] == channels, nhwc and tensor.shape[3] == channels
-            if nchw and nhwc:
-                nchw = not expected.channels_last
-            if nchw or nhwc:
-                return _Layout(path, "nchw" if nchw else "nhwc")
-        elif tensor.ndim == 3 and (not channels or tensor.shape[2] == channels):
-            tokens = tensor.shape[1]
-            # the model's own prefix count first (a timm ViT's num_prefix_tokens), then whatever makes a grid:
-            # blocks that carry no class token (CaiT's patch blocks) have none
-            for known in ([prefix] if prefix else []) + [None]:
-                try:
-                    found, h, w = _token_grid(tokens, input_hw, expected.reduction, known)
-                except CaptureError:
-                    continue
-                return _Layout(path, "tokens", found, (h, w))
-    return None
+        channels = tensor.shape[1] if tensor.ndim == 4 and not known.channels_last else tensor.shape[-1]
+        if tensor.ndim in (3, 4) and (known.channels is None or channels == known.channels):
+            if tensor.ndim == 4:
+                return _Layout(path, "nhwc" if known.channels_last else "nchw")
+            prefix, h, w = _token_grid(tensor.shape[1], input_hw, known.reduction, known.prefix_tokens)
+            return _Layout(path, "tokens", prefix, (h, w))
+    shapes = [tuple(t.shape) for _, t in _tensors(output)]
+    raise CAMError(
+        f"{name} outputs {shapes}, which is not an image-like map. Pick a stage, or a layer whose output is "
+        "(B, C, H, W), (B, H, W, C) or (B, tokens, C)."
+    )
 
 
 # ----------------------------------------------------------------------------------------------- the model grad-cam runs
@@ -304,24 +295,34 @@ def _refuse_unrolled_tokens(backbone, name: str, module_path: str) -> None:
         )
 
 
-def _stage_and_layout(backbone, stage: str | None) -> tuple[str, str, LayerLayout]:
-    """``(name, module path, layout)`` of the stage or layer to explain."""
+def _stage_module(backbone, stage: str | None) -> tuple[str, str]:
+    """``(name, module path)`` of the stage or layer to explain."""
     by_name = {s.name: s for s in backbone.all_stages}
+    modules = dict(backbone.model.named_modules())
     if stage is None:
-        stage = backbone.stage_names[-1]
-        model = backbone.model
-        if getattr(model, "global_pool", None) == "token":
+        # stages computed inside the forward, not by a module of their own (MViTv2, Twins, HRNet) cannot be tapped
+        tappable = [s.name for s in backbone.all_stages if s.module in modules and s.module]
+        if not tappable:
+            raise CAMError(
+                f"No stage of {type(backbone.model).__name__} is the output of a module of its own, so a CAM has "
+                "nothing to tap. Pass stage= a layer from explorer.list_layers(bb)."
+            )
+        stage = tappable[-1]
+        if getattr(backbone.model, "global_pool", None) == "token" and len(tappable) > 1:
             # a class-token ViT reads only the class token after its last block: its patch tokens get no gradient
-            stage = backbone.stage_names[-2] if len(backbone.stage_names) > 1 else stage
+            stage = tappable[-2]
     if stage in by_name:
         found = by_name[stage]
-        if found.module:
-            layout = LayerLayout(found.channels, found.channels_last, found.reduction)
-            return stage, found.module, layout
+        if found.module not in modules or not found.module:
+            raise CAMError(
+                f'Stage "{stage}" is computed inside {type(backbone.model).__name__}\'s forward, not by a module of '
+                f'its own (its feature_info names "{found.module}"), so a CAM cannot tap it. Pass stage= a layer '
+                "from explorer.list_layers(bb) that computes it."
+            )
+        return stage, found.module
     layers = list_layers(backbone)
     if stage in layers:
-        channels_last = any(s.channels_last for s in backbone.all_stages)
-        return stage, stage, LayerLayout(None, channels_last, None)
+        return stage, stage
     close = difflib.get_close_matches(stage, list(dict.fromkeys([*by_name, *layers])), n=5, cutoff=0.5)
     hint = f" Closest names: {', '.join(close)}." if close else ""
     raise LayerNotFoundError(
@@ -407,7 +408,7 @@ def cam(
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise CAMError(f'Unknown CAM method "{method}".{hint} Choose one of: {", ".join(METHODS)}.')
     grad_cam = _grad_cam()
-    name, module_path, expected = _stage_and_layout(backbone, stage)
+    name, module_path = _stage_module(backbone, stage)
     _refuse_unrolled_tokens(backbone, name, module_path)
     model = backbone.model
     num_classes = int(getattr(model, "num_classes", 0) or 0)
@@ -427,8 +428,14 @@ def cam(
         targets = list(target) if isinstance(target, (list, tuple)) else [target] * count
         if len(targets) != count:
             raise CAMError(f"{len(targets)} targets for {count} images; pass one target, or one per image.")
-        with torch.enable_grad():
-            results = _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets, method)
+        bad = int((~torch.isfinite(pixel_values)).sum())
+        if bad:
+            raise CAMError(
+                f"The input holds {bad} NaN or infinite pixel value(s); a map of them means nothing. Pass images, "
+                "or finite pixel_values (bb.pixel_values(images))."
+            )
+        with _lock(backbone), torch.enable_grad():  # hooks on one model: one CAM at a time, each its own map
+            results = _run(grad_cam, backbone, pixel_values, name, module_path, targets, method)
     return results if batch else results[0]
 
 
@@ -443,13 +450,21 @@ class _TopClass:
         )
 
 
-def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets, method) -> list[CAM]:
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(backbone) -> threading.Lock:
+    """The lock of ``backbone``'s CAMs (made once per backbone)."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(backbone, threading.Lock())
+
+
+def _run(grad_cam, backbone, pixel_values, name, module_path, targets, method) -> list[CAM]:
     model = backbone.model
-    modules = dict(model.named_modules())
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     runner = _CAMModel(model, backbone.precision, backbone.device)
     input_hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
-    prefix = getattr(model, "num_prefix_tokens", None)
     options = (
         {"ablation_layer": grad_cam.AblationLayer()} if method == "ablationcam" else {}
     )  # no shared state
@@ -458,10 +473,11 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
     keep_graph = bool(base.compute_input_gradient)
     layouts: dict[str, _Layout] = {}
     stage_hw: list[tuple[int, int]] = []
+    tapped_layout = backbone.layout(name if name in backbone.stage_names else module_path, input_hw)
 
-    def tap_hook(_module, _args, output):
+    def tap_output(output):
         if "tap" not in layouts:
-            layouts["tap"] = _require_layout(output, expected, input_hw, prefix, name)
+            layouts["tap"] = _layout_of(output, tapped_layout, input_hw, name)
         layout = layouts["tap"]
         tensor = layout.pick(output)
         start = tensor if keep_graph else tensor.detach().requires_grad_(base.uses_gradients)
@@ -470,7 +486,7 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
         tapped = runner.tap(nchw)  # grad-cam's hooks (or its ablation layer) run here
         return layout.rebuild(output, layout.from_nchw(tapped, start))
 
-    handles = [modules[module_path].register_forward_hook(tap_hook)]
+    rewrites = {module_path: [tap_output]}  # per module, in order: what its output becomes
     if num_classes:
         class_names = _class_names(model, num_classes)
         indices = [None if t is None else _class_index(t, class_names) for t in targets]
@@ -483,26 +499,32 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
         picks = [_headless_target(backbone, t, name) for t in targets]
         if len({stage for stage, _ in picks}) > 1:
             raise CAMError("The targets of one call must score one stage; make one call per stage.")
-        scored = next(s for s in backbone.all_stages if s.name == picks[0][0])
-        score_expected = LayerLayout(scored.channels, scored.channels_last, scored.reduction)
+        scored_name, scored_module = _stage_module(backbone, picks[0][0])
+        scored_layout = backbone.layout(scored_name, input_hw)
         total = all(channel is None for _, channel in picks)
         if not total and any(channel is None for _, channel in picks):
             raise CAMError("Mix no channel targets with a total-activation target (None); make two calls.")
         runner.headless = True
 
-        def score_hook(_module, _args, output):
+        def score_output(output):
             if "score" not in layouts:
-                layouts["score"] = _require_layout(output, score_expected, input_hw, prefix, scored.name)
+                layouts["score"] = _layout_of(output, scored_layout, input_hw, scored_name)
             nchw = layouts["score"].to_nchw(layouts["score"].pick(output)).float()
             runner.headless_scores = nchw.mean((1, 2, 3))[:, None] if total else nchw.mean((2, 3))
             raise _Stop
 
-        handles.append(modules[scored.module].register_forward_hook(score_hook))
+        rewrites.setdefault(scored_module, []).append(score_output)
         indices = [channel for _, channel in picks]
         cam_targets = [grad_cam.utils.model_targets.ClassifierOutputTarget(i or 0) for i in indices]
         labels = [
-            f"{scored.name} total activation" if i is None else f"{scored.name} channel {i}" for i in indices
+            f"{scored_name} total activation" if i is None else f"{scored_name} channel {i}" for i in indices
         ]
+
+    def rewrite(module: str, output: object) -> object:
+        for step in rewrites[module]:
+            output = step(output)
+        return output
+
     # grad-cam scales each map to the size this returns: the stage's own; the upsampling to the input follows
     base.get_target_width_height = lambda _input: stage_hw[0]
     # no weight gradients: the backward pass ends at the stage (inference tensors cannot be changed, nor need it)
@@ -512,13 +534,14 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
             parameter.requires_grad_(False)
         if base.uses_gradients and any(p.is_inference() for p in model.parameters()):
             raise RuntimeError("Inference tensors cannot be saved for backward.")  # reported below
-        if method == "finercam":
-            if len(set(indices)) > 1:
-                raise CAMError("finercam takes one target for the whole batch; make one call per target.")
-            stage_maps = explainer(pixel_values, targets=None, target_idx=indices[0])
-        else:
-            with torch.set_grad_enabled(base.uses_gradients):  # methods without gradients record no graph
-                stage_maps = explainer(pixel_values, targets=cam_targets)
+        if method == "finercam" and len(set(indices)) > 1:
+            raise CAMError("finercam takes one target for the whole batch; make one call per target.")
+        with tap(model, list(rewrites), replace=rewrite, keep=lambda _name, _output: None):
+            if method == "finercam":
+                stage_maps = explainer(pixel_values, targets=None, target_idx=indices[0])
+            else:
+                with torch.set_grad_enabled(base.uses_gradients):  # methods without gradients record no graph
+                    stage_maps = explainer(pixel_values, targets=cam_targets)
         _check_reached(base, name, method)
         if base.uses_gradients and method != "shapleycam" and not _any_gradient(base):
             raise _unreached(model, name, method)
@@ -534,8 +557,6 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
         raise
     finally:
         _release(base)
-        for handle in handles:
-            handle.remove()
         for parameter in requires_grad:
             parameter.requires_grad_(True)
     scores = runner.scores
@@ -565,17 +586,6 @@ def _run(grad_cam, backbone, pixel_values, name, module_path, expected, targets,
         )
         for b in range(len(indices))
     ]
-
-
-def _require_layout(output, expected: LayerLayout, input_hw, prefix, name: str) -> _Layout:
-    found = _find_layout(output, expected, input_hw, prefix)
-    if found is None:
-        shapes = [tuple(t.shape) for _, t in _tensors(output)]
-        raise CAMError(
-            f"{name} outputs {shapes}, which is not an image-like map. Pick a stage, or a layer whose output is "
-            "(B, C, H, W), (B, H, W, C) or (B, tokens, C)."
-        )
-    return found
 
 
 def _check_reached(base, name: str, method: str) -> None:

@@ -48,13 +48,13 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from ._args import real, shown, whole
 from .errors import FeatureVisError, GradientError, InvalidArgumentError, LayerNotFoundError
 from .hooks import LayerLayout, resolve_layers, to_nchw
-from .images import ImageInput, Preprocess, load_image, model_view, sample_images
+from .images import ImageInput, load_image, sample_images
 
 __all__ = [
     "FeatureVis",
@@ -183,8 +183,9 @@ def magnitude_spectrum(images: Sequence[ImageInput] | None = None, size: int = 2
     photos = list(sample_images().values()) if images is None else [load_image(i) for i in images]
     if not photos:
         raise InvalidArgumentError("spectrum=[] holds no image; pass images, or None for the sample photos.")
-    square = Preprocess(input_size=(size, size), crop_pct=1.0)
-    pixels = torch.from_numpy(np.stack([np.asarray(model_view(p, square)) for p in photos])).float() / 255
+    pixels = (
+        torch.from_numpy(np.stack([np.asarray(ImageOps.fit(p, (size, size))) for p in photos])).float() / 255
+    )
     pixels = pixels.permute(0, 3, 1, 2)
     pixels = pixels - pixels.mean((2, 3), keepdim=True)
     decorrelated = torch.einsum("bchw,dc->bdhw", pixels, torch.linalg.inv(_COLOR))
@@ -295,14 +296,12 @@ def _stage_module(bb, stage: str | None) -> tuple[str, str, LayerLayout]:
             "explorer.list_layers(bb)."
         )
     if stage in by_name and by_name[stage].module:
-        found = by_name[stage]
-        module = resolve_layers(bb.model, [found.module])[found.module]
-        return stage, found.module, bb._layout(found, module)
+        return stage, by_name[stage].module, bb.layout(stage)
     try:
-        module = resolve_layers(bb.model, [stage])[stage]
+        resolve_layers(bb.model, [stage])
     except LayerNotFoundError as err:
         raise LayerNotFoundError(f"{err} Stages: {', '.join(bb.stage_names)}.") from None
-    return stage, stage, bb._layout(None, module)
+    return stage, stage, bb.layout(stage)
 
 
 def _channels_of(bb, name: str, size: int) -> int:
@@ -477,12 +476,6 @@ def _redirected_relus(model: nn.Module) -> Iterator[None]:
         inputs.clear()
 
 
-def _normaliser(config: Preprocess, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
-    return lambda images: (images - mean) / std
-
-
 def _progress(steps: int, progress: bool | Callable[[int, int], None]):
     if callable(progress):
         return progress
@@ -629,7 +622,7 @@ def visualize(
     with torch.inference_mode(False), torch.enable_grad():
         generator = torch.Generator().manual_seed(seed)
         param = _Parameterisation(method, len(objective.labels), size, generator, magnitude).to(bb.device)
-        normalise = _normaliser(bb.preprocess, bb.device)
+        normalise = bb.preprocess.normalize
         optimizer = torch.optim.Adam(param.parameters(), lr=lr)
         history: list[list[float]] = []
         try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -31,7 +31,11 @@ from .errors import CaptureError, LayerNotFoundError
 __all__ = [
     "FeatureMaps",
     "LayerLayout",
+    "PROBE_SCALE",
     "capture",
+    "find_layouts",
+    "layout_from_shapes",
+    "tap",
     "list_layers",
     "resolve_layers",
     "to_nchw",
@@ -104,12 +108,14 @@ class LayerLayout:
         reduction: stride relative to the input, used to find the token grid of ViT-style outputs.
         prefix_tokens: class, register and distillation tokens before the patch tokens of ``(B, N, C)``
             outputs (timm's ``num_prefix_tokens``); None when unknown, and then inferred from the token count.
+        unaligned: why the output is no grid of the input (found by :func:`find_layouts`); None when it is one.
     """
 
     channels: int | None = None
     channels_last: bool = False
     reduction: int | None = None
     prefix_tokens: int | None = None
+    unaligned: str | None = None
 
 
 def list_layers(model: nn.Module | object) -> list[str]:
@@ -206,7 +212,12 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
         return tensor
     if tensor.ndim == 3:
         batch, tokens, dim = tensor.shape
-        prefix, h, w = _token_grid(tokens, input_hw, layout.reduction, layout.prefix_tokens)
+        try:
+            prefix, h, w = _token_grid(tokens, input_hw, layout.reduction, layout.prefix_tokens)
+        except CaptureError:
+            if not layout.unaligned:
+                raise
+            return tensor.transpose(1, 2)[..., None]  # no grid, and flagged so: (B, C, N, 1) as the layer gave it
         return tensor[:, prefix:, :].transpose(1, 2).reshape(batch, dim, h, w)
     if tensor.ndim == 2:
         return tensor[:, :, None, None]
@@ -249,6 +260,87 @@ def unaligned_reason(
 
 
 @contextmanager
+def tap(
+    model: nn.Module,
+    layers: Sequence[str],
+    *,
+    stop_early: bool = False,
+    keep: Callable[[str, object], object] | None = None,
+    replace: Callable[[str, object], object] | None = None,
+) -> Iterator[dict[str, object]]:
+    """The outputs of named modules during the forward passes run inside the block, gradients kept.
+
+    The one place hooks are registered: :func:`capture`, class-activation maps and the scan's receptive-field probe
+    all use it. Hooks are registered inside the ``try`` whose ``finally`` removes them, and record only the forward
+    passes of the thread that entered the block.
+
+    Args:
+        model: the network; its own forward (or any method) is called inside the block.
+        layers: module names (see :func:`list_layers`).
+        stop_early: abort the forward pass once every layer has produced its output (the forward call must then
+            be the block's last statement).
+        keep: what to record of an output, ``keep(name, output)``; the output itself when None. Only a layer's
+            first output in a pass is recorded, before ``replace``.
+        replace: ``replace(name, output)`` returns what the module outputs instead (a tap that rewrites it), on
+            every call of the module.
+
+    Yields:
+        A dict filled as the layers run: name -> what ``keep`` made of the output.
+
+    Raises:
+        LayerNotFoundError: a name is not a module of ``model``.
+        CaptureError: the forward pass ended without reaching some of the layers.
+
+    Example::
+
+        >>> x = torch.randn(1, 3, 64, 64, requires_grad=True)
+        >>> with tap(model, ["layer1"]) as outputs:
+        ...     model(x)
+        >>> outputs["layer1"].sum().backward()        # gradients reach x
+    """
+    names = list(dict.fromkeys(layers))
+    if not names:
+        raise LayerNotFoundError("At least one layer name is needed; see explorer.list_layers(model).")
+    modules = resolve_layers(model, names)
+    outputs: dict[str, object] = {}
+    owner = threading.get_ident()  # hooks sit on shared modules: one thread must not take another's pass
+
+    def make_hook(name: str):
+        def hook(_module, _args, output):
+            if threading.get_ident() != owner:
+                return None
+            if name in outputs:
+                _log.debug("layer %s ran again in the same pass; keeping its first output", name)
+            else:
+                outputs[name] = output if keep is None else keep(name, output)
+            if replace is not None:
+                output = replace(name, output)
+            if stop_early and len(outputs) == len(names):
+                raise _StopForward
+            return output if replace is not None else None
+
+        return hook
+
+    handles = []
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        try:
+            yield outputs
+        except _StopForward:
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [name for name in names if name not in outputs]
+    if missing:
+        raise CaptureError(
+            f"The forward pass never reached {', '.join(missing)}. Run the model inside the block, and check "
+            "that these layers are used by its forward()."
+        )
+
+
+@contextmanager
 def capture(
     model: nn.Module,
     layers: Sequence[str],
@@ -259,14 +351,14 @@ def capture(
     default_layout: LayerLayout = LayerLayout(),
     batch_size: int | None = None,
 ) -> Iterator[FeatureMaps]:
-    """Capture the outputs of named modules during the forward passes run inside the block.
+    """Capture the outputs of named modules during the forward passes run inside the block, as NCHW maps.
 
     Args:
         model: the network; its own forward is called inside the block.
         layers: module names (see :func:`list_layers`), kept in this order in the result.
         stop_early: abort the forward pass once every layer has produced its output, so later layers never
             run. The forward call must then be the last statement of the block.
-        layouts: per layer, what is known of its output layout (see :class:`LayerLayout`).
+        layouts: per layer, what is known of its output layout (see :class:`LayerLayout`, :func:`find_layouts`).
         input_size: ``(height, width)`` of the input, to lay out token outputs; taken from the first 4-D
             argument of ``model``'s forward when not given.
         default_layout: the layout of layers not in ``layouts`` (a model's ``prefix_tokens``, say).
@@ -285,12 +377,10 @@ def capture(
     names = list(dict.fromkeys(layers))
     if not names:
         raise LayerNotFoundError("capture() needs at least one layer name; see explorer.list_layers(model).")
-    modules = resolve_layers(model, names)
+    resolve_layers(model, names)
     layouts = dict(layouts or {})
     maps = FeatureMaps()
-    raw = maps  # filled as the layers run, so the block can tell which layers were reached
     inputs: list[tuple[int, int, int]] = [(batch_size, *input_size)] if batch_size and input_size else []
-    # hooks sit on the shared modules: one thread's capture must not take another thread's forward pass
     owner = threading.get_ident()
 
     def record_input(_module, args, kwargs):
@@ -301,41 +391,187 @@ def capture(
             hw = tuple(input_size) if input_size else (int(pixels.shape[-2]), int(pixels.shape[-1]))
             inputs.append((int(pixels.shape[0]), *hw))
 
-    def make_hook(name: str):
-        def hook(_module, _args, output):
-            if threading.get_ident() != owner:
-                return
-            if name in raw:
-                _log.debug("layer %s ran again in the same pass; keeping its first output", name)
-                return
-            shape = inputs[-1] if inputs else None
-            hw = shape[1:] if shape else tuple(input_size or (0, 0))
-            # a copy: later in-place operations (x += shortcut, ReLU(inplace=True)) would change a view
-            fmap = to_nchw(output, hw, layouts.get(name, default_layout)).detach().clone()
-            reason = unaligned_reason(output, fmap, shape)
-            if reason:
-                maps.unaligned[name] = reason
-            raw[name] = fmap
-            if stop_early and len(raw) == len(names):
-                raise _StopForward
+    def keep(name: str, output: object) -> torch.Tensor:
+        shape = inputs[-1] if inputs else None
+        hw = shape[1:] if shape else tuple(input_size or (0, 0))
+        layout = layouts.get(name, default_layout)
+        # a copy: later in-place operations (x += shortcut, ReLU(inplace=True)) would change a view
+        fmap = to_nchw(output, hw, layout).detach().clone()
+        reason = layout.unaligned or unaligned_reason(output, fmap, shape)
+        if reason:
+            maps.unaligned[name] = reason
+        return fmap
 
-        return hook
-
-    handles = [model.register_forward_pre_hook(record_input, with_kwargs=True)]
+    handle = model.register_forward_pre_hook(record_input, with_kwargs=True)
     try:
-        handles += [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
-        try:
+        with tap(model, names, stop_early=stop_early, keep=keep) as raw:
             yield maps
-        except _StopForward:
-            pass
     finally:
-        for handle in handles:
-            handle.remove()
-    missing = [name for name in names if name not in raw]
-    if missing:
-        raise CaptureError(
-            f"The forward pass never reached {', '.join(missing)}. Run the model inside the capture block, "
-            "and check that these layers are used by its forward()."
+        handle.remove()
+    maps.update((name, raw[name]) for name in names)
+
+
+# ------------------------------------------------------------------------------------------- layouts by probing
+PROBE_SCALE = (2, 3)
+"""The second probe's input is the first one's height times 2 and width times 3: axes that double are rows,
+axes that triple are columns."""
+
+
+def _axes(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[list[int], list[int], list[int]]:
+    """The axes that changed like rows (about x2) and like columns (about x3), and those that changed otherwise."""
+    rows, cols, other = [], [], []
+    for axis, (a, b) in enumerate(zip(first, second)):
+        if a == b:
+            continue
+        ratio = b / a if a else float("inf")
+        (rows if 1.5 <= ratio < 2.5 else cols if 2.5 <= ratio <= 3.5 else other).append(axis)
+    return rows, cols, other
+
+
+def _tokens_layout(
+    first: int, second: int, size: tuple[int, int], prefix_tokens: int | None
+) -> LayerLayout | None:
+    """Stride and prefix tokens with ``prefix + h * w`` tokens at both probe sizes; the model's count first."""
+    (height, width), (sh, sw) = size, PROBE_SCALE
+    found = []
+    for stride in range(1, 65):
+        for rounding in (lambda a, b: a // b, lambda a, b: -(-a // b)):
+            h1, w1 = rounding(height, stride), rounding(width, stride)
+            h2, w2 = rounding(height * sh, stride), rounding(width * sw, stride)
+            prefix = first - h1 * w1
+            if h1 > 0 and w1 > 0 and 0 <= prefix <= 16 and second - h2 * w2 == prefix:
+                found.append(LayerLayout(reduction=stride, prefix_tokens=prefix))
+    preferred = [layout for layout in found if layout.prefix_tokens == prefix_tokens]
+    return (preferred or found or [None])[0]
+
+
+def layout_from_shapes(
+    first: tuple[int, ...],
+    second: tuple[int, ...] | None,
+    size: tuple[int, int],
+    prefix_tokens: int | None = None,
+) -> LayerLayout:
+    """The layout of an output of shape ``first`` for a ``size`` input and ``second`` for a
+    :data:`PROBE_SCALE` larger one (None: the model accepts one size only).
+
+    Example::
+
+        >>> layout_from_shapes((1, 56, 56, 96), (1, 112, 168, 96), (224, 224))      # channels-last
+        LayerLayout(channels=96, channels_last=True, reduction=4, prefix_tokens=None, unaligned=None)
+    """
+    if len(first) == 2:
+        return LayerLayout(first[1], unaligned="a pooled vector per image, with no spatial extent")
+    if len(first) not in (3, 4):
+        return LayerLayout(unaligned=f"a {len(first)}-D output {first}, not an image-like map")
+    if first[0] != 1:  # the probe runs one image
+        return LayerLayout(
+            unaligned=f"batch of {first[0]} for 1 input image: windows or heads folded into the batch"
         )
-    ordered = [(name, raw.pop(name)) for name in names]
-    maps.update(ordered)
+    if second is None:  # one size only: what the shape alone says, flagged where it cannot say
+        return _one_size_layout(first, size, prefix_tokens)
+    rows, cols, other = _axes(first, second)
+    if 0 in rows + cols + other:
+        return LayerLayout(
+            unaligned=f"batch of {first[0]} for 1 input image: windows or heads folded into the batch"
+        )
+    if len(first) == 3:
+        if rows + cols + other == [1]:
+            found = _tokens_layout(first[1], second[1], size, prefix_tokens)
+            if found is not None:
+                return LayerLayout(first[2], False, found.reduction, found.prefix_tokens)
+        what = "no grid of the input" if (rows + cols + other) else "a size that does not follow the input's"
+        return LayerLayout(unaligned=f"tokens {first} with {what}")
+    if other or len(rows) != 1 or len(cols) != 1:
+        if not (rows or cols or other):
+            return LayerLayout(unaligned=f"a {first[1:]} map whose size does not follow the input's")
+        return LayerLayout(unaligned=f"a {first[1:]} map whose axes are no grid of the input")
+    height = first[rows[0]]
+    reduction = max(1, round(size[0] / height))
+    if (rows[0], cols[0]) == (2, 3):
+        return LayerLayout(first[1], False, reduction)
+    if (rows[0], cols[0]) == (1, 2):
+        return LayerLayout(first[3], True, reduction)
+    return LayerLayout(
+        unaligned=f"a {first[1:]} map with rows on axis {rows[0]} and columns on axis {cols[0]}"
+    )
+
+
+def _one_size_layout(first: tuple[int, ...], size: tuple[int, int], prefix_tokens: int | None) -> LayerLayout:
+    """The layout from one shape (a model that accepts one input size): tokens of the model's grid, and NCHW or
+    NHWC where only one of them is a grid of the input."""
+    if len(first) == 3:
+        for known in dict.fromkeys([prefix_tokens, 0]):  # the model's prefix tokens; none (a patch embedding)
+            try:
+                prefix, h, _ = _token_grid(first[1], size, None, known)
+            except CaptureError:
+                continue
+            return LayerLayout(first[2], False, max(1, round(size[0] / h)), prefix)
+        return LayerLayout(unaligned=f"{first[1]} tokens make no grid of the {size[0]}x{size[1]} input")
+    nchw = _grid_stride(first[2], first[3], size)
+    nhwc = _grid_stride(first[1], first[2], size)
+    if nchw and nhwc:
+        return LayerLayout(
+            unaligned=f"a {first[1:]} map: either axes could be the grid, and the model runs at one size only"
+        )
+    if nchw:
+        return LayerLayout(first[1], False, nchw)
+    if nhwc:
+        return LayerLayout(first[3], True, nhwc)
+    return LayerLayout(unaligned=f"a {first[1:]} map that is no grid of the {size[0]}x{size[1]} input")
+
+
+def _grid_stride(h: int, w: int, size: tuple[int, int]) -> int | None:
+    """The stride that makes ``(h, w)`` the grid of a ``size`` input (give or take unpadded borders)."""
+    height, width = size
+    for stride in range(1, 65):
+        slack_h, slack_w = max(1.0, 0.05 * height / stride), max(1.0, 0.05 * width / stride)
+        if -1 <= height / stride - h <= slack_h and -1 <= width / stride - w <= slack_w:
+            return stride
+    return None
+
+
+def find_layouts(
+    run: Callable[[tuple[int, int]], None],
+    model: nn.Module,
+    layers: Sequence[str],
+    size: tuple[int, int],
+    prefix_tokens: int | None = None,
+    *,
+    second: bool = True,
+) -> dict[str, LayerLayout]:
+    """The layout of each layer's output, from its shapes at two input sizes.
+
+    ``run(size)`` runs a forward pass of ``model`` (a meta-device copy: shapes only) on a ``(1, 3, *size)``
+    input; it runs at ``size`` and at :data:`PROBE_SCALE` times it. Axes that grow with the height are rows, with
+    the width columns; a token axis grows with both, and the prefix tokens are what the grid leaves over (the
+    model's own ``prefix_tokens`` preferred). A model that refuses the second size, or ``second=False`` (a real
+    forward pass, where six times the pixels could exhaust memory), is read from one shape.
+
+    Example::
+
+        >>> find_layouts(run, model, ["stages.0.blocks.0.norm"], (224, 224))       # timm ConvNeXt
+        {'stages.0.blocks.0.norm': LayerLayout(channels=96, channels_last=True, reduction=4, ...)}
+    """
+
+    def shapes(at: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+        with tap(model, layers, stop_early=True, keep=lambda _n, out: _shape(out)) as found:
+            run(at)
+        return found
+
+    first = shapes(size)
+    larger: dict[str, tuple[int, ...]] = {}
+    if second:
+        try:
+            larger = shapes((size[0] * PROBE_SCALE[0], size[1] * PROBE_SCALE[1]))
+        except (
+            Exception
+        ) as err:  # the model refuses the size: its own assert, a reshape, a position embedding
+            _log.debug("layouts from one size only (%s)", err)
+    return {name: layout_from_shapes(first[name], larger.get(name), size, prefix_tokens) for name in layers}
+
+
+def _shape(output: object) -> tuple[int, ...]:
+    tensor = _first_tensor(output)
+    if tensor is None:
+        raise CaptureError(f"The layer returned {type(output).__name__}, which holds no tensor.")
+    return tuple(int(v) for v in tensor.shape)

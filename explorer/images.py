@@ -5,12 +5,12 @@ or corrupt bytes, a file that is not an image, a format outside :data:`FORMATS` 
 decompression bomb (checked from the header, before any pixel is decoded). Any mode (16-bit, CMYK, palette, transparency, greyscale) becomes RGB; EXIF orientation is applied;
 an animated image gives its first frame, with ``image.info["frames"]`` telling how many it had.
 
-Preprocessing follows the checkpoint's own configuration (:class:`Preprocess`, filled in by each source).
+Preprocessing is the checkpoint's own transform (:class:`Preprocess`, filled in by each source).
 
 Example::
 
     >>> image = load_image("cat.jpg")
-    >>> x = preprocess([image], Preprocess(input_size=(224, 224)))
+    >>> x = preprocess([image], bb.preprocess)
     >>> x.shape
     torch.Size([1, 3, 224, 224])
 """
@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import struct
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,8 +32,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._args import finite_pair, real, shown, whole
-from .errors import ImageError, InvalidArgumentError
+from ._args import finite_pair
+from .errors import ImageError
 
 __all__ = [
     "ImageInput",
@@ -44,6 +42,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_INPUT_SIDE",
     "MAX_SIDE",
+    "MAX_ASPECT",
     "FORMATS",
     "load_image",
     "model_view",
@@ -69,6 +68,10 @@ MAX_INPUT_SIDE = 2048
 """The longest side a checkpoint's configured input may have; larger ones (``size: 8000``) are refused as a
 broken configuration: every forward pass would take seconds."""
 
+MAX_ASPECT = 100
+"""Images longer than this many times their width (or wider than their height) are refused before the transform:
+a resize that keeps the aspect ratio would make a 4096x1 strip 1048576 pixels long."""
+
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "ICO", "TGA", "PPM")
 """The formats PIL may open (JPEG includes phones' MPO); others are refused: EPS would run Ghostscript."""
 
@@ -90,115 +93,45 @@ _DECODE_ERRORS = (
 
 _log = logging.getLogger(__name__)
 
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 
-
-@dataclass(frozen=True)
 class Preprocess:
-    """How a checkpoint expects its input: resize, crop and normalise.
+    """How a checkpoint expects its input: the source's own transform, behind one interface.
 
-    Values are checked when it is made, so a checkpoint's broken configuration fails at load time, not as
-    non-finite maps later: sides from 1 to :data:`MAX_INPUT_SIDE`, three finite means, three finite non-zero
-    standard deviations (one number is used for all three, as transformers does), a positive ``crop_pct``.
+    Each source fills it in with its library's own preprocessing (timm's ``create_transform``, transformers'
+    image processor); explorer adds only the size and header checks of :func:`load_image`. Subclasses live in
+    the source modules (:mod:`explorer.backbones`).
 
     Attributes:
-        input_size: ``(height, width)`` of the tensor the model gets.
-        mean, std: per-channel normalisation of ``[0, 1]`` pixels.
-        interpolation: ``"bicubic"``, ``"bilinear"``, ``"nearest"``, ...
-        crop_pct: the crop's share of the resized image (timm's ``crop_pct``); 1.0 resizes straight to size.
-        crop_mode: ``"center"`` (resize the short side, then crop) or ``"squash"`` (resize both sides, then crop).
-        shortest_edge: resize the short side to this, then crop ``input_size`` (transformers' ``size`` of
-            ``{"shortest_edge": ...}`` processors); overrides ``crop_pct``.
-        backend: ``"pil"`` resamples with PIL, as timm's eval transform does; ``"torch"`` with torchvision's
-            antialiased tensor resize, as transformers' default image processors do. Sizes follow the same
-            oracle: the long side is truncated (``int``), and the crop offset rounds (timm) or floors
-            (transformers).
+        input_size: ``(height, width)`` of the input a square image becomes (the checkpoint's nominal size; a
+            processor that keeps the aspect ratio gives other sizes to other images).
+        settings: the settings that decide the result, JSON-able (cache keys, reports).
 
-    Raises:
-        InvalidArgumentError: a value outside the ranges above; the message names the field.
+    Example::
+
+        >>> bb.preprocess.pixel_values([load_image("cat.jpg")]).shape
+        torch.Size([1, 3, 224, 224])
+        >>> bb.preprocess.view(load_image("cat.jpg")).size       # the image as the model saw it
+        (224, 224)
     """
 
-    input_size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-    crop_mode: str = "center"
-    shortest_edge: int | None = None
-    backend: str = "pil"
+    input_size: tuple[int, int]
+    settings: dict
 
-    def __post_init__(self) -> None:
-        size = self.input_size
-        if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
-            raise InvalidArgumentError(f"input_size={shown(size)}; pass (height, width).")
-        hint = f" Input sides run from 1 to MAX_INPUT_SIDE = {MAX_INPUT_SIDE} pixels."
-        object.__setattr__(
-            self,
-            "input_size",
-            tuple(whole("input_size", side, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint) for side in size),
-        )
-        for field_name, nonzero in (("mean", False), ("std", True)):
-            values = getattr(self, field_name)
-            values = (
-                (values,) * 3 if isinstance(values, (int, float)) and not isinstance(values, bool) else values
-            )
-            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != 3:
-                raise InvalidArgumentError(
-                    f"{field_name}={shown(values)}; pass three numbers (red, green, blue), or one for all three."
-                )
-            checked = tuple(real(field_name, v, hint="pass finite numbers.") for v in values)
-            if nonzero and not all(checked):
-                raise InvalidArgumentError(f"std={checked}: a zero standard deviation divides by zero.")
-            object.__setattr__(self, field_name, checked)
-        crop_pct = real(
-            "crop_pct", self.crop_pct, hint="pass the crop's share of the resized image, e.g. 0.875."
-        )
-        if crop_pct <= 0:
-            raise InvalidArgumentError(
-                f"crop_pct={crop_pct}; pass the crop's share of the resized image, e.g. 0.875."
-            )
-        object.__setattr__(self, "crop_pct", crop_pct)
-        for field_name in ("interpolation", "crop_mode"):
-            if not isinstance(getattr(self, field_name), str):
-                raise InvalidArgumentError(f"{field_name}={shown(getattr(self, field_name))}; pass a name.")
-        if self.backend not in ("pil", "torch"):
-            raise InvalidArgumentError(f'backend={shown(self.backend)}; pass "pil" or "torch".')
-        if self.shortest_edge is not None:
-            edge = whole("shortest_edge", self.shortest_edge, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint)
-            object.__setattr__(self, "shortest_edge", edge)
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The float ``(B, 3, H, W)`` batch the source's own transform makes of RGB images."""
+        raise NotImplementedError
 
-    def resized_size(self, width: int, height: int) -> tuple[int, int]:
-        """``(width, height)`` an image of this size is resized to before the crop, by the oracle's rule.
+    def view(self, image: Image.Image) -> Image.Image:
+        """The RGB image as the model saw it: the transform's geometric steps only (no normalisation)."""
+        raise NotImplementedError
 
-        Example::
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The transform's per-pixel steps on a float ``(B, 3, H, W)`` batch of :meth:`view` images in
+        ``[0, 1]``, differentiably (for methods that make the input themselves: feature visualisation)."""
+        raise NotImplementedError
 
-            >>> Preprocess(input_size=(224, 224), crop_pct=0.875).resized_size(640, 427)    # timm: 256 short side
-            (383, 256)
-        """
-        crop_h, crop_w = self.input_size
-        if self.shortest_edge is not None:
-            return _shortest_edge(width, height, self.shortest_edge)
-        scale_h, scale_w = math.floor(crop_h / self.crop_pct), math.floor(crop_w / self.crop_pct)
-        if self.crop_mode == "squash":
-            return scale_w, scale_h
-        if scale_h != scale_w:  # timm's ResizeKeepRatio: the side that fits its target first, rounded
-            ratio = min(height / scale_h, width / scale_w)
-            return round(width / ratio), round(height / ratio)
-        return _shortest_edge(width, height, scale_h)
-
-
-def _shortest_edge(width: int, height: int, edge: int) -> tuple[int, int]:
-    """torchvision's and transformers' rule: the short side becomes ``edge``, the long one ``int(edge * ratio)``."""
-    if width <= height:
-        return edge, int(edge * height / width)
-    return int(edge * width / height), edge
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings})"
 
 
 _PIL_LIMIT_LOCK = threading.RLock()
@@ -462,52 +395,26 @@ def _decode(image: Image.Image, name: str) -> Image.Image:
     return rgb
 
 
-def model_view(image: Image.Image, config: Preprocess) -> Image.Image:
-    """The image as the model sees it: resized and cropped to ``config.input_size`` (not normalised).
+def model_view(image: ImageInput, config: Preprocess) -> Image.Image:
+    """The image as the model sees it: the source's transform without its normalisation (see :class:`Preprocess`).
 
     Example::
 
-        >>> model_view(load_image("cat.jpg"), Preprocess(input_size=(224, 224))).size
+        >>> model_view(load_image("cat.jpg"), bb.preprocess).size
         (224, 224)
     """
-    height, width = config.input_size
-    size = config.resized_size(image.width, image.height)
-    if config.backend == "torch":
-        return _torch_view(image, size, config)
-    resample = _RESAMPLE.get(config.interpolation, Image.Resampling.BICUBIC)
-    # torchvision's center_crop (timm's eval transform) rounds the offset
-    left = int(round((size[0] - width) / 2.0))
-    top = int(round((size[1] - height) / 2.0))
-    if size[0] * size[1] <= 16 * max(width * height, 224 * 224) or size[0] < width or size[1] < height:
-        resized = image.resize(size, resample)
-        if size[0] < width or size[1] < height:  # a crop larger than the image: torchvision pads with zeros
-            padded = Image.new("RGB", (max(width, size[0]), max(height, size[1])))
-            padded.paste(resized, ((padded.width - size[0]) // 2, (padded.height - size[1]) // 2))
-            resized, size = padded, padded.size
-            left, top = int(round((size[0] - width) / 2.0)), int(round((size[1] - height) / 2.0))
-        return resized.crop((left, top, left + width, top + height))
-    # an extreme aspect ratio (a 1x4096 strip would first become 256x1048576): resize only what the crop keeps
-    sx, sy = image.width / size[0], image.height / size[1]
-    box = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
-    return image.resize((width, height), resample, box=box)
+    return config.view(_checked(image if isinstance(image, Image.Image) else load_image(image)))
 
 
-def _torch_view(image: Image.Image, size: tuple[int, int], config: Preprocess) -> Image.Image:
-    """Resize and crop as transformers' torchvision backend does: antialiased, on the uint8 tensor."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import functional as tvF
-
-    height, width = config.input_size
-    mode = InterpolationMode(config.interpolation if config.interpolation != "box" else "bilinear")
-    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)
-    tensor = tvF.resize(tensor, [size[1], size[0]], interpolation=mode, antialias=True)
-    if size != (width, height):
-        pad_w, pad_h = max(0, width - size[0]), max(0, height - size[1])
-        if pad_w or pad_h:
-            tensor = tvF.pad(tensor, [pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2], fill=0)
-        top, left = int((tensor.shape[-2] - height) / 2.0), int((tensor.shape[-1] - width) / 2.0)
-        tensor = tensor[:, top : top + height, left : left + width]
-    return Image.fromarray(tensor.permute(1, 2, 0).contiguous().numpy())
+def _checked(image: Image.Image) -> Image.Image:
+    """``image``, or an :class:`ImageError` when its aspect ratio is over :data:`MAX_ASPECT`."""
+    width, height = image.size
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(
+            f"The image is {width}x{height}, an aspect ratio over MAX_ASPECT = {MAX_ASPECT}:1; resizing it as "
+            "the model's preprocessing does would take a very long image. Crop it to the part to look at."
+        )
+    return image
 
 
 def preprocess(
@@ -516,25 +423,21 @@ def preprocess(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Read, resize, crop and normalise images into one ``(B, 3, H, W)`` batch on ``device``.
+    """Read images (:func:`load_image`'s checks) and run the source's own transform: one ``(B, 3, H, W)`` batch.
 
     Example::
 
-        >>> preprocess(["a.jpg", "b.png"], Preprocess(), device="cpu").shape
+        >>> preprocess(["a.jpg", "b.png"], bb.preprocess, device="cpu").shape
         torch.Size([2, 3, 224, 224])
     """
     if isinstance(
         images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor)
     ):
         images = [images]
-    views = [model_view(load_image(image), config) for image in images]
-    if not views:
+    pictures = [_checked(load_image(image)) for image in images]
+    if not pictures:
         raise ImageError("No images given. Pass at least one image, or use explorer.sample_images().")
-    batch = torch.from_numpy(np.stack([np.asarray(view) for view in views])).to(device)
-    batch = batch.permute(0, 3, 1, 2).to(dtype).div_(255.0)
-    mean = torch.tensor(config.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device, dtype=dtype).view(1, 3, 1, 1)
-    return batch.sub_(mean).div_(std)
+    return config.pixel_values(pictures).to(device=device, dtype=dtype)
 
 
 def sample_images(names: Sequence[str] = SAMPLE_NAMES) -> dict[str, Image.Image]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import explorer
 from explorer import feature_vis as fv
@@ -98,16 +98,18 @@ def test_magnitude_spectrum_of_the_users_images(tmp_path):
 # ----------------------------------------------------------------------------------------------- the optimisation
 
 
+def _seen_as_optimised(bb, images, size):
+    """Images as visualize() feeds its own: a size x size square, then the backbone's per-pixel steps."""
+    squares = [np.asarray(ImageOps.fit(image.convert("RGB"), (size, size)), dtype=np.float32) for image in images]
+    return bb.preprocess.normalize(torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2) / 255)
+
 @pytest.mark.slow
 def test_the_optimised_image_drives_its_channel_harder_than_every_photo(default):
     """On the pretrained default, at two stages: the final activation is several times that of any sample photo
     (seen at the same size) and of the starting noise."""
     size = 96
     photos = list(explorer.sample_images().values())
-    config = explorer.Preprocess(
-        input_size=(size, size), mean=default.preprocess.mean, std=default.preprocess.std
-    )
-    pixels = explorer.images.preprocess(photos, config)
+    pixels = _seen_as_optimised(default, photos, size)
     for stage, channels in (("blocks.2", [5, 11]), ("blocks.4", [3, 17])):
         results = explorer.visualize(default, stage=stage, channel=channels, steps=32, size=size, seed=0)
         photo_means = default.capture(pixels, layers=[stage])[stage].mean((2, 3))
@@ -127,8 +129,7 @@ def test_the_optimised_image_drives_its_channel_harder_than_every_photo(default)
 def test_activation_is_the_objective_on_the_returned_image(tiny):
     """activation is the channel's mean on the PNG's own pixels, normalised as the model expects."""
     result = explorer.visualize(tiny, stage="layer2", channel=7, steps=3, size=48)
-    config = explorer.Preprocess((48, 48), tiny.preprocess.mean, tiny.preprocess.std, crop_pct=1.0)
-    pixels = explorer.images.preprocess([result.image], config)
+    pixels = _seen_as_optimised(tiny, [result.image], 48)
     expected = float(tiny.capture(pixels, layers=["layer2"])["layer2"][0, 7].mean())
     assert result.activation == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert len(result.history) == 3 and result.objective == "channel 7" and result.stage == "layer2"

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 import explorer
 
@@ -102,7 +103,7 @@ def test_convnext_and_preprocessor_config(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
     bb = explorer.load_backbone(f"hf:{tmp_path}", out_indices=[2], device="cpu")
     assert bb.preprocess.input_size == (256, 256)
-    assert bb.preprocess.crop_pct == 0.9 and bb.preprocess.mean == (0.5, 0.5, 0.5)
+    assert bb.preprocess.settings["crop_pct"] == 0.9 and bb.preprocess.settings["image_mean"] == [0.5] * 3
     assert bb.extract(torch.rand(3, 300, 400)).shapes == {"stage2": (1, 192, 32, 32)}
 
 
@@ -115,3 +116,21 @@ def test_hf_spec_without_transformers_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(explorer.MissingDependencyError, match=r'pip install "explorer\[hf\]"'):
         explorer.load_backbone("hf:microsoft/resnet-50")
+
+
+def test_a_vitpose_folder_without_a_processor_file_runs_at_its_config_size(tmp_path):
+    config = transformers.VitPoseBackboneConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=16,
+        image_size=[64, 48],
+    )
+    transformers.VitPoseBackbone(config).save_pretrained(tmp_path)
+    assert not (tmp_path / "preprocessor_config.json").exists()
+    bb = explorer.load_backbone(f"hf:{tmp_path}", device="cpu")
+    assert bb.preprocess.input_size == (64, 48)
+    image = Image.new("RGB", (300, 200), (10, 200, 30))
+    assert bb.pixel_values(image).shape == (1, 3, 64, 48)
+    assert bb.extract(image)[bb.out_features[-1]].shape[-2:] == (4, 3)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 import explorer
-from explorer.images import Preprocess, load_image, model_view, preprocess
+from explorer.backbones.timm import TimmPreprocess
+from explorer.images import load_image, model_view, preprocess
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -66,12 +67,14 @@ def test_transparent_png_is_composited_on_white():
 
 def test_model_view_and_preprocess_follow_the_config():
     image = Image.fromarray(np.zeros((300, 400, 3), dtype=np.uint8))
-    config = Preprocess(input_size=(224, 224), mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.875)
+    config = TimmPreprocess(
+        {"input_size": (3, 224, 224), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875}
+    )
     assert model_view(image, config).size == (224, 224)
     batch = preprocess([image, image], config)
     assert batch.shape == (2, 3, 224, 224)
     assert torch.allclose(batch, torch.full_like(batch, -1.0))  # black -> (0 - 0.5) / 0.5
-    squash = Preprocess(input_size=(100, 200), crop_pct=1.0, crop_mode="squash")
+    squash = TimmPreprocess({"input_size": (3, 100, 200), "crop_pct": 1.0, "crop_mode": "squash"})
     assert model_view(image, squash).size == (200, 100)
 
 

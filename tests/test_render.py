@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import explorer
-from explorer.images import Preprocess
+from explorer.backbones.timm import TimmPreprocess
 from explorer.render import (
     BACKGROUND_COLOR,
     NONFINITE_COLOR,
@@ -321,7 +321,7 @@ def test_overlay_uses_the_model_view():
     picture = np.zeros((200, 400, 3), np.uint8)
     picture[:, :200] = (255, 0, 0)  # left half red, right half blue
     picture[:, 200:] = (0, 0, 255)
-    config = Preprocess(input_size=(100, 100), crop_pct=1.0, interpolation="nearest")
+    config = TimmPreprocess({"input_size": (3, 100, 100), "crop_pct": 1.0, "interpolation": "nearest"})
     view = overlay(picture, torch.zeros(2, 2), alpha=0.0, preprocess=config)
     assert view.shape == (100, 100, 3)
     assert tuple(view[50, 10]) == (255, 0, 0) and tuple(view[50, 90]) == (0, 0, 255)

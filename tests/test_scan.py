@@ -6,7 +6,6 @@ tested in test_scan_ray.py, the command line in test_cli.py.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import logging
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 import explorer
+from explorer.backbones.timm import TimmPreprocess
 from explorer.scan import local as scan_local
 from explorer.scan import scanner
 from explorer.scan.reduce import HISTOGRAM_BINS, HISTOGRAM_LIMIT, NO_IMAGE, Reduction
@@ -36,7 +36,7 @@ LAYER = "layer2.0.conv1"
 def small_backbone(spec: str = "resnet18", seed: int = 0) -> explorer.Backbone:
     torch.manual_seed(seed)
     bb = explorer.load_backbone(spec, out_features=STAGES, pretrained=False, device="cpu")
-    bb.preprocess = dataclasses.replace(bb.preprocess, input_size=SIZE, crop_pct=1.0)
+    bb.preprocess = TimmPreprocess({"input_size": (3, *SIZE), "crop_pct": 1.0, "interpolation": "bicubic"})
     return bb
 
 
@@ -549,3 +549,14 @@ def test_explorer_scan_is_the_function_however_imported():
 
     assert callable(explorer.scan) and callable(package)
     assert explorer.Scan is package.Scan and explorer.Exemplar is package.Exemplar
+
+
+def test_histogram_bins_tiny_negative_values_below_zero():
+    from explorer.scan.reduce import _histogram, histogram_edges
+
+    values = torch.tensor([-4e-7, -1e-30, 0.0, 3e-7, -2.5, 7.0]).view(1, 1, -1)
+    counts = _histogram(values)[0]
+    edges = histogram_edges()
+    expected = np.clip(np.searchsorted(edges, values.view(-1).double().numpy(), side="right") - 1, 0, 63)
+    assert counts.tolist() == np.bincount(expected, minlength=64).tolist()
+    assert counts[31] == 2 and counts[32] == 2  # the two negatives below zero, 0.0 and 3e-7 above

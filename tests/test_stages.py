@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import explorer
 from explorer.errors import StageSelectionError
 from explorer.stages import select_stages
 
@@ -117,3 +118,9 @@ names_strategy = st.lists(
 )
 def test_property_matches_transformers(stage_names, out_features, out_indices):
     assert agree(stage_names, out_features, out_indices)
+
+
+@pytest.mark.parametrize("selection", [{"out_indices": []}, {"out_features": []}, {"out_indices": ()}])
+def test_an_empty_selection_is_refused_at_load(selection):
+    with pytest.raises(StageSelectionError, match=r"must select at least one stage.*got \[\]"):
+        explorer.load_backbone("resnet18", pretrained=False, device="cpu", **selection)

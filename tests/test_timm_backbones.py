@@ -252,7 +252,7 @@ def test_hf_hub_spec_loads_from_the_cache_offline(tmp_path, monkeypatch):
     _write_hub_cache(tmp_path, "timm/resnet18.a1_in1k", source)
     bb = explorer.load_backbone("hf-hub:timm/resnet18.a1_in1k", out_indices=[2], device="cpu")
     assert bb.weights == "cache"
-    assert bb.preprocess.input_size == (160, 160) and bb.preprocess.crop_pct == 0.95
+    assert bb.preprocess.input_size == (160, 160) and bb.preprocess.settings["crop_pct"] == 0.95
     assert torch.equal(bb.model.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
     x = torch.randn(1, 3, 160, 160)
     with torch.inference_mode():

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import AttentionError, ExplorerError, InvalidArgumentError
-from ..hooks import FeatureMaps, LayerLayout, capture, resolve_layers
+from ..errors import AttentionError, ExplorerError, InvalidArgumentError, StageSelectionError
+from ..hooks import FeatureMaps, LayerLayout, capture, find_layouts, resolve_layers
 from ..images import ImageInput, Preprocess, preprocess
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
 from ._checkpoint import nonfinite_note
@@ -151,6 +151,19 @@ def _available(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def _select_stages(stage_names, out_features, out_indices) -> tuple[list[str], list[int]]:
+    """transformers' selection rules (:func:`~explorer.stages.select_stages`), and an empty one refused: transformers
+    accepts it, and every forward pass then fails."""
+    selected = select_stages(stage_names, out_features, out_indices)
+    if not selected[0]:
+        given = "out_indices" if out_indices is not None and not len(out_indices) else "out_features"
+        raise StageSelectionError(
+            f"{given} must select at least one stage of stage_names {list(stage_names)}, got []. Pass None for "
+            "the last stage."
+        )
+    return selected
+
+
 class Backbone:
     """A vision backbone with selectable stages, returning NCHW feature maps.
 
@@ -194,7 +207,7 @@ class Backbone:
         self.model = model
         self._shapes: dict[tuple[int, int], dict[str, tuple[int, int, int]]] = {}
         self.to(resolve_device(device))
-        self._out_features, self._out_indices = select_stages(self.stage_names, out_features, out_indices)
+        self._out_features, self._out_indices = _select_stages(self.stage_names, out_features, out_indices)
         self._on_select()
 
     # -- what is known before anything runs ---------------------------------------------------------------
@@ -224,7 +237,7 @@ class Backbone:
     def _select(self, out_features: OutFeaturesT | None, out_indices: OutIndicesT | None) -> None:
         """Apply a selection, or raise and keep the previous one."""
         previous = self._out_features, self._out_indices
-        self._out_features, self._out_indices = select_stages(self.stage_names, out_features, out_indices)
+        self._out_features, self._out_indices = _select_stages(self.stage_names, out_features, out_indices)
         try:
             self._on_select()
         except Exception:
@@ -464,19 +477,65 @@ class Backbone:
         """:meth:`attention_weights` for a source whose :meth:`attention_blocks` is not empty."""
         raise NotImplementedError
 
-    def _layout(self, stage: Stage | None, module: nn.Module) -> LayerLayout:
-        """What is known of the output of a stage's module (``stage`` given) or of any other layer."""
-        if stage is None:
-            return LayerLayout()
-        return LayerLayout(stage.channels, stage.channels_last, stage.reduction)
+    @property
+    def prefix_tokens(self) -> int | None:
+        """Class, register and distillation tokens before a token output's patch tokens, as the model declares
+        them (timm's ``num_prefix_tokens``); None where the source does not say (the layout probe finds them)."""
+        return None
+
+    def layout(self, name: str, input_size: tuple[int, int] | None = None) -> LayerLayout:
+        """How the output of a stage or any layer is laid out, for a ``(height, width)`` input.
+
+        A stage's is known from its source; any other layer's is found by :func:`explorer.hooks.find_layouts`
+        (shapes at two input sizes, on a meta-device copy), once per layer and size.
+
+        Example::
+
+            >>> bb.layout("stages.0.blocks.0.norm")          # timm ConvNeXt: channels-last inside the block
+            LayerLayout(channels=96, channels_last=True, reduction=4, prefix_tokens=None, unaligned=None)
+        """
+        return self._layouts([name], input_size or self.preprocess.input_size)[name]
+
+    def _layouts(self, names: Sequence[str], size: tuple[int, int]) -> dict[str, LayerLayout]:
+        stages = {stage.name: stage for stage in self.all_stages}
+        size = (int(size[0]), int(size[1]))
+        cache = self.__dict__.setdefault("_layout_cache", {})
+        missing = [n for n in names if n not in stages and (size, n) not in cache]
+        if missing:
+            resolve_layers(self.model, missing)
+            try:
+                meta = _meta_copy(self.model)
+                found = find_layouts(
+                    lambda at: meta(torch.zeros(1, 3, *at, device="meta")),
+                    meta,
+                    missing,
+                    size,
+                    self.prefix_tokens,
+                )
+            except Exception as err:  # models that read tensor values cannot run on meta: zeros, for real
+                _log.debug("meta-device layouts failed for %s (%s); running on zeros", self.spec, err)
+
+                def run(at: tuple[int, int]) -> None:
+                    with torch.inference_mode(), eval_mode(self.model):
+                        self.model(torch.zeros(1, 3, *at, device=self.device, dtype=self.dtype))
+
+                found = find_layouts(run, self.model, missing, size, self.prefix_tokens, second=False)
+            cache.update(((size, name), layout) for name, layout in found.items())
+        return {
+            name: LayerLayout(
+                stages[name].channels, stages[name].channels_last, stages[name].reduction, self.prefix_tokens
+            )
+            if name in stages
+            else cache[(size, name)]
+            for name in names
+        }
 
     def _capture_options(self, pixel_values: torch.Tensor, model: nn.Module, layers: Sequence[str]) -> dict:
         """:func:`~explorer.capture` options for the stages and layers ``layers`` (stage or module names)."""
         stages = {stage.name: stage for stage in self.all_stages}
-        modules = resolve_layers(model, [stages[n].module if n in stages else n for n in layers])
-        by_module = {stage.module: stage for stage in self.all_stages}
-        layouts = {path: self._layout(by_module.get(path), module) for path, module in modules.items()}
         batch, _, height, width = pixel_values.shape
+        found = self._layouts(layers, (height, width))
+        layouts = {stages[n].module if n in stages else n: layout for n, layout in found.items()}
         return {"layouts": layouts, "input_size": (height, width), "batch_size": batch}
 
     def _prepare(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -16,14 +16,18 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
-from .._args import shown, whole
+from .._args import real, shown, whole
 from ..errors import (
     CheckpointError,
+    InvalidArgumentError,
     MissingDependencyError,
     StageSelectionError,
     UnknownBackboneError,
@@ -34,10 +38,11 @@ from ..images import MAX_INPUT_SIDE, Preprocess
 from ._base import AttentionWeights, Backbone, Stage
 from ._checkpoint import find_weights_file, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
+from .timm import geometric_part
 
-__all__ = ["HFBackbone", "load_hf", "find_backbone", "hf_preprocess"]
+__all__ = ["HFBackbone", "HFPreprocess", "load_hf", "find_backbone"]
 
-_PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+_log = logging.getLogger(__name__)
 
 
 def _transformers():
@@ -76,54 +81,6 @@ def find_backbone(model: nn.Module) -> tuple[str, nn.Module]:
         f"{type(model).__name__} contains no transformers backbone (no BackboneMixin module, no timm feature "
         "network). Load a backbone checkpoint instead (an AutoBackbone folder or a timm name)."
     )
-
-
-def _size(value, default: int) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, dict):
-        if "height" in value and "width" in value:
-            return (int(value["height"]), int(value["width"]))
-        if "shortest_edge" in value:
-            return (int(value["shortest_edge"]),) * 2
-    return (default, default)
-
-
-def hf_preprocess(processor: dict, config) -> Preprocess:
-    """Preprocessing from a ``preprocessor_config.json`` dict (may be empty) and the model config.
-
-    The rules are those of transformers' default (torchvision-backend) image processors: ``size`` of
-    ``{"height", "width"}`` resizes straight to it; ``{"shortest_edge": s}`` resizes the short side to ``s`` (the
-    long side truncated), then crops ``crop_size``; ConvNeXt's processor (it has ``crop_pct``) resizes the short side
-    to ``int(s / crop_pct)`` and crops ``s`` below 384, and resizes straight to ``(s, s)`` from 384 on.
-    """
-    image_size = getattr(config, "image_size", 224)
-    default = image_size if isinstance(image_size, int) else 224
-    if isinstance(image_size, (tuple, list)) and len(image_size) == 2 and not processor:
-        return Preprocess(
-            tuple(int(v) for v in image_size), crop_pct=1.0, crop_mode="squash", backend="torch"
-        )
-    common = dict(
-        mean=tuple(processor.get("image_mean", (0.485, 0.456, 0.406))),
-        std=tuple(processor.get("image_std", (0.229, 0.224, 0.225))),
-        interpolation=_PIL_RESAMPLE.get(processor.get("resample", 3), "bicubic"),
-        backend="torch",
-    )
-    size = processor.get("size")
-    resize = _size(size, default)
-    if isinstance(size, dict) and "shortest_edge" in size:
-        edge = int(size["shortest_edge"])
-        if "crop_pct" in processor:  # ConvNeXt's processor
-            if edge >= 384:
-                return Preprocess((edge, edge), crop_pct=1.0, crop_mode="squash", **common)
-            crop_pct = float(processor["crop_pct"])
-            return Preprocess((edge, edge), crop_pct=crop_pct, shortest_edge=int(edge / crop_pct), **common)
-        crop = _size(processor.get("crop_size"), edge) if processor.get("do_center_crop") else (edge, edge)
-        return Preprocess(crop, crop_pct=min(crop) / edge, shortest_edge=edge, **common)
-    if processor.get("do_center_crop") and processor.get("crop_size"):
-        crop = _size(processor["crop_size"], default)
-        return Preprocess(crop, crop_pct=crop[0] / resize[0], crop_mode="squash", **common)
-    return Preprocess(resize, crop_pct=1.0, crop_mode="squash", **common)
 
 
 def _stage_modules(model: nn.Module, count: int) -> list[str]:
@@ -318,31 +275,181 @@ def _read_config(transformers, folder: Path, kwargs: dict):
         ) from err
 
 
-def _check_size(key: str, value: object) -> None:
-    """A processor's size: None, a side, a list of sides or a dict of them (``shortest_edge``, ``height``)."""
-    sides = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
-    hint = f" Sides run from 1 to {MAX_INPUT_SIDE} pixels."
-    for side in sides:
-        if side is not None:
-            whole(key, side, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint)
+class HFPreprocess(Preprocess):
+    """transformers' own image processor: :meth:`pixel_values` is exactly its ``pixel_values``.
+
+    Aspect ratio, padding and variable sizes are the processor's (DETR keeps the aspect ratio, so images of other
+    shapes give maps of other shapes). :meth:`view` runs the same processor with rescaling, normalisation and
+    channel flipping switched off: the image the model got, before those steps.
+
+    Args:
+        processor: an image processor (``AutoImageProcessor.from_pretrained(folder)``).
+
+    Raises:
+        CheckpointError: a setting explorer cannot honour: a size outside 1..``MAX_INPUT_SIDE``, a zero or
+            non-finite ``image_std``, a processor that needs more than images (ViTPose's boxes); the message
+            names it.
+
+    Example::
+
+        >>> pre = HFPreprocess(transformers.DetrImageProcessor())
+        >>> pre.pixel_values([Image.new("RGB", (640, 480))]).shape
+        torch.Size([1, 3, 800, 1066])
+    """
+
+    def __init__(self, processor) -> None:
+        self.processor = processor
+        name = type(processor).__name__
+        hint = f" Sides run from 1 to {MAX_INPUT_SIDE} pixels."
+        try:
+            for key in ("size", "crop_size"):
+                sides = _sides(getattr(processor, key, None))
+                for side in sides:
+                    if side is not None:
+                        whole(f"{name}.{key}", side, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint)
+            std = getattr(processor, "image_std", None)
+            if getattr(processor, "do_normalize", False) and std is not None:
+                std = [std] if isinstance(std, (int, float)) else std
+                values = [real(f"{name}.image_std", v, hint="pass finite numbers.") for v in std]
+                if not all(values):
+                    raise InvalidArgumentError(
+                        f"{name}.image_std={values}: a zero standard deviation divides by zero."
+                    )
+        except (TypeError, ValueError) as err:  # InvalidArgumentError
+            raise CheckpointError(str(err)) from err
+        self.settings = {"source": "transformers", "class": name, **json.loads(processor.to_json_string())}
+        self.input_size = tuple(int(v) for v in self.pixel_values([Image.new("RGB", (512, 512))]).shape[-2:])
+
+    def _run(self, images: Sequence[Image.Image], **options) -> torch.Tensor:
+        name = type(self.processor).__name__
+        if "boxes" in _required(
+            self.processor
+        ):  # a top-down pose processor (ViTPose): the whole image is the box
+            options["boxes"] = [[[0.0, 0.0, float(image.width), float(image.height)]] for image in images]
+        try:
+            values = self.processor(images=list(images), return_tensors="pt", **options)["pixel_values"]
+        except _BUILD_ERRORS as err:
+            raise CheckpointError(
+                f"{name} cannot preprocess plain images ({type(err).__name__}: {err}). Explorer runs whole "
+                "images through the folder's own processor; save the model with an image processor that takes "
+                "images alone (preprocessor_config.json), or load its backbone checkpoint."
+            ) from err
+        if not isinstance(values, torch.Tensor) or values.ndim != 4 or values.shape[:2] != (len(images), 3):
+            raise CheckpointError(
+                f"{name} gives pixel_values of shape {tuple(getattr(values, 'shape', ()))}, not one RGB image "
+                "per input (B, 3, H, W); explorer cannot show maps of patches or crops."
+            )
+        return values
+
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self._run(images).float()
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        processor = self.processor
+        timm_transform = getattr(processor, "val_transforms", None)
+        if timm_transform is not None:
+            steps = list(timm_transform.transforms)
+            return type(timm_transform)(steps[len(geometric_part(timm_transform).transforms) + 1 :])(pixels)
+        pixels = pixels * 255
+        if getattr(processor, "do_rescale", False):
+            pixels = pixels * processor.rescale_factor
+        if getattr(processor, "do_normalize", False):
+            mean = torch.as_tensor(processor.image_mean, dtype=pixels.dtype, device=pixels.device)
+            std = torch.as_tensor(processor.image_std, dtype=pixels.dtype, device=pixels.device)
+            pixels = (pixels - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1)
+        if getattr(processor, "do_flip_channel_order", False):  # MobileViT's BGR
+            pixels = pixels.flip(-3)
+        return pixels
+
+    def view(self, image: Image.Image) -> Image.Image:
+        timm_transform = getattr(self.processor, "val_transforms", None)  # timm-wrapper folders: timm's own
+        if timm_transform is not None:
+            return geometric_part(timm_transform)(image)
+        off = {"do_normalize": False}
+        if getattr(self.processor, "do_flip_channel_order", None) is not None:  # MobileViT's BGR
+            off["do_flip_channel_order"] = False
+        try:
+            values = self._run([image], do_rescale=False, **off)[0]
+        except (
+            CheckpointError
+        ):  # a processor whose later steps need floats (EfficientNet's): undo its rescale
+            values = self._run([image], **off)[0]
+            if getattr(self.processor, "do_rescale", False):
+                offset = 1.0 if getattr(self.processor, "rescale_offset", False) else 0.0
+                values = (values + offset) / self.processor.rescale_factor
+        pixels = values.float().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+        return Image.fromarray(pixels.numpy())
 
 
-def _read_preprocess(folder: Path, config) -> Preprocess:
-    """Preprocessing from the folder's ``preprocessor_config.json`` (when there) and the model config."""
+def _sides(value: object) -> list:
+    """The sides in pixels of a processor's ``size`` or ``crop_size`` (a number, a list, a dict, a SizeDict)."""
+    if hasattr(value, "__dataclass_fields__"):  # transformers' SizeDict
+        value = vars(value)
+    if isinstance(value, dict):
+        return [value.get(key) for key in ("height", "width", "shortest_edge", "longest_edge")]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _required(processor) -> set[str]:
+    """The arguments besides the images that ``processor.preprocess`` cannot do without."""
+    import inspect
+
+    parameters = inspect.signature(processor.preprocess).parameters.values()
+    return {
+        p.name
+        for p in parameters
+        if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+    } - {"self", "images"}
+
+
+def _read_preprocess(transformers, folder: Path, config) -> HFPreprocess:
+    """The folder's image processor (``AutoImageProcessor``, fast or slow as transformers picks); without a
+    ``preprocessor_config.json``, a resize to the config's ``image_size`` (the size the model was built for) with
+    ImageNet statistics, else the model type's processor with its defaults."""
     processor_file = folder / "preprocessor_config.json"
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
     try:
-        processor = json.loads(processor_file.read_text()) if processor_file.is_file() else {}
-        if not isinstance(processor, dict):
-            raise TypeError(f"it holds a JSON {type(processor).__name__}, not an object")
-        for key in ("size", "crop_size"):
-            _check_size(key, processor.get(key))
-        return hf_preprocess(processor, config)
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as err:  # InvalidArgumentError too
+        try:  # transformers knows where a folder keeps it (timm-wrapper folders: in config.json)
+            processor = transformers.AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=False)
+        except OSError:
+            if processor_file.is_file():
+                raise
+            processor = _default_processor(transformers, config)
+        return HFPreprocess(processor)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # CheckpointError too
+        reason = " ".join(str(err).split())
+        source = processor_file if processor_file.is_file() else f"The default image processor of {folder}"
         raise CheckpointError(
-            f"{processor_file} gives no usable preprocessing: {str(err).rstrip('.')}. Fix it (size and crop_size from 1 to "
-            f"{MAX_INPUT_SIDE}, image_mean and image_std with three values, std not zero) or delete it to use "
-            "the defaults."
+            f"{source} gives no usable preprocessing ({type(err).__name__}: {reason[:600]}). Fix it, or "
+            "delete it to use the defaults of the model type's image processor."
         ) from err
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def _default_processor(transformers, config):
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+
+    size = getattr(config, "image_size", None)
+    classes = IMAGE_PROCESSOR_MAPPING[type(config)] if type(config) in IMAGE_PROCESSOR_MAPPING else None
+    found = classes.get("torchvision") or classes.get("pil") if isinstance(classes, dict) else None
+    if found is not None and size is None:
+        _log.info("no preprocessor_config.json: %s with its defaults", found.__name__)
+        return found()
+    size = size or 224  # the size the model was built for
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+    _log.info(
+        "no preprocessor_config.json and no processor for %s: resize to %dx%d",
+        config.model_type,
+        height,
+        width,
+    )
+    return transformers.ViTImageProcessor(
+        size={"height": height, "width": width},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
 
 
 def _resolve_folder(spec: str, pretrained: bool) -> tuple[Path, str]:
@@ -415,7 +522,7 @@ def load_hf(
             )
     _, backbone = find_backbone(model)
     backbone.eval()
-    preprocess = _read_preprocess(folder, config)
+    preprocess = _read_preprocess(transformers, folder, config)
     if _is_timm_features(backbone):  # a task model's timm encoder: the stages it outputs
         stages = _feature_info_stages(backbone.feature_info, every=False)
         served = [stage.name for stage in stages]

@@ -4,8 +4,8 @@ Stages are the model's ``feature_info`` modules, named by their module path as t
 names them (``act1``, ``layer1``, ... for resnets). Stage maps come from the model's own ``forward_intermediates``
 (timm's layout rule: Hiera's unrolled tokens put back in image order, prefix tokens dropped, channels-last stages
 permuted, HRNet's and Twins' stages that are no plain submodule), stopping after the last selected stage; models
-without it, and any other layer, are read with forward hooks. Preprocessing comes from the model's
-``pretrained_cfg`` through timm's ``resolve_data_config``.
+without it, and any other layer, are read with forward hooks. Preprocessing is timm's own eval
+transform of the model's ``pretrained_cfg`` (:class:`TimmPreprocess`).
 
 Example::
 
@@ -24,9 +24,10 @@ from pathlib import Path
 
 import timm
 import torch
+from PIL import Image
 from torch import nn
 
-from .._args import shown
+from .._args import real, shown, whole
 from ..errors import (
     AttentionError,
     CaptureError,
@@ -36,7 +37,7 @@ from ..errors import (
     WeightsUnavailableError,
 )
 from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
-from ..images import Preprocess
+from ..images import MAX_INPUT_SIDE, Preprocess
 from ._base import AttentionWeights, Backbone, Stage
 from ._checkpoint import find_weights_file, folder_config, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
@@ -48,6 +49,7 @@ __all__ = [
     "build_timm",
     "timm_backbone",
     "TimmBackbone",
+    "TimmPreprocess",
 ]
 
 _log = logging.getLogger(__name__)
@@ -85,28 +87,105 @@ def build_timm(arch: str, **kwargs) -> nn.Module:
         ) from err
 
 
-def _preprocess(model: nn.Module) -> Preprocess:
+_TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
+
+
+class TimmPreprocess(Preprocess):
+    """timm's own eval transform, ``timm.data.create_transform(**data_config)``; every crop mode timm has.
+
+    :meth:`view` runs the transform's steps before its tensor conversion (resize, crop, pad: the geometric
+    part), so the image shown is the one the model got, pixel for pixel, before normalisation.
+
+    Args:
+        data_config: timm's data config, as :func:`timm.data.resolve_data_config` returns it (``input_size``,
+            ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``).
+
+    Raises:
+        CheckpointError: a setting timm's transform cannot honour (an unknown ``interpolation``, an input side
+            outside 1..``MAX_INPUT_SIDE``, a zero or non-finite ``std``); the message names it.
+
+    Example::
+
+        >>> pre = TimmPreprocess({"input_size": (3, 224, 224), "crop_pct": 0.875, "crop_mode": "border"})
+        >>> pre.pixel_values([image]).shape, pre.view(image).size
+        (torch.Size([1, 3, 224, 224]), (224, 224))
+    """
+
+    def __init__(self, data_config: dict) -> None:
+        config = dict(data_config)
+        hint = f" Input sides run from 1 to MAX_INPUT_SIDE = {MAX_INPUT_SIDE} pixels."
+        try:
+            channels, *size = config.get("input_size", (3, 224, 224))
+            self.input_size = tuple(
+                whole("input_size", side, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint) for side in size
+            )
+            for key in ("mean", "std"):
+                values = config.get(key)
+                if values is not None and not isinstance(values, (int, float)):
+                    if isinstance(values, (str, bytes)) or len(values) != 3:
+                        raise InvalidArgumentError(
+                            f"{key}={shown(values)}; pass three numbers (red, green, blue)."
+                        )
+                    values = [real(key, v, hint="pass finite numbers.") for v in values]
+                    if key == "std" and not all(values):
+                        raise InvalidArgumentError(
+                            "std holds a zero: a zero standard deviation divides by zero."
+                        )
+            if len(self.input_size) != 2:
+                raise InvalidArgumentError(
+                    f"input_size={shown(config.get('input_size'))}; pass (3, height, width)."
+                )
+            self.transform = timm.data.create_transform(**config, is_training=False)
+        except KeyError as err:  # timm's own lookup of the interpolation name
+            raise CheckpointError(
+                f"interpolation={shown(config.get('interpolation'))} in the pretrained_cfg is no interpolation "
+                "timm knows; use one of bilinear, bicubic, nearest, lanczos, box, hamming."
+            ) from err
+        except (TypeError, ValueError) as err:  # InvalidArgumentError is a ValueError
+            raise CheckpointError(
+                f"The pretrained_cfg gives no usable preprocessing ({type(err).__name__}: {err}). Fix pretrained_cfg in the "
+                "checkpoint's config.json (input_size, mean, std, crop_pct, crop_mode, interpolation)."
+            ) from err
+        self._geometry = geometric_part(self.transform)
+        steps = list(self.transform.transforms)
+        self._per_pixel = type(self.transform)(steps[len(self._geometry.transforms) + 1 :])
+        self.settings = {"source": "timm", **{k: _plain(v) for k, v in sorted(config.items())}}
+
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.transform(image) for image in images])
+
+    def view(self, image: Image.Image) -> Image.Image:
+        return self._geometry(image)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._per_pixel(pixels)  # the transform's own steps after its tensor conversion (Normalize)
+
+
+def geometric_part(transform):
+    """The steps of a timm eval transform (a ``Compose``) before its tensor conversion: resize, crop, pad."""
+    steps = list(transform.transforms)
+    split = next(i for i, step in enumerate(steps) if type(step).__name__ in _TENSOR_STEPS)
+    return type(transform)(steps[:split])
+
+
+def _plain(value: object) -> object:
+    """A data-config value as JSON has it (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _preprocess(model: nn.Module) -> TimmPreprocess:
+    """timm's data config of ``model`` (its ``pretrained_cfg``), at the size it was built for."""
     try:
         config = timm.data.resolve_data_config({}, model=model)
-        _, height, width = config["input_size"]
-        built = getattr(getattr(model, "patch_embed", None), "img_size", None)
-        if (
-            isinstance(built, (tuple, list)) and len(built) == 2
-        ):  # built with img_size=: its cfg still says 224
-            height, width = (int(v) for v in built)
-        return Preprocess(
-            input_size=(height, width),
-            mean=tuple(config["mean"]),
-            std=tuple(config["std"]),
-            interpolation=config.get("interpolation", "bicubic"),
-            crop_pct=float(config.get("crop_pct", 0.875)),
-            crop_mode=config.get("crop_mode", "center"),
-        )
-    except (TypeError, ValueError, KeyError) as err:  # InvalidArgumentError is a ValueError
+    except (TypeError, ValueError, KeyError) as err:
         raise CheckpointError(
             f"The pretrained_cfg of {type(model).__name__} gives no usable preprocessing ({err}). Fix "
             "pretrained_cfg in the checkpoint's config.json (input_size, mean, std, crop_pct)."
         ) from err
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(built, (tuple, list)) and len(built) == 2:  # built with img_size=: its cfg still says 224
+        config["input_size"] = (config["input_size"][0], *(int(v) for v in built))
+    return TimmPreprocess(config)
 
 
 def _stages(model: nn.Module) -> list[Stage]:
@@ -172,16 +251,14 @@ class TimmBackbone(Backbone):
     """A timm model: stage maps from its own ``forward_intermediates``, other layers from hooks (module docs).
 
     Token outputs of any layer drop exactly the model's ``num_prefix_tokens`` (class, register, distillation
-    tokens); in channels-last models (Swin) every layer but a convolution is read as ``(B, H, W, C)``.
+    tokens); the layout of any other layer is probed (:meth:`~explorer.Backbone.layout`).
     """
 
-    def _layout(self, stage: Stage | None, module: nn.Module) -> LayerLayout:
-        prefix = getattr(self.model, "num_prefix_tokens", None)
-        if stage is not None:
-            return LayerLayout(stage.channels, stage.channels_last, stage.reduction, prefix)
-        convolution = isinstance(module, (nn.Conv2d, nn.BatchNorm2d))
-        channels_last = getattr(self.model, "output_fmt", "NCHW") == "NHWC" and not convolution
-        return LayerLayout(channels_last=channels_last, prefix_tokens=prefix)
+    @property
+    def prefix_tokens(self) -> int | None:
+        """The model's ``num_prefix_tokens`` (class, register, distillation tokens); None where it has none."""
+        count = getattr(self.model, "num_prefix_tokens", None)
+        return int(count) if isinstance(count, int) else None
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
         stages = {stage.name: stage for stage in self.all_stages}

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import torch
 
 from ..backbones import Backbone
-from ..hooks import LayerLayout, resolve_layers, to_nchw
+from ..hooks import tap, to_nchw
 
 __all__ = ["MASS", "PROBES", "cell_box", "receptive_fields"]
 
@@ -43,10 +43,6 @@ MASS = 0.9
 
 PROBES = 2
 """Noise inputs the gradient is averaged over."""
-
-
-class _Reached(Exception):
-    """Ends the probe's forward pass once every asked-for map exists."""
 
 
 def _mass_radius(mass: torch.Tensor, center: tuple[float, float]) -> float:
@@ -73,47 +69,28 @@ def receptive_fields(bb: Backbone, names: Sequence[str]) -> dict[str, int]:
     """
     stages = {stage.name: stage for stage in bb.all_stages}
     modules = {name: stages[name].module if name in stages else name for name in names}
-    layouts = {
-        name: LayerLayout(stages[name].channels, stages[name].channels_last, stages[name].reduction)
-        if name in stages
-        else LayerLayout()
-        for name in names
-    }
     height, width = bb.preprocess.input_size
+    layouts = {modules[name]: bb.layout(name, (height, width)) for name in names}
     generator = torch.Generator().manual_seed(0)
     probes = torch.randn(PROBES, 3, height, width, generator=generator)
     probes = probes.to(bb.device, bb.dtype).requires_grad_(True)
-    resolved = resolve_layers(bb.model, list(modules.values()))
-    outputs: dict[str, torch.Tensor] = {}
 
-    def keep(name: str):
-        def hook(_module, _args, out) -> None:
-            outputs.setdefault(name, to_nchw(out, (height, width), layouts[name]))
-            if len(outputs) == len(names):
-                raise _Reached  # the layers after the last one asked for never run
+    def keep(module: str, out: object) -> torch.Tensor:
+        return to_nchw(out, (height, width), layouts[module])
 
-        return hook
-
-    handles = [resolved[modules[name]].register_forward_hook(keep(name)) for name in names]
-    try:
-        with torch.enable_grad():
-            try:
-                bb.model(probes)
-            except _Reached:
-                pass
-            sides = {}
-            for name in names:
-                fmap = outputs[name]
-                rows, cols = fmap.shape[-2:]
-                row, col = rows // 2, cols // 2
-                (grad,) = torch.autograd.grad(fmap[:, :, row, col].sum(), probes, retain_graph=True)
-                center = ((row + 0.5) * height / rows, (col + 0.5) * width / cols)
-                radius = _mass_radius(grad.abs().sum((0, 1)).float().cpu(), center)
-                stride = max(height / rows, width / cols)
-                sides[name] = int(max(math.ceil(2 * radius), math.ceil(stride)))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.enable_grad():
+        with tap(bb.model, list(modules.values()), stop_early=True, keep=keep) as outputs:
+            bb.model(probes)  # the layers after the last one asked for never run
+        sides = {}
+        for name in names:
+            fmap = outputs[modules[name]]
+            rows, cols = fmap.shape[-2:]
+            row, col = rows // 2, cols // 2
+            (grad,) = torch.autograd.grad(fmap[:, :, row, col].sum(), probes, retain_graph=True)
+            center = ((row + 0.5) * height / rows, (col + 0.5) * width / cols)
+            radius = _mass_radius(grad.abs().sum((0, 1)).float().cpu(), center)
+            stride = max(height / rows, width / cols)
+            sides[name] = int(max(math.ceil(2 * radius), math.ceil(stride)))
     return sides
 
 

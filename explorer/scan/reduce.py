@@ -110,8 +110,9 @@ def _merge_sums(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _histogram(flat: torch.Tensor) -> torch.Tensor:
     """``(C, HISTOGRAM_BINS)`` int64 counts of the finite values of a ``(B, C, N)`` map, on its device."""
     channels = flat.shape[1]
-    scaled = torch.asinh(flat).add_(HISTOGRAM_LIMIT).mul_(HISTOGRAM_BINS / (2 * HISTOGRAM_LIMIT))
-    bins = scaled.nan_to_num_(nan=-1.0).floor_().clamp_(0, HISTOGRAM_BINS - 1).long()
+    # compared with the edges, not shifted and scaled: asinh(-1e-7) + 8 rounds to 8.0, the first bin above zero
+    inner = torch.linspace(-HISTOGRAM_LIMIT, HISTOGRAM_LIMIT, HISTOGRAM_BINS + 1, device=flat.device)[1:-1]
+    bins = torch.bucketize(torch.asinh(flat.float()).nan_to_num_(nan=0.0), inner, right=True)
     bins += torch.arange(channels, device=flat.device).view(1, -1, 1) * HISTOGRAM_BINS
     finite = torch.isfinite(flat)
     index = bins.reshape(-1) if bool(finite.all()) else bins[finite]

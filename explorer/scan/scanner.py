@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -181,7 +180,7 @@ def scan(
         "spec": bb.spec,
         "weights_sha256": weights_digest(bb.model),
         "names": names,
-        "preprocess": dataclasses.asdict(bb.preprocess),
+        "preprocess": bb.preprocess.settings,
         "source": [images.kind, images.fingerprint, len(images)],
         "k": k,
         "shard_size": shard_size,
