@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 
 import explorer
 from explorer import feature_vis as fv
+from explorer.backbones.timm import TimmPreprocess
 
 TINY = "test_resnet"  # timm's own tiny test network: 0.5 M parameters
 
@@ -100,8 +101,11 @@ def test_magnitude_spectrum_of_the_users_images(tmp_path):
 
 def _seen_as_optimised(bb, images, size):
     """Images as visualize() feeds its own: a size x size square, then the backbone's per-pixel steps."""
-    squares = [np.asarray(ImageOps.fit(image.convert("RGB"), (size, size)), dtype=np.float32) for image in images]
+    squares = [
+        np.asarray(ImageOps.fit(image.convert("RGB"), (size, size)), dtype=np.float32) for image in images
+    ]
     return bb.preprocess.normalize(torch.from_numpy(np.stack(squares)).permute(0, 3, 1, 2) / 255)
+
 
 @pytest.mark.slow
 def test_the_optimised_image_drives_its_channel_harder_than_every_photo(default):
@@ -205,7 +209,7 @@ def _dead_relu_backbone() -> explorer.Backbone:
     nn.init.constant_(conv.bias, -2.0)  # grey gives about -1.8; bright pixels reach +4
     model = nn.Sequential(conv, nn.ReLU(inplace=True)).eval()
     stage = explorer.Stage("relu", 0, 4, 1, "1")
-    return explorer.Backbone(model, [stage], spec="dead", weights="random", preprocess=explorer.Preprocess())
+    return explorer.Backbone(model, [stage], spec="dead", weights="random", preprocess=TimmPreprocess({}))
 
 
 def test_redirected_relu_gets_a_dead_layer_off_grey():
