@@ -74,6 +74,7 @@ _EXPORTS = {
     "sample_dataset": "explorer.scan",
     "DatasetError": "explorer.errors",
     "CacheError": "explorer.errors",
+    "WriteError": "explorer.errors",
     "cam": "explorer.cam",
     "CAM": "explorer.cam",
     "cam_methods": "explorer.cam",
@@ -102,6 +103,7 @@ if TYPE_CHECKING:
         UnknownBackboneError,
         UnsafeCheckpointError,
         WeightsUnavailableError,
+        WriteError,
     )
     from .export import (
         load_feature_maps,

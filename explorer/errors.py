@@ -29,6 +29,7 @@ __all__ = [
     "GradientError",
     "DatasetError",
     "CacheError",
+    "WriteError",
 ]
 
 
@@ -88,6 +89,11 @@ class DatasetError(ExplorerError, ValueError):
 
 class CacheError(ExplorerError, OSError):
     """A scan's cache folder cannot be written (permissions, a full disk) or is not a scan folder."""
+
+
+class WriteError(ExplorerError, OSError):
+    """A file cannot be written: the folder is not writable, the disk is full, or a symbolic link (or a folder)
+    is in the file's place; explorer never writes through a link."""
 
 
 class CAMError(ExplorerError, ValueError):

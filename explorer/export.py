@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import torch
 
 from ._args import whole
 from .errors import InvalidArgumentError
+from .files import write_atomic
 from .hooks import FeatureMaps
 from .render import to_png
 
@@ -63,8 +65,7 @@ def save_png(array: np.ndarray | torch.Tensor, path: str | os.PathLike, level: i
             f'save_png() writes PNG, but "{path}" names a {path.suffix} file. Name it *.png, or use '
             "explorer.save_image(array, path), which writes PNG or JPEG by the suffix."
         )
-    path.write_bytes(to_png(array, level=level))
-    return path
+    return write_atomic(path, to_png(array, level=level))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -99,8 +100,9 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | os.PathLike, qualit
             f"JPEG takes (H, W) or (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}. Render with "
             "render_grid()/overlay(), or save as .png (which also keeps transparency)."
         )
-    Image.fromarray(np.ascontiguousarray(pixels)).save(path, format="JPEG", quality=quality)
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="JPEG", quality=quality)
+    return write_atomic(path, buffer.getvalue())
 
 
 def _plain(value: object) -> object:
@@ -127,20 +129,17 @@ def stats_to_csv(stats: _Table, path: str | os.PathLike, image: int | None = Non
         image: one image's statistics instead of the pooled ones.
     """
     rows = stats.rows(image) if image is not None else stats.rows()
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["channel"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["channel"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, text.getvalue().encode())
 
 
 def stats_to_json(stats: _Table, path: str | os.PathLike) -> Path:
     """Write shape, summary and rows (``stats.to_dict()``) as JSON; NaN and inf are written as ``null``."""
     data = stats.to_dict() if hasattr(stats, "to_dict") else {"rows": stats.rows()}
-    path = Path(path)
-    path.write_text(json.dumps(_plain(data), indent=1, allow_nan=False))
-    return path
+    return write_atomic(path, json.dumps(_plain(data), indent=1, allow_nan=False).encode())
 
 
 def _suffix(path: Path) -> str:
@@ -167,15 +166,13 @@ def save_feature_maps(maps: Mapping[str, torch.Tensor] | torch.Tensor, path: str
         maps = {"map": maps}
     tensors = {str(name): tensor.detach().cpu().contiguous() for name, tensor in maps.items()}
     if suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file(tensors, str(path), metadata={_ORDER_KEY: json.dumps(list(tensors))})
-    else:
-        arrays = {
-            name: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for name, t in tensors.items()
-        }
-        np.savez(path, **arrays)
-    return path
+        return write_atomic(path, save(tensors, metadata={_ORDER_KEY: json.dumps(list(tensors))}))
+    arrays = {name: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for name, t in tensors.items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue())
 
 
 def load_feature_maps(path: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureMaps:

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidArgumentError
+from ..files import write_atomic
 from ..images import load_image
-from .store import atomic_write
 
 __all__ = ["SAMPLE_SIZE", "SAMPLE_SOURCES", "sample_dataset"]
 
@@ -96,5 +96,5 @@ def sample_dataset(n: int = 512, folder: str | os.PathLike | None = None) -> Pat
             pictures[name] = load_image(getattr(data, name)(), name=name)
         buffer = io.BytesIO()
         _crop(pictures[name], index).save(buffer, format="JPEG", quality=90)
-        atomic_write(path, buffer.getvalue())
+        write_atomic(path, buffer.getvalue())
     return target

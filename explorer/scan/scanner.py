@@ -208,7 +208,11 @@ def scan(
     shards = plan_shards(len(images), shard_size)
     pending: dict[int, ShardResult] = {}
     if store is not None:
-        pending = {s.index: found for s in shards if (found := store.load_shard(s.index, k)) is not None}
+        pending = {
+            s.index: found
+            for s in shards
+            if (found := store.load_shard(s.index, k, s.stop - s.start)) is not None
+        }
     todo = [s for s in shards if s.index not in pending]
     done = sum(s.stop - s.start for s in shards if s.index in pending)
     bar = _progress(len(images), done, progress, f"scan {bb.spec}")
