@@ -43,7 +43,7 @@ from ..stats import ChannelStats, Histogram
 from .fields import cell_box
 from .reduce import MAX_K, NO_IMAGE, Reduction, StageReduction, histogram_edges
 from .sources import ImageSource, open_source
-from .store import DEFAULT_CACHE, reduction_from_parquet, reduction_to_parquet, weights_digest
+from .store import DEFAULT_CACHE, FORMAT_VERSION, reduction_from_parquet, reduction_to_parquet, weights_digest
 
 __all__ = ["Exemplar", "Scan"]
 
@@ -53,6 +53,7 @@ MAX_RECORD_BYTES = 256 * 2**20
 _HEX = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[0-9a-f]{1,64}")
 _KINDS = ("folder", "paths", "torch", "hf")
+_MOST = 2**40  # no count in a scan comes near it
 
 
 def _digest(record: dict, table: bytes) -> str:
@@ -130,14 +131,16 @@ def _check(body: dict) -> tuple[dict, dict[int, str | int], list[tuple[str | int
     for side in size:
         _integer(side, "input_size", 1, MAX_INPUT_SIDE)
     _integer(info["k"], "k", 1, MAX_K)
-    for name in ("shard_size", "batch_size", "format"):
-        _integer(info[name], name, 1)
+    if info["format"] != FORMAT_VERSION:
+        raise ValueError(f"format {shown(info['format'])}, written by another version of explorer")
+    for name in ("shard_size", "batch_size"):
+        _integer(info[name], name, 1, _MOST)
     fields = info["fields"]
     if not isinstance(fields, dict) or set(fields) != set(stages):
         raise ValueError("fields does not give every stage's receptive field")
     for stage in stages:
         _integer(fields[stage], f"fields[{stage}]", 1, 4 * MAX_INPUT_SIDE)
-    images = _integer(info["images"], "images", 1)
+    images = _integer(info["images"], "images", 1, _MOST)
     scanned = _integer(info["scanned"], "scanned", 1, images)
     if info["source_kind"] not in _KINDS:
         raise ValueError(f"source_kind={shown(info['source_kind'])}")
