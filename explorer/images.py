@@ -403,16 +403,24 @@ def load_image(
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = name or str(path)
-        if not path.is_file():
-            raise ImageError(f"No image file at {path}. Check the path, or upload the image instead.")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
+        try:
+            if "\x00" in str(path) or not path.is_file():
+                raise ImageError(
+                    f"No image file at {str(path)!r:.300}. Check the path, or upload the image instead."
+                )
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ImageError(
+                    f"{name} is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} for an image file; it was "
+                    "not read. If it is an image you trust, raise the limit: explorer.images.MAX_FILE_BYTES = "
+                    "<bytes>."
+                )
+            with path.open("rb") as handle:
+                return _read(handle, size, name)
+        except OSError as err:  # no permission, a folder that cannot be listed, an I/O error
             raise ImageError(
-                f"{name} is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} for an image file; it was not "
-                "read. If it is an image you trust, raise the limit: explorer.images.MAX_FILE_BYTES = <bytes>."
-            )
-        with path.open("rb") as handle:
-            return _read(handle, size, name)
+                f"{name} could not be read ({err.strerror or err}). Check its permissions, or pass another file."
+            ) from err
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         return _read(io.BytesIO(data), len(data), name or "The uploaded file")

@@ -141,7 +141,7 @@ def _check(body: dict) -> tuple[dict, dict[int, str | int], list[tuple[str | int
     for stage in stages:
         _integer(fields[stage], f"fields[{stage}]", 1, 4 * MAX_INPUT_SIDE)
     images = _integer(info["images"], "images", 1, _MOST)
-    scanned = _integer(info["scanned"], "scanned", 1, images)
+    _integer(info["scanned"], "scanned", 1, images)
     if info["source_kind"] not in _KINDS:
         raise ValueError(f"source_kind={shown(info['source_kind'])}")
     if info["key"] is not None and not (isinstance(info["key"], str) and _KEY.fullmatch(info["key"])):
@@ -158,8 +158,6 @@ def _check(body: dict) -> tuple[dict, dict[int, str | int], list[tuple[str | int
         if not isinstance(entry, list) or len(entry) != 2:
             raise ValueError("a skipped entry is not [source, reason]")
         skipped.append((_source_name(entry[0], "skipped source"), _text(entry[1], "reason")))
-    if scanned + len(skipped) > images:
-        raise ValueError(f"{scanned} scanned and {len(skipped)} skipped of {images} images")
     return info, names, skipped
 
 
