@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -98,21 +99,36 @@ def _loader(pixels: _Pixels, batches: list[list[int]], num_workers: int, pin: bo
     )
 
 
+def _probe(pixels: _Pixels, items: list[int], sender) -> None:
+    """In a child process: read each item in order and report its index once it is read."""
+    for index in items:
+        pixels[index]
+        sender.send(index)
+    sender.close()
+
+
 def _killers(pixels: _Pixels, items: list[int]) -> dict[int, str]:
-    """The items whose reading kills the worker process reading them: each item is read alone, in order, by one
-    worker; when that worker dies, the first item it did not return is the one, and the rest are read again."""
+    """The items whose reading kills the process reading them: one child process reads the items in order and
+    reports each; when it dies, the first item it did not report is the one, and the child reads on after it."""
     found: dict[int, str] = {}
     remaining = list(items)
+    context = multiprocessing.get_context()
     while remaining:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_probe, args=(pixels, remaining, sender), daemon=True)
+        child.start()
+        sender.close()
         returned = 0
         try:
-            for _ in _loader(pixels, [[index] for index in remaining], 1, False):
+            while returned < len(remaining):
+                receiver.recv()
                 returned += 1
-        except RuntimeError as err:
-            if not _worker_died(err):
-                raise
-            culprit = remaining[returned]
-            found[culprit] = f"reading it ended the reading process ({' '.join(str(err).split())[:200]})"
+        except EOFError:  # the child ended before reporting every item
+            pass
+        child.join()
+        receiver.close()
+        if returned < len(remaining):
+            found[remaining[returned]] = f"reading it ended the reading process (exit code {child.exitcode})"
             returned += 1
         remaining = remaining[returned:]
     return found
