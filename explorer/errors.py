@@ -30,6 +30,7 @@ __all__ = [
     "DatasetError",
     "CacheError",
     "WriteError",
+    "ClusterError",
 ]
 
 
@@ -94,6 +95,11 @@ class CacheError(ExplorerError, OSError):
 class WriteError(ExplorerError, OSError):
     """A file cannot be written: the folder is not writable, the disk is full, or a symbolic link (or a folder)
     is in the file's place; explorer never writes through a link."""
+
+
+class ClusterError(ExplorerError, RuntimeError):
+    """A Ray cluster cannot be joined (a malformed or unreachable address), or a scan on it failed past its
+    retries (actors that keep dying, a lost node); the message gives Ray's reason in one line."""
 
 
 class CAMError(ExplorerError, ValueError):

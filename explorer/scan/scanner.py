@@ -224,9 +224,10 @@ def scan(
     if cache is not None and ("\x00" in str(cache) or not str(cache).strip()):
         raise InvalidArgumentError(f"cache={shown(str(cache))}; pass a plain folder path, or None.")
     if backend == "ray":
-        from .ray_backend import import_ray
+        from .ray_backend import check_address, import_ray
 
         import_ray()  # fail before the model loads
+        check_address(address)
     images = open_source(source)
     if isinstance(backbone, Backbone):
         bb, chosen = backbone, True
