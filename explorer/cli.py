@@ -132,7 +132,8 @@ def _run_cam(args: argparse.Namespace) -> None:
     from .render import overlay
 
     bb = _backbone(args)
-    target = int(args.target) if args.target is not None and args.target.isdigit() else args.target
+    digits = args.target is not None and args.target.isascii() and args.target.isdigit()
+    target = int(args.target) if digits else args.target
     result = cam(bb, args.image, stage=args.stage, target=target, method=args.method)
     save_image(overlay(args.image, result.map, alpha=args.alpha, preprocess=bb.preprocess), args.out)
     top = ", ".join(f"{name} {p:.2f}" for _, name, p in result.top5[:3])

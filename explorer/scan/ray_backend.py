@@ -102,9 +102,9 @@ def reason(err: BaseException) -> str:
     line when there is one, else the first line, at most 300 characters."""
     lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
     found = [line for line in lines if _ERROR_LINE.match(line)]
-    line = found[-1] if found else (lines[0] if lines else "")
-    text = line if line.startswith(type(err).__name__) else f"{type(err).__name__}: {line}"
-    return text[:300]
+    if found:
+        return found[-1][:300]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def check_address(address: str | None) -> None:

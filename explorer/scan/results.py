@@ -237,9 +237,9 @@ class Scan:
         return int(self.info["scanned"])
 
     def _stage(self, stage: str) -> StageReduction:
-        if stage not in self._reduction.stages:
+        if not isinstance(stage, str) or stage not in self._reduction.stages:
             raise LayerNotFoundError(
-                f'This scan holds no stage or layer "{stage}". Scanned: {", ".join(self.stages)}; '
+                f"This scan holds no stage or layer {shown(stage)}. Scanned: {', '.join(self.stages)}; "
                 "scan again with out_features=[...] or layers=[...] to add it."
             )
         return self._reduction.stages[stage]
@@ -247,9 +247,14 @@ class Scan:
     def _channel(self, stage: str, channel: int) -> StageReduction:
         reduction = self._stage(stage)
         channels = reduction.values.shape[0]
-        if not isinstance(channel, (int, np.integer)) or not 0 <= int(channel) < channels:
+        if (
+            isinstance(channel, bool)
+            or not isinstance(channel, (int, np.integer))
+            or not 0 <= int(channel) < channels
+        ):
             raise InvalidArgumentError(
-                f"channel={channel!r}; {stage} has {channels} channels: pass an integer from 0 to {channels - 1}."
+                f"channel={shown(channel)}; {stage} has {channels} channels: pass an integer from 0 to "
+                f"{channels - 1}."
             )
         return reduction
 
