@@ -182,7 +182,12 @@ class ShardStore:
     """
 
     def __init__(self, root: str | os.PathLike, key: str, manifest: dict) -> None:
-        self.folder = make_folder(Path(root).expanduser() / key, CacheError, _CACHE_HINT)
+        self.folder = Path(root).expanduser() / key
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _disk_error(err, self.folder) from err
+        make_folder(self.folder, CacheError, _CACHE_HINT)  # a link planted in its place is refused
         self.key = key
         if not os.access(self.folder, os.W_OK):
             raise _disk_error(PermissionError(errno.EACCES, "permission denied"), self.folder)
