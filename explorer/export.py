@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ._args import whole
+from ._args import shown, torch_device, whole
 from .errors import InvalidArgumentError
 from .files import write_atomic
 from .hooks import FeatureMaps
@@ -59,7 +59,7 @@ def save_png(array: np.ndarray | torch.Tensor, path: str | os.PathLike, level: i
         >>> save_png(render_grid(fmap), "grid.png")
         PosixPath('grid.png')
     """
-    path = Path(path)
+    path = _path(path)
     if path.suffix.lower() not in ("", ".png"):
         raise InvalidArgumentError(
             f'save_png() writes PNG, but "{path}" names a {path.suffix} file. Name it *.png, or use '
@@ -83,7 +83,7 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | os.PathLike, qualit
         >>> save_image(render_grid(fmap), "grid.jpg")      # JPEG bytes, as the name says
         PosixPath('grid.jpg')
     """
-    path = Path(path)
+    path = _path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise InvalidArgumentError(
@@ -142,7 +142,15 @@ def stats_to_json(stats: _Table, path: str | os.PathLike) -> Path:
     return write_atomic(path, json.dumps(_plain(data), indent=1, allow_nan=False).encode())
 
 
+def _path(path: object) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise InvalidArgumentError(f"path={shown(path)} ({type(path).__name__}); pass a file path.")
+    return Path(path)
+
+
 def _suffix(path: Path) -> str:
+    if "\x00" in str(path):
+        raise InvalidArgumentError(f"The path {shown(str(path))} holds a NUL byte; pass a plain file path.")
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
         raise InvalidArgumentError(f'Cannot tell the format of "{path}": name it *.npz or *.safetensors.')
@@ -160,7 +168,7 @@ def save_feature_maps(maps: Mapping[str, torch.Tensor] | torch.Tensor, path: str
         >>> save_feature_maps(bb.extract(cat), "cat.safetensors")
         PosixPath('cat.safetensors')
     """
-    path = Path(path)
+    path = _path(path)
     suffix = _suffix(path)
     if isinstance(maps, torch.Tensor):
         maps = {"map": maps}
@@ -183,8 +191,9 @@ def load_feature_maps(path: str | os.PathLike, device: str | torch.device = "cpu
         >>> load_feature_maps("cat.safetensors").shapes
         {'blocks.1': (1, 24, 56, 56)}
     """
-    path = Path(path)
+    path = _path(path)
     suffix = _suffix(path)
+    device = torch_device("device", device)
     if suffix == ".safetensors":
         from safetensors import safe_open
 

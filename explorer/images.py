@@ -478,6 +478,11 @@ def model_view(image: Image.Image, config: Preprocess) -> Image.Image:
         >>> model_view(load_image("cat.jpg"), Preprocess(input_size=(224, 224))).size
         (224, 224)
     """
+    if not isinstance(image, Image.Image) or not isinstance(config, Preprocess):
+        raise ImageError(
+            f"model_view() takes a PIL image and a Preprocess (bb.preprocess), got {type(image).__name__} and "
+            f"{type(config).__name__}; read the image first with explorer.load_image()."
+        )
     height, width = config.input_size
     size = config.resized_size(image.width, image.height)
     if config.backend == "torch":

@@ -39,10 +39,10 @@ try:  # a much faster deflate for display; optional
 except ImportError:  # pragma: no cover - isal ships wheels for the usual platforms
     _isal_zlib = None
 
-from ._args import finite_pair, real, shown, whole
+from ._args import finite_pair, real, shown, torch_device, whole
 from .errors import InvalidArgumentError
 from .images import ImageInput, Preprocess, load_image, model_view
-from .stats import STAT_NAMES, ChannelStats, as_hw, channel_stats
+from .stats import STAT_NAMES, ChannelStats, as_hw, as_tensor, channel_stats
 from .vocabulary import NORMS
 
 __all__ = [
@@ -222,7 +222,7 @@ def colormap_lut(cmap: str, device: torch.device | str = "cpu") -> torch.Tensor:
         >>> colormap_lut("viridis")[0], colormap_lut("viridis")[255]
         (tensor([68,  1, 84], dtype=torch.uint8), tensor([253, 231,  37], dtype=torch.uint8))
     """
-    return _unpack(_palette(cmap, torch.device(device))[:256])
+    return _unpack(_palette(cmap, torch_device("device", device))[:256])
 
 
 def _unpack(packed: torch.Tensor) -> torch.Tensor:
@@ -246,7 +246,7 @@ def _palette(cmap: str, device: torch.device, background: Sequence[int] = BACKGR
     except (InvalidArgumentError, TypeError):  # not numbers, or not iterable
         rgb = ()
     if len(rgb) != 3:
-        raise InvalidArgumentError(f"background={background!r}; pass an RGB triple of 0-255 integers.")
+        raise InvalidArgumentError(f"background={shown(background)}; pass an RGB triple of 0-255 integers.")
     return _lut_cached(cmap, str(device), rgb)
 
 
@@ -344,7 +344,7 @@ def value_range(
         maps = [maps]
     lows, highs = [], []
     for fmap in maps:
-        tensor = torch.as_tensor(fmap).detach().reshape(1, -1)
+        tensor = as_tensor(fmap, "value_range()").reshape(1, -1)
         low, high = _ranges(tensor.abs() if symmetric else tensor, clip)
         lows.append(float(low[0]))
         highs.append(float(high[0]))
@@ -699,7 +699,7 @@ def render_grid(
     values = None
     if isinstance(channels, str) and channels.strip().lower().startswith(("top:", "bottom:")):
         if by not in STAT_NAMES:
-            raise InvalidArgumentError(f"by={by!r}; rank channels by one of: {', '.join(STAT_NAMES)}.")
+            raise InvalidArgumentError(f"by={shown(by)}; rank channels by one of: {', '.join(STAT_NAMES)}.")
         values = (stats if stats is not None else channel_stats(x)).values(by)
     chosen = select_channels(channels, num_channels, values)
     index = torch.as_tensor(chosen, device=x.device)
@@ -784,6 +784,10 @@ def overlay(
     values = as_hw(channel_map, "overlay()")
     picture = load_image(image)
     if preprocess is not None:
+        if not isinstance(preprocess, Preprocess):
+            raise InvalidArgumentError(
+                f"preprocess={shown(preprocess)} ({type(preprocess).__name__}); pass bb.preprocess or None."
+            )
         picture = model_view(picture, preprocess)
     device = values.device
     palette = _unpack(_palette(cmap, device)).float()

@@ -30,7 +30,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from ._args import finite_pair, whole
+from ._args import finite_pair, shown, whole
 from .errors import InvalidArgumentError
 from .vocabulary import STAT_NAMES
 
@@ -62,9 +62,29 @@ class Ranking(NamedTuple):
     values: np.ndarray
 
 
+def as_tensor(values: object, what: str) -> torch.Tensor:
+    """A tensor or a numeric array (or nested lists of numbers) as a detached tensor; anything else (strings,
+    objects, ragged or absurdly nested lists) is an :class:`~explorer.InvalidArgumentError`."""
+    if isinstance(values, torch.Tensor):
+        return values.detach()
+    if isinstance(values, np.ndarray) and values.dtype.kind not in "biuf":
+        raise InvalidArgumentError(f"{what} takes numbers; got an array of {values.dtype}.")
+    if not isinstance(values, (np.ndarray, list, tuple)):
+        raise InvalidArgumentError(
+            f"{what} takes a tensor or an array, got {type(values).__name__}: {shown(values)}. "
+            'Pass a feature map, for example maps["layer1"].'
+        )
+    try:
+        return torch.as_tensor(values).detach()
+    except (TypeError, ValueError, RuntimeError, RecursionError) as err:
+        raise InvalidArgumentError(
+            f"{what} takes a tensor or an array of numbers; {shown(values)} is not one ({type(err).__name__})."
+        ) from None
+
+
 def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor:
     """A ``(C, H, W)`` or ``(B, C, H, W)`` map (tensor or array) as a detached ``(B, C, H, W)`` tensor."""
-    tensor = torch.as_tensor(fmap).detach()
+    tensor = as_tensor(fmap, what)
     if tensor.ndim == 3:
         tensor = tensor[None]
     if tensor.ndim == 4:
@@ -79,7 +99,7 @@ def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor
 
 def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
     """One channel, ``(H, W)`` (or with leading size-1 dimensions), as a detached ``(H, W)`` tensor."""
-    values = torch.as_tensor(channel_map).detach()
+    values = as_tensor(channel_map, what)
     while values.ndim > 2 and values.shape[0] == 1:
         values = values[0]
     if values.ndim != 2:
@@ -536,7 +556,7 @@ def histogram(
     bins = whole(
         "bins", bins, minimum=1, maximum=1 << 20, hint=" It is a positive number of bins, for example 64."
     )
-    x = torch.as_tensor(fmap).detach().reshape(-1).float()
+    x = as_tensor(fmap, "histogram()").reshape(-1).float()
     finite = torch.isfinite(x)
     all_finite = bool(finite.all())
     values = x if all_finite else x[finite]

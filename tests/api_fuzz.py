@@ -31,22 +31,22 @@ from pathlib import Path
 CASE_TIMEOUT_S = 30.0
 
 FAMILIES: dict[str, list[str]] = {
-    "wrong type": ["object", "set", "lambda", "bytes", "complex"],
-    "empty": ["empty str", "empty list", "empty dict", "none"],
-    "huge": ["huge int", "huge str", "huge list"],
-    "negative": ["minus one", "huge negative"],
-    "nan": ["nan", "inf", "nan list"],
-    "nul": ["nul str", "nul bytes"],
-    "nested": ["nested list", "nested dict"],
+    "wrong type": ["object"],
+    "empty": ["empty list"],
+    "huge": ["huge int"],
+    "negative": ["minus one"],
+    "nan": ["nan"],
+    "nul": ["nul str"],
+    "nested": ["nested list"],
 }
 """The hostile value kinds, by family."""
 
 CLI_FAMILIES: dict[str, list[str]] = {
-    "wrong type": ["a word", "a folder", "superscript"],
+    "wrong type": ["a word", "superscript"],
     "empty": [""],
-    "huge": ["9" * 40, "x" * 5000],
-    "negative": ["-1", "-99999999999999999999"],
-    "nan": ["nan", "inf"],
+    "huge": ["9" * 40],
+    "negative": ["-1"],
+    "nan": ["nan"],
     "nul": ["a\x00b"],
     "nested": ["[" * 2000 + "]" * 2000],
 }
@@ -63,37 +63,32 @@ SKIPPED = {
 CLI_SKIPPED = {"lab": "starts JupyterLab in place of the process"}
 
 
-def value(kind: str):
-    """A hostile value of ``kind`` (built in the child: some cannot travel as JSON)."""
+def _nested(depth: int = 100_000) -> list:
     nested: list = []
-    for _ in range(100_000):
+    for _ in range(depth):
         nested = [nested]
-    deep: dict = {}
-    for _ in range(100_000):
-        deep = {"a": deep}
-    return {
-        "object": object(),
-        "set": {1, 2},
-        "lambda": lambda *a: None,
-        "bytes": b"\xff\xfe",
-        "complex": 1 + 2j,
-        "empty str": "",
-        "empty list": [],
-        "empty dict": {},
-        "none": None,
-        "huge int": 10**18,
-        "huge str": "x" * 1_000_000,
-        "huge list": list(range(1_000_000)),
-        "minus one": -1,
-        "huge negative": -(10**18),
-        "nan": math.nan,
-        "inf": math.inf,
-        "nan list": [math.nan, 1.0],
-        "nul str": "a\x00b",
-        "nul bytes": b"a\x00b",
-        "nested list": nested,
-        "nested dict": deep,
-    }[kind]
+    return nested
+
+
+_VALUES = {
+    "object": object,
+    "bytes": lambda: b"\xff\xfe",
+    "empty str": str,
+    "empty list": list,
+    "none": lambda: None,
+    "huge int": lambda: 10**18,
+    "huge list": lambda: list(range(1_000_000)),
+    "minus one": lambda: -1,
+    "nan": lambda: math.nan,
+    "inf": lambda: math.inf,
+    "nul str": lambda: "a\x00b",
+    "nested list": _nested,
+}
+
+
+def value(kind: str):
+    """A fresh hostile value of ``kind`` (built in the child: some cannot travel as JSON)."""
+    return _VALUES[kind]()
 
 
 # -- what to call -------------------------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     """
     if pattern is None:
         return list(SUGGESTED)
+    if not isinstance(pattern, str):
+        raise InvalidArgumentError(f"pattern={shown(pattern)}; pass a glob such as 'resnet*', or None.")
     import timm
 
     found = ["default"] if fnmatch.fnmatch("default", pattern) else []

@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._args import shown
 from ..errors import InvalidArgumentError
 from ..files import write_atomic
 from ..images import load_image
+
+MAX_SAMPLES = 100_000
+"""Most images :func:`sample_dataset` writes (about 1.5 GB of JPEG files)."""
 
 __all__ = ["SAMPLE_SIZE", "SAMPLE_SOURCES", "sample_dataset"]
 
@@ -82,8 +86,10 @@ def sample_dataset(n: int = 512, folder: str | os.PathLike | None = None) -> Pat
     """
     from skimage import data
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidArgumentError(f"n={n!r}; pass a positive number of images, for example n=512.")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise InvalidArgumentError(
+            f"n={shown(n)}; pass a number of images from 1 to {MAX_SAMPLES:,}, for example n=512."
+        )
     target = Path(folder).expanduser() if folder is not None else DEFAULT_FOLDER.expanduser() / f"n{n}"
     target.mkdir(parents=True, exist_ok=True)
     pictures: dict[str, Image.Image] = {}
