@@ -453,7 +453,7 @@ def cam(
     """
     _check_arguments(backbone, image, stage, target, method)
     if method not in METHODS:
-        close = difflib.get_close_matches(str(method), METHODS, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(method, METHODS, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise CAMError(f'Unknown CAM method "{method}".{hint} Choose one of: {", ".join(METHODS)}.')
     grad_cam = _grad_cam()

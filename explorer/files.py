@@ -20,9 +20,10 @@ import os
 import stat
 from pathlib import Path
 
+from ._args import shown
 from .errors import ExplorerError, WriteError
 
-__all__ = ["make_folder", "write_atomic"]
+__all__ = ["as_path", "make_folder", "write_atomic"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -49,6 +50,13 @@ def _refuse_link(path: Path, error: type[ExplorerError]) -> None:
         )
     if not stat.S_ISREG(mode):
         raise error(f"{path} exists and is not a regular file (a folder?). Remove it, or write elsewhere.")
+
+
+def as_path(path: object, error: type[ExplorerError] = WriteError) -> Path:
+    """``path`` (a ``str`` or path-like) as a :class:`~pathlib.Path`; anything else is refused."""
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise error(f"{shown(path)} ({type(path).__name__}) is not a path; pass a str or a pathlib.Path.")
+    return Path(path)
 
 
 def make_folder(path: Path, error: type[ExplorerError] = WriteError, hint: str = _HINT) -> Path:
@@ -93,7 +101,7 @@ def write_atomic(
         WriteError (or ``error``): a link or a folder is in the file's place, the folder is not writable, the
             disk is full or the path holds a NUL byte; the temporary file is removed and ``path`` is unchanged.
     """
-    path = Path(path)
+    path = as_path(path, error)
     if "\x00" in str(path):
         raise error(f"The path {str(path)!r:.200} holds a NUL byte. Pass a plain file path.")
     _refuse_link(path, error)

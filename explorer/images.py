@@ -538,8 +538,8 @@ def preprocess(
     """
     if isinstance(
         images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor)
-    ):
-        images = [images]
+    ) or not isinstance(images, Iterable):
+        images = [images]  # one image; anything else that is not a list is refused by load_image
     views = [model_view(load_image(image), config) for image in images]
     if not views:
         raise ImageError("No images given. Pass at least one image, or use explorer.sample_images().")

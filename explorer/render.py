@@ -236,7 +236,8 @@ def _palette(cmap: str, device: torch.device, background: Sequence[int] = BACKGR
     import matplotlib
 
     if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
-        close = difflib.get_close_matches(str(cmap), list(matplotlib.colormaps), n=5, cutoff=0.5)
+        cmap = cmap if isinstance(cmap, str) else shown(cmap)
+        close = difflib.get_close_matches(cmap, list(matplotlib.colormaps), n=5, cutoff=0.5)
         hint = f" Closest names: {', '.join(close)}." if close else ""
         raise InvalidArgumentError(
             f'Unknown colour map "{cmap}".{hint} Any matplotlib name works: "viridis", "magma", "RdBu_r", ...'
@@ -364,7 +365,8 @@ def _norm_range(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(low, high)``, each ``(K,)`` or ``(1,)`` on the map's device."""
     if norm not in NORMS:
-        close = difflib.get_close_matches(str(norm), NORMS, n=1)
+        norm = norm if isinstance(norm, str) else shown(norm)
+        close = difflib.get_close_matches(norm, NORMS, n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
         raise InvalidArgumentError(f'Unknown norm "{norm}".{hint} Choose from: {", ".join(NORMS)}.')
     if vrange is not None and norm in ("channel", "stage"):
@@ -864,8 +866,7 @@ def to_png(array: np.ndarray | torch.Tensor, level: int = 1) -> bytes:
         raise InvalidArgumentError(
             f"to_png() takes (H, W), (H, W, 3) or (H, W, 4) pixels; got shape {array.shape}."
         )
-    if not 0 <= int(level) <= 9:
-        raise InvalidArgumentError(f"level={level}; pass a zlib level from 0 (fastest) to 9 (smallest).")
+    level = whole("level", level, maximum=9, hint=" A zlib level runs from 0 (fastest) to 9 (smallest).")
     height, width = array.shape[:2]
     raw = np.empty((height, 1 + width * depth), dtype=np.uint8)
     raw[:, 0] = 0

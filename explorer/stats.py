@@ -111,10 +111,10 @@ def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
 
 
 def _check_name(by: str, names: tuple[str, ...]) -> None:
-    if by not in names:
-        close = difflib.get_close_matches(str(by), names, n=3, cutoff=0.4)
+    if not isinstance(by, str) or by not in names:
+        close = difflib.get_close_matches(by, names, n=3, cutoff=0.4) if isinstance(by, str) else []
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise InvalidArgumentError(f"Unknown statistic {by!r}.{hint} Choose from: {', '.join(names)}.")
+        raise InvalidArgumentError(f"Unknown statistic {shown(by)}.{hint} Choose from: {', '.join(names)}.")
 
 
 class _ChannelTable:
@@ -139,7 +139,7 @@ class _ChannelTable:
         nan = np.isnan(values)
         key = np.where(nan, 0.0, -values if descending else values)
         order = np.lexsort((np.arange(values.size), key, nan))
-        order = order if k is None else order[: max(0, int(k))]
+        order = order if k is None else order[: whole("k", k)]
         return Ranking(channels=order.astype(np.int64), values=values[order])
 
     def top(self, k: int | None = None, by: str = "mean", image: int | None = None) -> Ranking:
@@ -190,9 +190,13 @@ class ChannelStats(_ChannelTable):
 
     def _image_values(self, by: str, image: int) -> np.ndarray:
         images = self.shape[0]
-        if not -images <= image < images:
+        if (
+            isinstance(image, bool)
+            or not isinstance(image, (int, np.integer))
+            or not -images <= image < images
+        ):
             raise InvalidArgumentError(
-                f"image={image} is out of range; this map holds {images} image(s): 0..{images - 1}."
+                f"image={shown(image)} is not an image index; this map holds {images} image(s): 0..{images - 1}."
             )
         return self.per_image[by][image]
 

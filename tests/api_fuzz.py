@@ -385,8 +385,11 @@ def run_cli(case: dict, baseline: Baseline) -> dict:
         code = exit_.code
     except Exception as error:  # noqa: BLE001
         return {"outcome": f"bug:{type(error).__name__}", "message": str(error)[:300]}
-    lines = [line for line in err.getvalue().splitlines() if line.strip()]
-    return {"outcome": f"exit:{code}", "stderr_lines": len(lines), "message": err.getvalue()[:300]}
+    # a progress bar may share stderr (carriage returns); the error is the lines naming the command, and no
+    # traceback may appear
+    lines = err.getvalue().replace("\r", "\n").splitlines()
+    errors = [line for line in lines if line.startswith("explorer") or line.startswith("Traceback")]
+    return {"outcome": f"exit:{code}", "error_lines": len(errors), "message": err.getvalue()[-300:]}
 
 
 def main(path: str) -> None:

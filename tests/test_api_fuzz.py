@@ -34,8 +34,8 @@ def failure(case: dict, result: dict | None) -> str | None:
         code = outcome.split(":", 1)[1]
         if code not in ("0", "2"):
             return f"exit {code}"
-        if code == "2" and result["stderr_lines"] != 1:
-            return f"{result['stderr_lines']} lines on stderr: {result.get('message', '')[:120]!r}"
+        if code == "2" and result["error_lines"] != 1:
+            return f"{result['error_lines']} error lines on stderr: {result.get('message', '')[:120]!r}"
     return None
 
 

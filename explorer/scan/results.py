@@ -36,7 +36,7 @@ from PIL import Image
 
 from .._args import shown
 from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
-from ..files import make_folder, write_atomic
+from ..files import as_path, make_folder, write_atomic
 from ..images import MAX_INPUT_SIDE, model_view
 from ..render import overlay
 from ..stats import ChannelStats, Histogram
@@ -412,7 +412,7 @@ class Scan:
         ``scan.json`` carries a SHA-256 digest over everything saved (its own fields and the Parquet bytes), so
         :meth:`load` refuses a file edited by hand or damaged on the way.
         """
-        folder = make_folder(Path(folder).expanduser(), CacheError)
+        folder = make_folder(as_path(folder, CacheError).expanduser(), CacheError)
         table = reduction_to_parquet(self._reduction)
         record = self._record()
         record["sha256"] = _digest(record, table)
@@ -493,7 +493,7 @@ class Scan:
         path of ``index.html``."""
         from .report import write_report
 
-        return write_report(self, Path(folder).expanduser())
+        return write_report(self, as_path(folder).expanduser())
 
     def __repr__(self) -> str:
         stages = ", ".join(f"{name} ({self.channels(name)} ch)" for name in self.stages)

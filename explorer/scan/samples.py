@@ -23,7 +23,7 @@ from PIL import Image
 
 from .._args import shown
 from ..errors import InvalidArgumentError
-from ..files import write_atomic
+from ..files import as_path, make_folder, write_atomic
 from ..images import load_image
 
 MAX_SAMPLES = 100_000
@@ -90,8 +90,8 @@ def sample_dataset(n: int = 512, folder: str | os.PathLike | None = None) -> Pat
         raise InvalidArgumentError(
             f"n={shown(n)}; pass a number of images from 1 to {MAX_SAMPLES:,}, for example n=512."
         )
-    target = Path(folder).expanduser() if folder is not None else DEFAULT_FOLDER.expanduser() / f"n{n}"
-    target.mkdir(parents=True, exist_ok=True)
+    target = as_path(folder).expanduser() if folder is not None else DEFAULT_FOLDER.expanduser() / f"n{n}"
+    make_folder(target)
     pictures: dict[str, Image.Image] = {}
     for index in range(n):
         name = SAMPLE_SOURCES[index % len(SAMPLE_SOURCES)]
