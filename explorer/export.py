@@ -128,6 +128,7 @@ def stats_to_csv(stats: _Table, path: str | os.PathLike, image: int | None = Non
         path: the CSV file.
         image: one image's statistics instead of the pooled ones.
     """
+    _check_table(stats)
     rows = stats.rows(image) if image is not None else stats.rows()
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["channel"])
@@ -138,8 +139,16 @@ def stats_to_csv(stats: _Table, path: str | os.PathLike, image: int | None = Non
 
 def stats_to_json(stats: _Table, path: str | os.PathLike) -> Path:
     """Write shape, summary and rows (``stats.to_dict()``) as JSON; NaN and inf are written as ``null``."""
+    _check_table(stats)
     data = stats.to_dict() if hasattr(stats, "to_dict") else {"rows": stats.rows()}
     return write_atomic(path, json.dumps(_plain(data), indent=1, allow_nan=False).encode())
+
+
+def _check_table(stats: object) -> None:
+    if not callable(getattr(stats, "rows", None)):
+        raise InvalidArgumentError(
+            f"stats={shown(stats)}; pass channel_stats() or channel_difference() output."
+        )
 
 
 def _path(path: object) -> Path:
@@ -172,6 +181,8 @@ def save_feature_maps(maps: Mapping[str, torch.Tensor] | torch.Tensor, path: str
     suffix = _suffix(path)
     if isinstance(maps, torch.Tensor):
         maps = {"map": maps}
+    if not isinstance(maps, Mapping) or not all(isinstance(t, torch.Tensor) for t in maps.values()):
+        raise InvalidArgumentError(f"maps={shown(maps)}; pass FeatureMaps, a dict of tensors, or one tensor.")
     tensors = {str(name): tensor.detach().cpu().contiguous() for name, tensor in maps.items()}
     if suffix == ".safetensors":
         from safetensors.torch import save

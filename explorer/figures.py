@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ._args import shown, text, whole
+from ._args import real, shown, text, whole
 from .errors import InvalidArgumentError
 from .render import NONFINITE_COLOR, ChannelsT, render_grid
 from .stats import ChannelDifference, ChannelStats, Histogram, as_hw, histogram
@@ -144,6 +144,11 @@ def stat_bar_figure(
     """
     import plotly.graph_objects as go
 
+    if not isinstance(stats, (ChannelStats, ChannelDifference)):
+        raise InvalidArgumentError(
+            f"stats={shown(stats)}; pass channel_stats() or channel_difference() output."
+        )
+    title = text("title", title, hint="pass a string or None.", optional=True)
     values = stats.values(by, image)
     ranked = stats.top(top, by=by, image=image)
     ordered = {
@@ -275,6 +280,11 @@ def stage_grid_figure(
     grid, layout = render_grid(
         fmap, channels, norm=norm, cmap=cmap, clip=clip, vrange=vrange, cols=cols, pad=2, return_layout=True
     )
+    width = real("width", width, hint="pass the figure's width in inches, for example 6.")
+    dpi = whole("dpi", dpi, minimum=1, maximum=2400)
+    title = text("title", title, hint="pass a string or None.", optional=True)
+    if not 0 < width <= 200:
+        raise InvalidArgumentError(f"width={width}; pass a width in inches from 0 to 200, for example 6.")
     aspect = grid.shape[0] / grid.shape[1]
     figure = Figure(figsize=(width, width * aspect * 0.85 + 0.6), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)

@@ -560,6 +560,8 @@ def sample_images(names: Sequence[str] = SAMPLE_NAMES) -> dict[str, Image.Image]
     """
     from skimage import data
 
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+        raise ImageError(f"names={shown(names)}; pass a list of names such as ['chelsea', 'coffee'].")
     samples = {}
     for name in names:
         loader = getattr(data, name, None)

@@ -128,6 +128,7 @@ def select_channels(channels: ChannelsT, num_channels: int, values: np.ndarray |
         >>> select_channels("top:2", 4, values=np.array([0.1, 0.9, 0.5, 0.2]))
         [1, 2]
     """
+    num_channels = whole("num_channels", num_channels)
     if isinstance(channels, str):
         selected = _parse_channels(channels.strip().lower(), num_channels, values)
     elif isinstance(channels, slice):
@@ -343,6 +344,10 @@ def value_range(
         maps = list(maps.values())
     elif isinstance(maps, (torch.Tensor, np.ndarray)):
         maps = [maps]
+    if not isinstance(maps, (list, tuple)):
+        raise InvalidArgumentError(
+            f"value_range() takes a map, a list of maps or a dict of maps, got {type(maps).__name__}."
+        )
     lows, highs = [], []
     for fmap in maps:
         tensor = as_tensor(fmap, "value_range()").reshape(1, -1)
@@ -852,7 +857,10 @@ def to_png(array: np.ndarray | torch.Tensor, level: int = 1) -> bytes:
     """
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
-    array = np.asarray(array)
+    if not isinstance(array, np.ndarray):
+        raise InvalidArgumentError(
+            f"to_png() takes a uint8 array or tensor, got {type(array).__name__}. Render with render_grid()."
+        )
     if array.dtype != np.uint8:
         raise InvalidArgumentError(
             f"to_png() takes uint8 pixels, got {array.dtype}. Render with render_grid()/overlay(), or convert "

@@ -94,6 +94,14 @@ def _names(
     chosen: bool,
 ) -> list[str]:
     """What to scan: the selected stages (unless only layers were asked for), then the layers."""
+    if (
+        layers is not None
+        and not isinstance(layers, str)
+        and (not isinstance(layers, (list, tuple)) or not all(isinstance(name, str) for name in layers))
+    ):
+        raise InvalidArgumentError(
+            f"layers={shown(layers)}; pass a list of layer names (explorer.list_layers)."
+        )
     layers = [layers] if isinstance(layers, str) else list(layers or [])
     if out_indices is not None or out_features is not None:
         stages = select_stages(bb.stage_names, out_features, out_indices)[0]
