@@ -117,7 +117,11 @@ def select_stages(
             non-integer or out-of-range index, duplicate, order other than the network's, or ``out_features``
             and ``out_indices`` that disagree.
     """
-    if not isinstance(stage_names, (list, tuple)) or not all(isinstance(n, str) for n in stage_names):
+    if (
+        not isinstance(stage_names, (list, tuple))
+        or not stage_names
+        or not all(isinstance(n, str) for n in stage_names)
+    ):
         raise StageSelectionError(
             f"stage_names={shown(stage_names)}; pass the backbone's list of stage names."
         )
