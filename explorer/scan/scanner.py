@@ -230,7 +230,9 @@ def scan(
             f"cache={shown(cache)}; pass a folder, or None to keep the scan in memory."
         )
     if cache is not None and ("\x00" in str(cache) or not str(cache).strip()):
-        raise InvalidArgumentError(f"cache={shown(str(cache))}; pass a plain folder path, or None.")
+        raise InvalidArgumentError(
+            f"cache={shown(str(cache))} is empty or holds a NUL byte; pass a folder, or None."
+        )
     if backend == "ray":
         from .ray_backend import check_address, import_ray
 
