@@ -77,6 +77,8 @@ _EXPORTS = {
     "sample_dataset": "explorer.scan",
     "DatasetError": "explorer.errors",
     "CacheError": "explorer.errors",
+    "WriteError": "explorer.errors",
+    "ClusterError": "explorer.errors",
     "cam": "explorer.cam",
     "CAM": "explorer.cam",
     "cam_methods": "explorer.cam",
@@ -108,6 +110,7 @@ if TYPE_CHECKING:
         CAMError,
         CaptureError,
         CheckpointError,
+        ClusterError,
         DatasetError,
         ExplorerError,
         FeatureVisError,
@@ -120,6 +123,7 @@ if TYPE_CHECKING:
         UnknownBackboneError,
         UnsafeCheckpointError,
         WeightsUnavailableError,
+        WriteError,
     )
     from .export import (
         load_feature_maps,

@@ -19,7 +19,7 @@ import reprlib
 
 from .errors import InvalidArgumentError
 
-__all__ = ["whole", "real", "finite_pair", "shown"]
+__all__ = ["whole", "real", "finite_pair", "shown", "text", "torch_device"]
 
 _SHORT = reprlib.Repr()
 _SHORT.maxlist = _SHORT.maxtuple = 12
@@ -59,6 +59,29 @@ def real(name: str, value: object, *, hint: str) -> float:
     if not math.isfinite(number):
         raise InvalidArgumentError(f"{name}={shown(value)} ({type(value).__name__}); {hint}")
     return number
+
+
+def text(name: str, value: object, *, hint: str, optional: bool = False) -> str | None:
+    """``value`` if it is a string (None too when ``optional``); anything else is refused with ``hint``."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name}={shown(value)} ({type(value).__name__}); {hint}")
+    return value
+
+
+def torch_device(name: str, value: object):
+    """``value`` as a ``torch.device`` (a string such as ``"cpu"``, ``"cuda:0"``, or a device), or an
+    :class:`~explorer.InvalidArgumentError`; torch is imported here, on first use."""
+    import torch
+
+    hint = 'pass a torch device: "cpu", "cuda", "cuda:0" or "mps".'
+    if not isinstance(value, (str, torch.device)):
+        raise InvalidArgumentError(f"{name}={shown(value)} ({type(value).__name__}); {hint}")
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise InvalidArgumentError(f"{name}={shown(value)}; {hint} ({err})") from None
 
 
 def finite_pair(name: str, value: object) -> tuple[float, float]:

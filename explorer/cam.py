@@ -43,7 +43,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CAMError, GradientError, LayerNotFoundError, MissingDependencyError
+from ._args import shown
+from .errors import (
+    CAMError,
+    GradientError,
+    InvalidArgumentError,
+    LayerNotFoundError,
+    MissingDependencyError,
+)
 from .hooks import LayerLayout, _token_grid, list_layers, tap
 from .images import ImageInput
 
@@ -363,6 +370,46 @@ def _headless_target(backbone, target: TargetT, stage: str) -> tuple[str, int | 
     return score_stage, channel
 
 
+def _check_arguments(backbone, image: object, stage: object, target: object, method: object) -> None:
+    """Refuse arguments of the wrong kind before anything runs, each with the fix (the prologue of :func:`cam`)."""
+    from .backbones import Backbone
+
+    if not isinstance(backbone, Backbone):
+        raise InvalidArgumentError(
+            f"backbone={shown(backbone)} ({type(backbone).__name__}); pass a Backbone: "
+            "cam(explorer.load_backbone(spec), image, ...)."
+        )
+    if not isinstance(method, str):
+        raise CAMError(
+            f"method={shown(method)} ({type(method).__name__}); pass one name of: {', '.join(METHODS)}."
+        )
+    if stage is not None and not isinstance(stage, str):
+        raise InvalidArgumentError(
+            f"stage={shown(stage)} ({type(stage).__name__}); pass a stage name ({', '.join(backbone.stage_names)}) "
+            "or a layer from explorer.list_layers(bb), or None for the last stage."
+        )
+    targets = list(target) if isinstance(target, (list, tuple)) else [target]
+    for one in targets:
+        if one is not None and (isinstance(one, bool) or not isinstance(one, (int, np.integer, str))):
+            raise CAMError(
+                f"target={shown(one)} ({type(one).__name__}); pass a class index, a class name, "
+                '"<stage>:<channel>" or None.'
+            )
+        if isinstance(one, str) and any(c.isdigit() and c not in "0123456789" for c in one):
+            raise CAMError(f"target={one!r} holds a digit other than 0-9; write indices with 0-9.")
+    if isinstance(image, (list, tuple)) and not image:
+        raise InvalidArgumentError("image=[] holds no image; pass at least one.")
+    if isinstance(image, torch.Tensor):
+        if image.ndim == 4 and image.shape[0] == 0:
+            raise InvalidArgumentError(
+                f"image is an empty batch {tuple(image.shape)}; pass at least one image."
+            )
+        if image.is_floating_point() and image.numel() and not bool(torch.isfinite(image).all()):
+            raise InvalidArgumentError(
+                "image holds NaN or infinite values; a map of them would explain nothing. Pass finite pixels."
+            )
+
+
 def _is_batch(image: object) -> bool:
     return isinstance(image, (list, tuple)) or (isinstance(image, torch.Tensor) and image.ndim == 4)
 
@@ -391,6 +438,7 @@ def cam(
         A :class:`CAM` for one image; a list of them, one per image, for a list or a 4-D tensor.
 
     Raises:
+        InvalidArgumentError: not a Backbone, a stage that is not a string, no image, non-finite pixels.
         CAMError: unknown method, a target the head does not have, a method that needs a head on a headless
             backbone, a stage whose gradient never reaches the target.
         LayerNotFoundError: no such stage or layer.
@@ -403,8 +451,9 @@ def cam(
         >>> [r.map.shape for r in result], result[0].stage_map.shape
         ([torch.Size([224, 224]), torch.Size([224, 224])], torch.Size([14, 14]))
     """
+    _check_arguments(backbone, image, stage, target, method)
     if method not in METHODS:
-        close = difflib.get_close_matches(str(method), METHODS, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(method, METHODS, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise CAMError(f'Unknown CAM method "{method}".{hint} Choose one of: {", ".join(METHODS)}.')
     grad_cam = _grad_cam()

@@ -30,9 +30,18 @@ USER_ERROR = 2
 """The exit status for a user's mistake (argparse's own for bad arguments)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (``explorer <command>: <message>``), as every other
+    mistake is, instead of the usage block."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        self.exit(USER_ERROR, f"{self.prog}: {message[:500]} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="explorer", description="See what a vision backbone sees.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="explorer", description="See what a vision backbone sees.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def with_model(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("spec", help='checkpoint: "default", a timm name, "hf:...", "hf-hub:...", a path')
@@ -142,7 +151,8 @@ def _run_cam(args: argparse.Namespace) -> None:
     from .render import overlay
 
     bb = _backbone(args)
-    target = int(args.target) if args.target is not None and args.target.isdigit() else args.target
+    digits = args.target is not None and args.target.isascii() and args.target.isdigit()
+    target = int(args.target) if digits else args.target
     result = cam(bb, args.image, stage=args.stage, target=target, method=args.method)
     save_image(overlay(args.image, result.map, alpha=args.alpha, preprocess=bb.preprocess), args.out)
     top = ", ".join(f"{name} {p:.2f}" for _, name, p in result.top5[:3])

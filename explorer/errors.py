@@ -31,6 +31,8 @@ __all__ = [
     "CacheError",
     "AttentionError",
     "FeatureVisError",
+    "WriteError",
+    "ClusterError",
 ]
 
 
@@ -90,6 +92,16 @@ class DatasetError(ExplorerError, ValueError):
 
 class CacheError(ExplorerError, OSError):
     """A scan's cache folder cannot be written (permissions, a full disk) or is not a scan folder."""
+
+
+class WriteError(ExplorerError, OSError):
+    """A file cannot be written: the folder is not writable, the disk is full, or a symbolic link (or a folder)
+    is in the file's place; explorer never writes through a link."""
+
+
+class ClusterError(ExplorerError, RuntimeError):
+    """A Ray cluster cannot be joined (a malformed or unreachable address), or a scan on it failed past its
+    retries (actors that keep dying, a lost node); the message gives Ray's reason in one line."""
 
 
 class CAMError(ExplorerError, ValueError):

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -22,8 +23,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ._args import whole
+from ._args import shown, torch_device, whole
 from .errors import InvalidArgumentError
+from .files import write_atomic
 from .hooks import FeatureMaps
 from .render import to_png
 
@@ -57,14 +59,13 @@ def save_png(array: np.ndarray | torch.Tensor, path: str | os.PathLike, level: i
         >>> save_png(render_grid(fmap), "grid.png")
         PosixPath('grid.png')
     """
-    path = Path(path)
+    path = _path(path)
     if path.suffix.lower() not in ("", ".png"):
         raise InvalidArgumentError(
             f'save_png() writes PNG, but "{path}" names a {path.suffix} file. Name it *.png, or use '
             "explorer.save_image(array, path), which writes PNG or JPEG by the suffix."
         )
-    path.write_bytes(to_png(array, level=level))
-    return path
+    return write_atomic(path, to_png(array, level=level))
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -82,7 +83,7 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | os.PathLike, qualit
         >>> save_image(render_grid(fmap), "grid.jpg")      # JPEG bytes, as the name says
         PosixPath('grid.jpg')
     """
-    path = Path(path)
+    path = _path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise InvalidArgumentError(
@@ -99,8 +100,9 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | os.PathLike, qualit
             f"JPEG takes (H, W) or (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape}. Render with "
             "render_grid()/overlay(), or save as .png (which also keeps transparency)."
         )
-    Image.fromarray(np.ascontiguousarray(pixels)).save(path, format="JPEG", quality=quality)
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="JPEG", quality=quality)
+    return write_atomic(path, buffer.getvalue())
 
 
 def _plain(value: object) -> object:
@@ -126,24 +128,38 @@ def stats_to_csv(stats: _Table, path: str | os.PathLike, image: int | None = Non
         path: the CSV file.
         image: one image's statistics instead of the pooled ones.
     """
+    _check_table(stats)
     rows = stats.rows(image) if image is not None else stats.rows()
-    path = Path(path)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["channel"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["channel"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, text.getvalue().encode())
 
 
 def stats_to_json(stats: _Table, path: str | os.PathLike) -> Path:
     """Write shape, summary and rows (``stats.to_dict()``) as JSON; NaN and inf are written as ``null``."""
+    _check_table(stats)
     data = stats.to_dict() if hasattr(stats, "to_dict") else {"rows": stats.rows()}
-    path = Path(path)
-    path.write_text(json.dumps(_plain(data), indent=1, allow_nan=False))
-    return path
+    return write_atomic(path, json.dumps(_plain(data), indent=1, allow_nan=False).encode())
+
+
+def _check_table(stats: object) -> None:
+    if not callable(getattr(stats, "rows", None)):
+        raise InvalidArgumentError(
+            f"stats={shown(stats)}; pass channel_stats() or channel_difference() output."
+        )
+
+
+def _path(path: object) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise InvalidArgumentError(f"path={shown(path)} ({type(path).__name__}); pass a file path.")
+    return Path(path)
 
 
 def _suffix(path: Path) -> str:
+    if "\x00" in str(path):
+        raise InvalidArgumentError(f"The path {shown(str(path))} holds a NUL byte; pass a plain file path.")
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
         raise InvalidArgumentError(f'Cannot tell the format of "{path}": name it *.npz or *.safetensors.')
@@ -161,21 +177,21 @@ def save_feature_maps(maps: Mapping[str, torch.Tensor] | torch.Tensor, path: str
         >>> save_feature_maps(bb.extract(cat), "cat.safetensors")
         PosixPath('cat.safetensors')
     """
-    path = Path(path)
+    path = _path(path)
     suffix = _suffix(path)
     if isinstance(maps, torch.Tensor):
         maps = {"map": maps}
+    if not isinstance(maps, Mapping) or not all(isinstance(t, torch.Tensor) for t in maps.values()):
+        raise InvalidArgumentError(f"maps={shown(maps)}; pass FeatureMaps, a dict of tensors, or one tensor.")
     tensors = {str(name): tensor.detach().cpu().contiguous() for name, tensor in maps.items()}
     if suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file(tensors, str(path), metadata={_ORDER_KEY: json.dumps(list(tensors))})
-    else:
-        arrays = {
-            name: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for name, t in tensors.items()
-        }
-        np.savez(path, **arrays)
-    return path
+        return write_atomic(path, save(tensors, metadata={_ORDER_KEY: json.dumps(list(tensors))}))
+    arrays = {name: (t.float() if t.dtype == torch.bfloat16 else t).numpy() for name, t in tensors.items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue())
 
 
 def load_feature_maps(path: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureMaps:
@@ -186,8 +202,9 @@ def load_feature_maps(path: str | os.PathLike, device: str | torch.device = "cpu
         >>> load_feature_maps("cat.safetensors").shapes
         {'blocks.1': (1, 24, 56, 56)}
     """
-    path = Path(path)
+    path = _path(path)
     suffix = _suffix(path)
+    device = torch_device("device", device)
     if suffix == ".safetensors":
         from safetensors import safe_open
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ._args import real, shown, text, whole
+from .errors import InvalidArgumentError
 from .render import NONFINITE_COLOR, ChannelsT, render_grid
 from .stats import ChannelDifference, ChannelStats, Histogram, as_hw, histogram
 
@@ -53,8 +55,16 @@ _NONFINITE_CSS = "rgb({}, {}, {})".format(*NONFINITE_COLOR)
 def _colorscale(cmap: str) -> str | list:
     """A plotly colour scale: a matplotlib colour map name becomes 11 sampled stops; plotly names pass through."""
     import matplotlib
+    import plotly.colors
 
+    if not isinstance(cmap, str):
+        raise InvalidArgumentError(f"cmap={shown(cmap)} ({type(cmap).__name__}); pass a colour map name.")
     if cmap not in matplotlib.colormaps:
+        named = plotly.colors.named_colorscales()
+        if cmap.lower().removesuffix("_r") not in named:
+            raise InvalidArgumentError(
+                f"cmap={shown(cmap)} is neither a matplotlib nor a plotly colour map; try viridis or Viridis."
+            )
         return cmap
     positions = np.linspace(0.0, 1.0, 11)
     colours = matplotlib.colormaps[cmap](positions)[:, :3] * 255
@@ -89,8 +99,10 @@ def heatmap_figure(
     import plotly.graph_objects as go
 
     values = as_hw(channel_map, "heatmap_figure()")
+    title = text("title", title, hint="pass a string or None.", optional=True)
+    max_side = whole("max_side", max_side, minimum=1)
     height, width = values.shape
-    step = max(1, math.ceil(max(height, width) / max(1, int(max_side))))
+    step = max(1, math.ceil(max(height, width) / max_side))
     z = values[::step, ::step].float().cpu().numpy().astype(np.float64)
     nonfinite = int((~np.isfinite(z)).sum())
     z[~np.isfinite(z)] = np.nan
@@ -144,6 +156,11 @@ def stat_bar_figure(
     """
     import plotly.graph_objects as go
 
+    if not isinstance(stats, (ChannelStats, ChannelDifference)):
+        raise InvalidArgumentError(
+            f"stats={shown(stats)}; pass channel_stats() or channel_difference() output."
+        )
+    title = text("title", title, hint="pass a string or None.", optional=True)
     values = stats.values(by, image)
     ranked = stats.top(top, by=by, image=image)
     ordered = {
@@ -209,7 +226,7 @@ def histogram_figure(
     import plotly.graph_objects as go
 
     hist = data if isinstance(data, Histogram) else histogram(data, bins=bins)
-    heading = title or "activations"
+    heading = text("title", title, hint="pass a string or None.", optional=True) or "activations"
     if hist.nonfinite:
         heading += f" - {hist.nonfinite} NaN/inf values not counted"
     figure = go.Figure(
@@ -275,6 +292,11 @@ def stage_grid_figure(
     grid, layout = render_grid(
         fmap, channels, norm=norm, cmap=cmap, clip=clip, vrange=vrange, cols=cols, pad=2, return_layout=True
     )
+    width = real("width", width, hint="pass the figure's width in inches, for example 6.")
+    dpi = whole("dpi", dpi, minimum=1, maximum=2400)
+    title = text("title", title, hint="pass a string or None.", optional=True)
+    if not 0 < width <= 200:
+        raise InvalidArgumentError(f"width={width}; pass a width in inches from 0 to 200, for example 6.")
     aspect = grid.shape[0] / grid.shape[1]
     figure = Figure(figsize=(width, width * aspect * 0.85 + 0.6), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import CaptureError, LayerNotFoundError
+from ._args import shown
+from .errors import CaptureError, InvalidArgumentError, LayerNotFoundError
 
 __all__ = [
     "FeatureMaps",
@@ -66,6 +67,10 @@ class FeatureMaps(dict):
 
     def __init__(self, *args, unaligned: Mapping[str, str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if unaligned is not None and not isinstance(unaligned, Mapping):
+            raise InvalidArgumentError(
+                f"unaligned={shown(unaligned)}; pass a mapping of map name to the reason it is not aligned."
+            )
         self.unaligned: dict[str, str] = {k: v for k, v in (unaligned or {}).items() if k in self}
         """Names of maps that are not spatial maps of the input image, with the reason."""
 
@@ -130,6 +135,10 @@ def list_layers(model: nn.Module | object) -> list[str]:
         ['conv1', 'bn1', 'act1', 'maxpool']
     """
     module = getattr(model, "model", model)
+    if not isinstance(module, nn.Module):
+        raise InvalidArgumentError(
+            f"list_layers() takes a Backbone or an nn.Module, got {type(model).__name__}: {shown(model)}."
+        )
     return [name for name, _ in module.named_modules() if name]
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._args import finite_pair
+from ._args import finite_pair, shown
 from .errors import ImageError
 
 __all__ = [
@@ -336,16 +336,24 @@ def load_image(
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = name or str(path)
-        if not path.is_file():
-            raise ImageError(f"No image file at {path}. Check the path, or upload the image instead.")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
+        try:
+            if "\x00" in str(path) or not path.is_file():
+                raise ImageError(
+                    f"No image file at {str(path)!r:.300}. Check the path, or upload the image instead."
+                )
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ImageError(
+                    f"{name} is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} for an image file; it was "
+                    "not read. If it is an image you trust, raise the limit: explorer.images.MAX_FILE_BYTES = "
+                    "<bytes>."
+                )
+            with path.open("rb") as handle:
+                return _read(handle, size, name)
+        except OSError as err:  # no permission, a folder that cannot be listed, an I/O error
             raise ImageError(
-                f"{name} is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} for an image file; it was not "
-                "read. If it is an image you trust, raise the limit: explorer.images.MAX_FILE_BYTES = <bytes>."
-            )
-        with path.open("rb") as handle:
-            return _read(handle, size, name)
+                f"{name} could not be read ({err.strerror or err}). Check its permissions, or pass another file."
+            ) from err
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         return _read(io.BytesIO(data), len(data), name or "The uploaded file")
@@ -403,6 +411,10 @@ def model_view(image: ImageInput, config: Preprocess) -> Image.Image:
         >>> model_view(load_image("cat.jpg"), bb.preprocess).size
         (224, 224)
     """
+    if not isinstance(config, Preprocess):
+        raise ImageError(
+            f"model_view() takes the backbone's Preprocess (bb.preprocess) as config, got {type(config).__name__}."
+        )
     return config.view(_checked(image if isinstance(image, Image.Image) else load_image(image)))
 
 
@@ -432,8 +444,8 @@ def preprocess(
     """
     if isinstance(
         images, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, torch.Tensor)
-    ):
-        images = [images]
+    ) or not isinstance(images, Iterable):
+        images = [images]  # one image; anything else that is not a list is refused by load_image
     pictures = [_checked(load_image(image)) for image in images]
     if not pictures:
         raise ImageError("No images given. Pass at least one image, or use explorer.sample_images().")
@@ -450,6 +462,8 @@ def sample_images(names: Sequence[str] = SAMPLE_NAMES) -> dict[str, Image.Image]
     """
     from skimage import data
 
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+        raise ImageError(f"names={shown(names)}; pass a list of names such as ['chelsea', 'coffee'].")
     samples = {}
     for name in names:
         loader = getattr(data, name, None)

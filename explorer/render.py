@@ -39,10 +39,10 @@ try:  # a much faster deflate for display; optional
 except ImportError:  # pragma: no cover - isal ships wheels for the usual platforms
     _isal_zlib = None
 
-from ._args import finite_pair, real, shown, whole
+from ._args import finite_pair, real, shown, torch_device, whole
 from .errors import InvalidArgumentError
 from .images import ImageInput, Preprocess, load_image, model_view
-from .stats import STAT_NAMES, ChannelStats, as_hw, channel_stats
+from .stats import STAT_NAMES, ChannelStats, as_hw, as_tensor, channel_stats
 from .vocabulary import NORMS
 
 __all__ = [
@@ -128,6 +128,7 @@ def select_channels(channels: ChannelsT, num_channels: int, values: np.ndarray |
         >>> select_channels("top:2", 4, values=np.array([0.1, 0.9, 0.5, 0.2]))
         [1, 2]
     """
+    num_channels = whole("num_channels", num_channels)
     if isinstance(channels, str):
         selected = _parse_channels(channels.strip().lower(), num_channels, values)
     elif isinstance(channels, slice):
@@ -222,7 +223,7 @@ def colormap_lut(cmap: str, device: torch.device | str = "cpu") -> torch.Tensor:
         >>> colormap_lut("viridis")[0], colormap_lut("viridis")[255]
         (tensor([68,  1, 84], dtype=torch.uint8), tensor([253, 231,  37], dtype=torch.uint8))
     """
-    return _unpack(_palette(cmap, torch.device(device))[:256])
+    return _unpack(_palette(cmap, torch_device("device", device))[:256])
 
 
 def _unpack(packed: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,8 @@ def _palette(cmap: str, device: torch.device, background: Sequence[int] = BACKGR
     import matplotlib
 
     if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
-        close = difflib.get_close_matches(str(cmap), list(matplotlib.colormaps), n=5, cutoff=0.5)
+        cmap = cmap if isinstance(cmap, str) else shown(cmap)
+        close = difflib.get_close_matches(cmap, list(matplotlib.colormaps), n=5, cutoff=0.5)
         hint = f" Closest names: {', '.join(close)}." if close else ""
         raise InvalidArgumentError(
             f'Unknown colour map "{cmap}".{hint} Any matplotlib name works: "viridis", "magma", "RdBu_r", ...'
@@ -246,7 +248,7 @@ def _palette(cmap: str, device: torch.device, background: Sequence[int] = BACKGR
     except (InvalidArgumentError, TypeError):  # not numbers, or not iterable
         rgb = ()
     if len(rgb) != 3:
-        raise InvalidArgumentError(f"background={background!r}; pass an RGB triple of 0-255 integers.")
+        raise InvalidArgumentError(f"background={shown(background)}; pass an RGB triple of 0-255 integers.")
     return _lut_cached(cmap, str(device), rgb)
 
 
@@ -342,9 +344,13 @@ def value_range(
         maps = list(maps.values())
     elif isinstance(maps, (torch.Tensor, np.ndarray)):
         maps = [maps]
+    if not isinstance(maps, (list, tuple)):
+        raise InvalidArgumentError(
+            f"value_range() takes a map, a list of maps or a dict of maps, got {type(maps).__name__}."
+        )
     lows, highs = [], []
     for fmap in maps:
-        tensor = torch.as_tensor(fmap).detach().reshape(1, -1)
+        tensor = as_tensor(fmap, "value_range()").reshape(1, -1)
         low, high = _ranges(tensor.abs() if symmetric else tensor, clip)
         lows.append(float(low[0]))
         highs.append(float(high[0]))
@@ -364,7 +370,8 @@ def _norm_range(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(low, high)``, each ``(K,)`` or ``(1,)`` on the map's device."""
     if norm not in NORMS:
-        close = difflib.get_close_matches(str(norm), NORMS, n=1)
+        norm = norm if isinstance(norm, str) else shown(norm)
+        close = difflib.get_close_matches(norm, NORMS, n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
         raise InvalidArgumentError(f'Unknown norm "{norm}".{hint} Choose from: {", ".join(NORMS)}.')
     if vrange is not None and norm in ("channel", "stage"):
@@ -699,7 +706,7 @@ def render_grid(
     values = None
     if isinstance(channels, str) and channels.strip().lower().startswith(("top:", "bottom:")):
         if by not in STAT_NAMES:
-            raise InvalidArgumentError(f"by={by!r}; rank channels by one of: {', '.join(STAT_NAMES)}.")
+            raise InvalidArgumentError(f"by={shown(by)}; rank channels by one of: {', '.join(STAT_NAMES)}.")
         values = (stats if stats is not None else channel_stats(x)).values(by)
     chosen = select_channels(channels, num_channels, values)
     index = torch.as_tensor(chosen, device=x.device)
@@ -784,6 +791,10 @@ def overlay(
     values = as_hw(channel_map, "overlay()")
     picture = load_image(image)
     if preprocess is not None:
+        if not isinstance(preprocess, Preprocess):
+            raise InvalidArgumentError(
+                f"preprocess={shown(preprocess)} ({type(preprocess).__name__}); pass bb.preprocess or None."
+            )
         picture = model_view(picture, preprocess)
     device = values.device
     palette = _unpack(_palette(cmap, device)).float()
@@ -846,7 +857,10 @@ def to_png(array: np.ndarray | torch.Tensor, level: int = 1) -> bytes:
     """
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
-    array = np.asarray(array)
+    if not isinstance(array, np.ndarray):
+        raise InvalidArgumentError(
+            f"to_png() takes a uint8 array or tensor, got {type(array).__name__}. Render with render_grid()."
+        )
     if array.dtype != np.uint8:
         raise InvalidArgumentError(
             f"to_png() takes uint8 pixels, got {array.dtype}. Render with render_grid()/overlay(), or convert "
@@ -860,8 +874,7 @@ def to_png(array: np.ndarray | torch.Tensor, level: int = 1) -> bytes:
         raise InvalidArgumentError(
             f"to_png() takes (H, W), (H, W, 3) or (H, W, 4) pixels; got shape {array.shape}."
         )
-    if not 0 <= int(level) <= 9:
-        raise InvalidArgumentError(f"level={level}; pass a zlib level from 0 (fastest) to 9 (smallest).")
+    level = whole("level", level, maximum=9, hint=" A zlib level runs from 0 (fastest) to 9 (smallest).")
     height, width = array.shape[:2]
     raw = np.empty((height, 1 + width * depth), dtype=np.uint8)
     raw[:, 0] = 0

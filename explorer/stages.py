@@ -117,6 +117,14 @@ def select_stages(
             non-integer or out-of-range index, duplicate, order other than the network's, or ``out_features``
             and ``out_indices`` that disagree.
     """
+    if (
+        not isinstance(stage_names, (list, tuple))
+        or not stage_names
+        or not all(isinstance(n, str) for n in stage_names)
+    ):
+        raise StageSelectionError(
+            f"stage_names={shown(stage_names)}; pass the backbone's list of stage names."
+        )
     stage_names = list(stage_names)
     out_indices = list(out_indices) if isinstance(out_indices, tuple) else out_indices
     verify_stages(stage_names, out_features, out_indices)

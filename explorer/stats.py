@@ -30,7 +30,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from ._args import finite_pair, whole
+from ._args import finite_pair, shown, whole
 from .errors import InvalidArgumentError
 from .vocabulary import STAT_NAMES
 
@@ -62,9 +62,29 @@ class Ranking(NamedTuple):
     values: np.ndarray
 
 
+def as_tensor(values: object, what: str) -> torch.Tensor:
+    """A tensor or a numeric array (or nested lists of numbers) as a detached tensor; anything else (strings,
+    objects, ragged or absurdly nested lists) is an :class:`~explorer.InvalidArgumentError`."""
+    if isinstance(values, torch.Tensor):
+        return values.detach()
+    if isinstance(values, np.ndarray) and values.dtype.kind not in "biuf":
+        raise InvalidArgumentError(f"{what} takes numbers; got an array of {values.dtype}.")
+    if not isinstance(values, (np.ndarray, list, tuple)):
+        raise InvalidArgumentError(
+            f"{what} takes a tensor or an array, got {type(values).__name__}: {shown(values)}. "
+            'Pass a feature map, for example maps["layer1"].'
+        )
+    try:
+        return torch.as_tensor(values).detach()
+    except (TypeError, ValueError, RuntimeError, RecursionError) as err:
+        raise InvalidArgumentError(
+            f"{what} takes a tensor or an array of numbers; {shown(values)} is not one ({type(err).__name__})."
+        ) from None
+
+
 def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor:
     """A ``(C, H, W)`` or ``(B, C, H, W)`` map (tensor or array) as a detached ``(B, C, H, W)`` tensor."""
-    tensor = torch.as_tensor(fmap).detach()
+    tensor = as_tensor(fmap, what)
     if tensor.ndim == 3:
         tensor = tensor[None]
     if tensor.ndim == 4:
@@ -79,7 +99,7 @@ def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor
 
 def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
     """One channel, ``(H, W)`` (or with leading size-1 dimensions), as a detached ``(H, W)`` tensor."""
-    values = torch.as_tensor(channel_map).detach()
+    values = as_tensor(channel_map, what)
     while values.ndim > 2 and values.shape[0] == 1:
         values = values[0]
     if values.ndim != 2:
@@ -91,10 +111,10 @@ def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
 
 
 def _check_name(by: str, names: tuple[str, ...]) -> None:
-    if by not in names:
-        close = difflib.get_close_matches(str(by), names, n=3, cutoff=0.4)
+    if not isinstance(by, str) or by not in names:
+        close = difflib.get_close_matches(by, names, n=3, cutoff=0.4) if isinstance(by, str) else []
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise InvalidArgumentError(f"Unknown statistic {by!r}.{hint} Choose from: {', '.join(names)}.")
+        raise InvalidArgumentError(f"Unknown statistic {shown(by)}.{hint} Choose from: {', '.join(names)}.")
 
 
 class _ChannelTable:
@@ -119,7 +139,7 @@ class _ChannelTable:
         nan = np.isnan(values)
         key = np.where(nan, 0.0, -values if descending else values)
         order = np.lexsort((np.arange(values.size), key, nan))
-        order = order if k is None else order[: max(0, int(k))]
+        order = order if k is None else order[: whole("k", k)]
         return Ranking(channels=order.astype(np.int64), values=values[order])
 
     def top(self, k: int | None = None, by: str = "mean", image: int | None = None) -> Ranking:
@@ -170,9 +190,13 @@ class ChannelStats(_ChannelTable):
 
     def _image_values(self, by: str, image: int) -> np.ndarray:
         images = self.shape[0]
-        if not -images <= image < images:
+        if (
+            isinstance(image, bool)
+            or not isinstance(image, (int, np.integer))
+            or not -images <= image < images
+        ):
             raise InvalidArgumentError(
-                f"image={image} is out of range; this map holds {images} image(s): 0..{images - 1}."
+                f"image={shown(image)} is not an image index; this map holds {images} image(s): 0..{images - 1}."
             )
         return self.per_image[by][image]
 
@@ -536,7 +560,7 @@ def histogram(
     bins = whole(
         "bins", bins, minimum=1, maximum=1 << 20, hint=" It is a positive number of bins, for example 64."
     )
-    x = torch.as_tensor(fmap).detach().reshape(-1).float()
+    x = as_tensor(fmap, "histogram()").reshape(-1).float()
     finite = torch.isfinite(x)
     all_finite = bool(finite.all())
     values = x if all_finite else x[finite]

@@ -23,10 +23,11 @@ from PIL import Image
 
 import explorer
 from explorer.backbones.timm import TimmPreprocess
+from explorer.files import write_atomic
 from explorer.scan import local as scan_local
 from explorer.scan import scanner
 from explorer.scan.reduce import HISTOGRAM_BINS, HISTOGRAM_LIMIT, NO_IMAGE, Reduction
-from explorer.scan.store import atomic_write, reduction_from_parquet, reduction_to_parquet
+from explorer.scan.store import reduction_from_parquet, reduction_to_parquet
 
 SIZE = (64, 64)
 STAGES = ["layer1", "layer2"]
@@ -462,14 +463,14 @@ def test_unwritable_cache_and_full_disk(bb, folder, tmp_path, monkeypatch):
 
 def test_atomic_write_leaves_old_content_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "x.json"
-    atomic_write(path, b"old")
+    write_atomic(path, b"old", explorer.CacheError)
 
     def broken(*_args):
         raise OSError(errno.EIO, "I/O error")
 
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(explorer.CacheError):
-        atomic_write(path, b"new")
+        write_atomic(path, b"new", explorer.CacheError)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InvalidArgumentError
+from .._args import shown
+from ..errors import CheckpointError, InvalidArgumentError
 from ..stages import OutFeaturesT, OutIndicesT
 from ._base import WEIGHT_ORIGINS, Backbone, Stage, resolve_device
 from ._checkpoint import WEIGHT_SUFFIXES
@@ -63,6 +64,8 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     """
     if pattern is None:
         return list(SUGGESTED)
+    if not isinstance(pattern, str):
+        raise InvalidArgumentError(f"pattern={shown(pattern)}; pass a glob such as 'resnet*', or None.")
     import timm
 
     found = ["default"] if fnmatch.fnmatch("default", pattern) else []
@@ -70,7 +73,10 @@ def list_backbones(pattern: str | None = None) -> list[str]:
 
 
 def _is_local(spec: str) -> bool:
-    return _is_path(spec) or Path(spec).expanduser().exists()
+    try:
+        return _is_path(spec) or Path(spec).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for the file system: no local file
+        return False
 
 
 def _is_path(spec: str) -> bool:
@@ -107,9 +113,11 @@ def load_backbone(
         spec that is no local file, an unknown device).
     """
     options = dict(pretrained=pretrained, device=device, out_indices=out_indices, out_features=out_features)
-    if not isinstance(spec, (str, os.PathLike)):
-        raise InvalidArgumentError(f"spec={spec!r} ({type(spec).__name__}); pass a string or a path.")
+    if not isinstance(spec, (str, os.PathLike)) or not isinstance(os.fspath(spec), str):
+        raise InvalidArgumentError(f"spec={shown(spec)} ({type(spec).__name__}); pass a string or a path.")
     spec = os.fspath(spec).strip()
+    if "\x00" in spec:
+        raise InvalidArgumentError(f"spec={shown(spec)} holds a NUL byte; pass a model name or a plain path.")
     if not spec:  # Path("") is the current folder: an empty box in the panel must not load it
         raise InvalidArgumentError(
             'An empty spec names no model. Pass "default", a timm name ("resnet18"), "hf:<repo or folder>", '
@@ -121,6 +129,22 @@ def load_backbone(
             f'arch= names the timm architecture of a bare weights file, but "{spec}" is not a local file or '
             "folder: its architecture is known already. Drop arch=, or pass the path of the weights file."
         )
+    try:
+        return _load(spec, local, options, kwargs)
+    except RecursionError:
+        raise CheckpointError(
+            f"A config file of {shown(spec)} is nested too deeply to read: it is no model config. Replace its "
+            "config.json / preprocessor_config.json with the model's own."
+        ) from None
+    except PermissionError as err:
+        raise CheckpointError(
+            f"Cannot read {err.filename or spec} (permission denied). Check its permissions, or copy the model "
+            "somewhere you can read."
+        ) from None
+
+
+def _load(spec: str, local: bool, options: dict, kwargs: dict) -> Backbone:
+    """The source's loader for ``spec``."""
     if spec == "default":
         from .default import load_default
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._args import shown, whole
 from ..errors import AttentionError, ExplorerError, InvalidArgumentError, StageSelectionError
 from ..hooks import FeatureMaps, LayerLayout, capture, find_layouts, resolve_layers
-from ..images import ImageInput, Preprocess, preprocess
+from ..images import MAX_INPUT_SIDE, ImageInput, Preprocess, preprocess
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
 from ._checkpoint import nonfinite_note
 
@@ -115,6 +116,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         InvalidArgumentError: not a device name (``"bogus"``), or a device this machine does not have
             (``"cuda"`` without a GPU, ``"cuda:3"`` with two).
     """
+    if not isinstance(device, (str, torch.device)):
+        raise InvalidArgumentError(
+            f'device={shown(device)} ({type(device).__name__}); pass "auto", "cpu", "cuda", "cuda:1" or "mps".'
+        )
     if str(device) != "auto":
         return _available(device)
     if torch.cuda.is_available():
@@ -130,7 +135,7 @@ def _available(device: str | torch.device) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise InvalidArgumentError(
-            f'device={device!r} is not a device. Pass "auto", "cpu", "cuda", "cuda:1" or "mps".'
+            f'device={shown(device)} is not a device. Pass "auto", "cpu", "cuda", "cuda:1" or "mps".'
         ) from None
     if resolved.type in ("cpu", "meta"):
         return resolved
@@ -286,6 +291,10 @@ class Backbone:
             self._device = resolve_device(device)
             self.model.to(self._device)
         if dtype is not None:
+            if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+                raise InvalidArgumentError(
+                    f"dtype={shown(dtype)}; pass a floating torch dtype (torch.float16)."
+                )
             self.model.to(dtype)
         return self
 
@@ -304,7 +313,10 @@ class Backbone:
             >>> explorer.load_backbone("inception_v3", pretrained=False).output_shapes((299, 299))["Mixed_5d"]
             (288, 35, 35)
         """
-        size = tuple(int(v) for v in (input_size or self.preprocess.input_size))
+        size = input_size if input_size is not None else self.preprocess.input_size
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise InvalidArgumentError(f"input_size={shown(input_size)}; pass (height, width).")
+        size = tuple(whole("input_size", v, minimum=1, maximum=MAX_INPUT_SIDE) for v in size)
         if size not in self._shapes:
             self._shapes[size] = self._probe_shapes(size)
         return dict(self._shapes[size])
@@ -401,6 +413,10 @@ class Backbone:
         """
         if isinstance(layers, str):
             layers = [layers]
+        if not isinstance(layers, (list, tuple)) or not all(isinstance(name, str) for name in layers):
+            raise InvalidArgumentError(
+                f"layers={shown(layers)}; pass a list of stage or layer names (explorer.list_layers(bb))."
+            )
         pixel_values = self._prepare(pixel_values)
         precision = self.precision
         with (
@@ -540,7 +556,7 @@ class Backbone:
 
     def _prepare(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
-            raise TypeError(
+            raise InvalidArgumentError(
                 "pixel_values must be a (B, 3, H, W) tensor; for images use bb.extract(images) instead."
             )
         return pixel_values.to(self.device, self.dtype)

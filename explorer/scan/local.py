@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import Backbone
-from ..errors import ImageError
+from ..errors import DatasetError, ImageError
 from ..images import Preprocess, preprocess
 from .reduce import Reduction
 from .sources import ImageSource
@@ -55,7 +56,11 @@ def plan_shards(count: int, shard_size: int) -> list[Shard]:
 
 
 class _Pixels(Dataset):
-    """Item ``i``: ``(i, (3, H, W) float32 pixels or None, the reason it could not be read or None)``."""
+    """Item ``i``: ``(i, (3, H, W) float32 pixels or None, the reason it could not be read or None)``.
+
+    Any failure to read or decode one item (an unreadable file, a dataset's own exception) is that item's reason,
+    never the end of the scan.
+    """
 
     def __init__(self, source: ImageSource, config: Preprocess) -> None:
         self.source, self.config = source, config
@@ -68,6 +73,8 @@ class _Pixels(Dataset):
             return index, preprocess([self.source.read(index)], self.config)[0], None
         except ImageError as err:
             return index, None, str(err)
+        except Exception as err:  # noqa: BLE001 - one bad item is skipped with its reason, whatever it raised
+            return index, None, f"{type(err).__name__}: {err}"
 
 
 def _collate(items):
@@ -76,6 +83,55 @@ def _collate(items):
     if not read:
         return [], None, failed
     return [index for index, _ in read], torch.stack([pixels for _, pixels in read]), failed
+
+
+WORKER_RETRIES = 3
+"""Times a shard is read again after a DataLoader worker died in it before the scan stops."""
+
+
+def _worker_died(err: BaseException) -> bool:
+    return isinstance(err, RuntimeError) and "DataLoader worker" in str(err)
+
+
+def _loader(pixels: _Pixels, batches: list[list[int]], num_workers: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        pixels, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate, pin_memory=pin
+    )
+
+
+def _probe(pixels: _Pixels, items: list[int], sender) -> None:
+    """In a child process: read each item in order and report its index once it is read."""
+    for index in items:
+        pixels[index]
+        sender.send(index)
+    sender.close()
+
+
+def _killers(pixels: _Pixels, items: list[int]) -> dict[int, str]:
+    """The items whose reading kills the process reading them: one child process reads the items in order and
+    reports each; when it dies, the first item it did not report is the one, and the child reads on after it."""
+    found: dict[int, str] = {}
+    remaining = list(items)
+    context = multiprocessing.get_context()
+    while remaining:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_probe, args=(pixels, remaining, sender), daemon=True)
+        child.start()
+        sender.close()
+        returned = 0
+        try:
+            while returned < len(remaining):
+                receiver.recv()
+                returned += 1
+        except EOFError:  # the child ended before reporting every item
+            pass
+        child.join()
+        receiver.close()
+        if returned < len(remaining):
+            found[remaining[returned]] = f"reading it ended the reading process (exit code {child.exitcode})"
+            returned += 1
+        remaining = remaining[returned:]
+    return found
 
 
 def scan_shards(
@@ -90,6 +146,12 @@ def scan_shards(
 ) -> Iterator[tuple[Shard, ShardResult]]:
     """Scan ``shards`` of ``source`` in order, yielding each one's result as soon as it is finished.
 
+    Each shard has its own DataLoader, so no worker outlives its shard. An item that cannot be read is skipped
+    with its reason; a worker that dies (an item that crashes the decoder, a kill) makes the shard be read again:
+    first each of its items alone, to find the ones that end their process (skipped, with that reason), then the
+    rest as usual; after :data:`WORKER_RETRIES` deaths with no such item found the scan stops with a
+    :class:`~explorer.DatasetError`.
+
     Args:
         bb: the backbone, on its device.
         source: the images.
@@ -100,28 +162,46 @@ def scan_shards(
         num_workers: DataLoader worker processes reading and preprocessing images; 0 reads in this process.
         on_batch: called with the number of images (read or skipped) after every batch, for a progress bar.
     """
-    batches, ends = [], []
+    pixels = _Pixels(source, bb.preprocess)
+    pin = bb.device.type == "cuda"
     for shard in shards:
-        starts = range(shard.start, shard.stop, batch_size)
-        batches += [list(range(start, min(start + batch_size, shard.stop))) for start in starts]
-        ends += [None] * (len(starts) - 1) + [shard]
-    loader = DataLoader(
-        _Pixels(source, bb.preprocess),
-        batch_sampler=batches,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=bb.device.type == "cuda",
-    )
-    reduction, scanned, skipped = Reduction(k), 0, []
-    for end, (indices, pixels, failed) in zip(ends, loader):
-        for index, reason in failed:
-            _log.warning("skipped image %s: %s", source.name(index), reason)
-            skipped.append((source.name(index), reason))
-        if pixels is not None:
-            reduction.update(bb.capture(pixels, list(names)), torch.tensor(indices, dtype=torch.int64))
-            scanned += len(indices)
-        if on_batch is not None:
-            on_batch(len(indices) + len(failed))
-        if end is not None:
-            yield end, ShardResult(reduction, scanned, skipped)
-            reduction, scanned, skipped = Reduction(k), 0, []
+        killers: dict[int, str] = {}
+        reported, deaths = 0, 0
+        while True:
+            items = [index for index in range(shard.start, shard.stop) if index not in killers]
+            batches = [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
+            reduction, scanned, done = Reduction(k), 0, 0
+            failures = dict(killers)
+            try:
+                for indices, found, failed in _loader(pixels, batches, min(num_workers, len(batches)), pin):
+                    failures.update(failed)
+                    if found is not None:
+                        reduction.update(
+                            bb.capture(found, list(names)), torch.tensor(indices, dtype=torch.int64)
+                        )
+                        scanned += len(indices)
+                    done += len(indices) + len(failed)
+                    if on_batch is not None and done > reported:
+                        on_batch(done - reported)
+                        reported = done
+            except RuntimeError as err:
+                if num_workers == 0 or not _worker_died(err):
+                    raise
+                deaths += 1
+                _log.warning("a DataLoader worker died in shard %d (%s); reading it again", shard.index, err)
+                more = _killers(pixels, items)
+                killers.update(more)
+                if not more and deaths >= WORKER_RETRIES:
+                    raise DatasetError(
+                        f"DataLoader workers died {deaths} times reading images {shard.start} to {shard.stop - 1} "
+                        f"({' '.join(str(err).split())[:200]}), with no image to blame. Scan with num_workers=0, "
+                        "or give the workers more memory."
+                    ) from None
+                continue
+            skipped = [(source.name(index), reason) for index, reason in sorted(failures.items())]
+            for name, reason in skipped:
+                _log.warning("skipped image %s: %s", name, reason)
+            if on_batch is not None and len(killers) + done > reported:
+                on_batch(len(killers) + done - reported)
+            yield shard, ShardResult(reduction, scanned, skipped)
+            break

@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 from collections.abc import Iterator, Sequence
 
 import torch
 
+from .._args import shown
 from ..backbones import Backbone
-from ..errors import MissingDependencyError
+from ..errors import ClusterError, ExplorerError, MissingDependencyError
 from .local import Shard, scan_shards
 from .sources import ImageSource
 from .store import ShardResult, reduction_from_parquet, reduction_to_parquet
 
-__all__ = ["import_ray", "ray_shards"]
+__all__ = ["actor_plan", "check_address", "import_ray", "ray_shards", "reason"]
 
 _log = logging.getLogger(__name__)
 
@@ -84,6 +87,73 @@ class _ShardActor:
         return rows
 
 
+ACTOR_RETRIES = 2
+"""Times a dead actor is restarted, and a shard whose actor died is retried, before the scan stops."""
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds to wait for a cluster's head to answer at ``host:port`` before refusing the address."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")
+
+
+def reason(err: BaseException) -> str:
+    """One line saying why Ray failed: ANSI colours and tracebacks dropped, the innermost ``XError: message``
+    line when there is one, else the first line, at most 300 characters."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    found = [line for line in lines if _ERROR_LINE.match(line)]
+    if found:
+        return found[-1][:300]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def check_address(address: str | None) -> None:
+    """Refuse a malformed Ray address, or a ``host:port`` where nothing answers, before Ray waits on it.
+
+    Raises:
+        ClusterError: the address is not ``"auto"``, ``"local"``, ``"host:port"`` or ``"ray://host:port"``, or
+            nothing listens at it.
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    hint = 'Pass "host:port" of the head node (its GCS port, 6379 by default), "ray://host:10001" or "auto".'
+    if not isinstance(address, str) or "\x00" in address or any(c.isspace() for c in address):
+        raise ClusterError(f"address={shown(address)} is not a Ray address. {hint}")
+    bare = address.removeprefix("ray://")
+    host, _, port = bare.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"address={shown(address)} is not a Ray address. {hint}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except (OSError, UnicodeError) as err:
+        raise ClusterError(
+            f"Nothing answers at {address} ({getattr(err, 'strerror', None) or err}). Start the cluster "
+            f"(ray start --head), or check the address. {hint}"
+        ) from None
+
+
+def actor_plan(nodes: list[dict], shards: int) -> tuple[int, int, int]:
+    """``(actors, CPUs per actor, GPUs per actor)`` that fit on the alive nodes of ``ray.nodes()``.
+
+    A request is placed on one node, so an actor never asks for more CPUs than one node has: with GPUs, one
+    actor per GPU; else as many actors as there are CPUs (at most one per shard), each given the most CPUs that
+    still lets every actor be placed.
+
+    Example::
+
+        >>> actor_plan([{"Alive": True, "Resources": {"CPU": 2.0}}] * 2, shards=1)
+        (1, 2, 0)
+    """
+    alive = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
+    gpus = sum(int(resources.get("GPU", 0)) for resources in alive)
+    if gpus:
+        return max(1, min(shards, gpus)), 1, 1
+    cpus = [int(resources.get("CPU", 0)) for resources in alive]
+    actors = max(1, min(shards, sum(cpus)))
+    threads = next((t for t in range(max(cpus, default=1), 0, -1) if sum(c // t for c in cpus) >= actors), 1)
+    return actors, max(1, threads), 0
+
+
 def ray_shards(
     bb: Backbone,
     source: ImageSource,
@@ -93,41 +163,55 @@ def ray_shards(
     batch_size: int,
     address: str | None = None,
 ) -> Iterator[tuple[Shard, ShardResult]]:
-    """Scan ``shards`` on Ray, yielding each shard's result as it arrives (in any order)."""
+    """Scan ``shards`` on Ray, yielding each shard's result as it arrives (in any order).
+
+    A dead actor is restarted and its shard retried :data:`ACTOR_RETRIES` times; past that, and for any other
+    failure of Ray, the scan stops with a :class:`~explorer.ClusterError` giving Ray's reason in one line (the
+    shards finished before it are kept in the cache).
+
+    Raises:
+        ClusterError: a malformed or unreachable address, or a failure of the cluster past its retries.
+    """
     ray = import_ray()
     if not shards:
         return
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the scan's own bar counts the images
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-    actors = max(1, min(len(shards), gpus or cpus))
-    threads = 1 if gpus else max(1, cpus // actors)
-    _log.info(
-        "Ray: %d actors (%d GPUs, %d CPUs in the cluster) for %d shards", actors, gpus, cpus, len(shards)
-    )
-    plan = ray.data.from_items(
-        [{"index": s.index, "start": s.start, "stop": s.stop} for s in shards],
-        override_num_blocks=len(shards),
-    )
-    scanned = plan.map_batches(
-        _ShardActor,
-        fn_constructor_kwargs={
-            "backbone": [ray.put(bb)],
-            "source": source,
-            "names": list(names),
-            "k": k,
-            "batch_size": batch_size,
-            "threads": threads,
-        },
-        batch_size=1,
-        concurrency=actors,
-        num_gpus=1 if gpus else 0,
-        num_cpus=1 if gpus else threads,
-    )
-    for row in scanned.iter_rows():
-        shard = Shard(int(row["index"]), int(row["start"]), int(row["stop"]))
-        skipped = [(name, reason) for name, reason in json.loads(row["skipped"])]
-        yield shard, ShardResult(reduction_from_parquet(row["table"], k), int(row["scanned"]), skipped)
+    try:
+        if not ray.is_initialized():
+            check_address(address)
+            ray.init(address=address, log_to_driver=False)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the scan's own bar counts the images
+        actors, threads, gpus = actor_plan(ray.nodes(), len(shards))
+        _log.info("Ray: %d actors of %d CPUs, %d GPU for %d shards", actors, threads, gpus, len(shards))
+        plan = ray.data.from_items(
+            [{"index": s.index, "start": s.start, "stop": s.stop} for s in shards],
+            override_num_blocks=len(shards),
+        )
+        scanned = plan.map_batches(
+            _ShardActor,
+            fn_constructor_kwargs={
+                "backbone": [ray.put(bb)],
+                "source": source,
+                "names": list(names),
+                "k": k,
+                "batch_size": batch_size,
+                "threads": threads,
+            },
+            batch_size=1,
+            concurrency=(1, actors),
+            num_gpus=gpus,
+            num_cpus=1 if gpus else threads,
+            max_restarts=ACTOR_RETRIES,
+            max_task_retries=ACTOR_RETRIES,
+        )
+        for row in scanned.iter_rows():
+            shard = Shard(int(row["index"]), int(row["start"]), int(row["stop"]))
+            skipped = [(name, why) for name, why in json.loads(row["skipped"])]
+            yield shard, ShardResult(reduction_from_parquet(row["table"], k), int(row["scanned"]), skipped)
+    except ExplorerError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure of Ray, one line, no traceback
+        raise ClusterError(
+            f"The scan on Ray failed: {reason(err)}. Finished shards are kept in the cache; run the scan again, "
+            'or scan with backend="local".'
+        ) from None

@@ -47,6 +47,10 @@ HISTOGRAM_LIMIT = 8.0
 NO_IMAGE = torch.iinfo(torch.int64).max
 """The image index of an empty top-k slot (fewer than k images seen); its value is ``-inf``."""
 
+MAX_K = 1000
+"""Most exemplars a scan keeps per channel: its tables hold ``channels x k`` entries per stage (about 40 MB for
+2,048 channels at this bound), allocated before the first image."""
+
 ACCUMULATORS = ("count", "mean", "m2", "min", "max", "sumsq", "zeros", "positive", "nonfinite")
 """The per-channel sums behind a scan's statistics, in column order."""
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..export import save_png
+from ..files import make_folder, write_atomic
 
 __all__ = ["write_report"]
 
@@ -41,9 +42,14 @@ svg {{ vertical-align: middle; }}
 """
 
 
+def _e(value: object) -> str:
+    """``value`` as text safe anywhere in the page (element text and quoted attributes)."""
+    return html.escape(str(value), quote=True)
+
+
 def _page(title: str, body: str) -> str:
     return (
-        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
 
@@ -69,12 +75,12 @@ def _sparkline(counts: np.ndarray, width: int = 160, height: int = 28) -> str:
 def _stage_page(scan, stage: str, folder: Path) -> str:
     stem = _file_stem(stage)
     crops_folder = folder / stem
-    crops_folder.mkdir(parents=True, exist_ok=True)
+    make_folder(crops_folder)
     channels = range(scan.channels(stage))
     files: dict[tuple[int, int], str] = {}
     for channel, rank, crop in scan.exemplar_crops(stage, list(channels)):
         name = f"c{channel:04d}_{rank:02d}.png"
-        save_png(np.asarray(crop), crops_folder / name)
+        save_png(np.asarray(crop), crops_folder / name)  # atomic, never through a planted link
         files[channel, rank] = f"{stem}/{name}"
     stats = scan.stats(stage)
     sections = []
@@ -88,23 +94,24 @@ def _stage_page(scan, stage: str, folder: Path) -> str:
             )
             caption = f"{exemplar.value:.3g} @ {exemplar.cell[0]},{exemplar.cell[1]} · {source}"
             figures.append(
-                f'<figure><img src="{html.escape(files[channel, rank])}" alt="exemplar {rank + 1}" '
-                f'title="{html.escape(str(exemplar.source))}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+                f'<figure><img src="{_e(files[channel, rank])}" alt="exemplar {_e(rank + 1)}" '
+                f'title="{_e(exemplar.source)}"><figcaption>{_e(caption)}</figcaption></figure>'
             )
         numbers = (
             f"mean {stats.mean[channel]:.3g} · std {stats.std[channel]:.3g} · max {stats.max[channel]:.3g} · "
             f"sparsity {stats.sparsity[channel]:.1%}"
         )
         sections.append(
-            f'<div class="channel" id="c{channel}"><h2>channel {channel}</h2>'
-            f'<div class="stats">{html.escape(numbers)} {_sparkline(scan.histogram(stage, channel).counts)}</div>'
+            f'<div class="channel" id="c{_e(channel)}"><h2>channel {_e(channel)}</h2>'
+            f'<div class="stats">{_e(numbers)} {_sparkline(scan.histogram(stage, channel).counts)}</div>'
             f'<div class="row">{"".join(figures)}</div></div>'
         )
     info = scan.info
     head = (
-        f'<p><a href="index.html">all stages</a></p><h1>{html.escape(stage)} · {html.escape(str(info["spec"]))}</h1>'
-        f"<p>{len(scan)} images, top {info['k']} per channel by spatial maximum; crops show the receptive field "
-        f"({info['fields'][stage]} px square of the {info['input_size'][1]}x{info['input_size'][0]} model input) "
+        f'<p><a href="index.html">all stages</a></p><h1>{_e(stage)} · {_e(info["spec"])}</h1>'
+        f"<p>{_e(len(scan))} images, top {_e(info['k'])} per channel by spatial maximum; crops show the receptive "
+        f"field ({_e(info['fields'][stage])} px square of the {_e(info['input_size'][1])}x"
+        f"{_e(info['input_size'][0])} model input) "
         "with the channel overlaid, from its dataset mean (dark) to its best value (bright).</p>"
     )
     return _page(f"{stage} · {info['spec']}", head + "\n".join(sections))
@@ -116,25 +123,22 @@ def write_report(scan, folder: Path) -> Path:
     rows = []
     for stage in scan.stages:
         page = f"{_file_stem(stage)}.html"
-        (folder / page).write_text(_stage_page(scan, stage, folder), encoding="utf-8")
+        write_atomic(folder / page, _stage_page(scan, stage, folder).encode())
         height, width = scan.stats(stage).shape[2:]
         rows.append(
-            f'<tr><td><a href="{html.escape(page)}">{html.escape(stage)}</a></td><td>{scan.channels(stage)}</td>'
-            f"<td>{height}x{width}</td><td>{scan.info['fields'][stage]} px</td></tr>"
+            f'<tr><td><a href="{_e(page)}">{_e(stage)}</a></td><td>{_e(scan.channels(stage))}</td>'
+            f"<td>{_e(height)}x{_e(width)}</td><td>{_e(scan.info['fields'][stage])} px</td></tr>"
         )
     info = scan.info
-    skipped = "".join(
-        f"<li>{html.escape(str(source))}: {html.escape(reason)}</li>" for source, reason in scan.skipped
-    )
+    skipped = "".join(f"<li>{_e(source)}: {_e(reason)}</li>" for source, reason in scan.skipped)
     body = (
-        f"<h1>Scan of {html.escape(str(info['spec']))}</h1>"
-        f"<p>weights: {html.escape(info['weights'])} · {len(scan)} of {info['images']} images scanned · "
-        f"{len(scan.skipped)} skipped · k = {info['k']}</p>"
+        f"<h1>Scan of {_e(info['spec'])}</h1>"
+        f"<p>weights: {_e(info['weights'])} · {_e(len(scan))} of {_e(info['images'])} images scanned · "
+        f"{_e(len(scan.skipped))} skipped · k = {_e(info['k'])}</p>"
         "<table><tr><th>stage</th><th>channels</th><th>map</th><th>receptive field</th></tr>"
         + "".join(rows)
         + "</table>"
         + (f"<h2>Skipped images</h2><ul>{skipped}</ul>" if skipped else "")
     )
     index = folder / "index.html"
-    index.write_text(_page(f"Scan of {info['spec']}", body), encoding="utf-8")
-    return index
+    return write_atomic(index, _page(f"Scan of {info['spec']}", body).encode())

@@ -25,23 +25,155 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
+from .._args import shown
 from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
-from ..images import model_view
+from ..files import as_path, make_folder, write_atomic
+from ..images import MAX_INPUT_SIDE, model_view
 from ..render import overlay
 from ..stats import ChannelStats, Histogram
 from .fields import cell_box
-from .reduce import NO_IMAGE, Reduction, StageReduction, histogram_edges
+from .reduce import MAX_K, NO_IMAGE, Reduction, StageReduction, histogram_edges
 from .sources import ImageSource, open_source
-from .store import DEFAULT_CACHE, atomic_write, reduction_from_parquet, reduction_to_parquet, weights_digest
+from .store import DEFAULT_CACHE, FORMAT_VERSION, reduction_from_parquet, reduction_to_parquet, weights_digest
 
 __all__ = ["Exemplar", "Scan"]
+
+MAX_RECORD_BYTES = 256 * 2**20
+"""Largest ``scan.json`` read (the exemplars' names and skipped images of a scan of millions of images fit)."""
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_KEY = re.compile(r"[0-9a-f]{1,64}")
+_KINDS = ("folder", "paths", "torch", "hf")
+_MOST = 2**40  # no count in a scan comes near it
+
+
+def _digest(record: dict, table: bytes) -> str:
+    """SHA-256 over the saved fields (canonical JSON) and the Parquet bytes."""
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, allow_nan=False).encode())
+    digest.update(b"\x00")
+    digest.update(table)
+    return digest.hexdigest()
+
+
+def _saved_folder(path: str | os.PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or "\x00" in str(path) or not str(path).strip():
+        raise InvalidArgumentError(
+            f"path={shown(path)}; pass the folder a scan was saved in (scan.save(folder)) or a scan key."
+        )
+    folder = Path(path).expanduser()
+    try:
+        if (
+            not (folder / "scan.json").exists()
+            and (DEFAULT_CACHE.expanduser() / str(path) / "scan.json").exists()
+        ):
+            folder = DEFAULT_CACHE.expanduser() / str(path)
+    except OSError as err:  # a name too long, a folder that cannot be listed
+        raise CacheError(f"Cannot read a scan at {shown(str(path))} ({err.strerror or err}).") from err
+    return folder
+
+
+def _read_small(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_RECORD_BYTES:
+        raise ValueError(f"scan.json is {size:,} bytes, over {MAX_RECORD_BYTES:,}")
+    return path.read_text(encoding="utf-8")
+
+
+def _integer(value: object, name: str, low: int, high: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        raise ValueError(
+            f"{name}={shown(value)} is not a whole number from {low} to {high if high is not None else 'up'}"
+        )
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or len(value) > 4096:
+        raise ValueError(f"{name}={shown(value)} is not a string")
+    return value
+
+
+def _source_name(value: object, name: str) -> str | int:
+    return _integer(value, name, 0) if isinstance(value, int) else _text(value, name)
+
+
+def _check(body: dict) -> tuple[dict, dict[int, str | int], list[tuple[str | int, str]]]:
+    """The saved fields, each checked for type and range; a ValueError names the first one that is wrong."""
+    info = body["info"]
+    if not isinstance(info, dict):
+        raise ValueError("info is not a mapping")
+    _text(info["spec"], "spec")
+    _text(info["weights"], "weights")
+    if not isinstance(info["weights_sha256"], str) or not _HEX.fullmatch(info["weights_sha256"]):
+        raise ValueError("weights_sha256 is not a SHA-256")
+    stages = info["stages"]
+    if not isinstance(stages, list) or not stages or len(set(map(str, stages))) != len(stages):
+        raise ValueError("stages is not a list of distinct names")
+    for stage in stages:
+        _text(stage, "stage")
+    size = info["input_size"]
+    if not isinstance(size, list) or len(size) != 2:
+        raise ValueError("input_size is not [height, width]")
+    for side in size:
+        _integer(side, "input_size", 1, MAX_INPUT_SIDE)
+    _integer(info["k"], "k", 1, MAX_K)
+    if info["format"] != FORMAT_VERSION:
+        raise ValueError(f"format {shown(info['format'])}, written by another version of explorer")
+    for name in ("shard_size", "batch_size"):
+        _integer(info[name], name, 1, _MOST)
+    fields = info["fields"]
+    if not isinstance(fields, dict) or set(fields) != set(stages):
+        raise ValueError("fields does not give every stage's receptive field")
+    for stage in stages:
+        _integer(fields[stage], f"fields[{stage}]", 1, 4 * MAX_INPUT_SIDE)
+    images = _integer(info["images"], "images", 1, _MOST)
+    _integer(info["scanned"], "scanned", 1, images)
+    if info["source_kind"] not in _KINDS:
+        raise ValueError(f"source_kind={shown(info['source_kind'])}")
+    if info["key"] is not None and not (isinstance(info["key"], str) and _KEY.fullmatch(info["key"])):
+        raise ValueError("key is not a cache key")
+    if not isinstance(body["names"], list) or not isinstance(body["skipped"], list):
+        raise ValueError("names and skipped are not lists")
+    names: dict[int, str | int] = {}
+    for entry in body["names"]:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise ValueError("a name is not [index, source]")
+        names[_integer(entry[0], "image index", 0, images - 1)] = _source_name(entry[1], "source")
+    skipped = []
+    for entry in body["skipped"]:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise ValueError("a skipped entry is not [source, reason]")
+        skipped.append((_source_name(entry[0], "skipped source"), _text(entry[1], "reason")))
+    return info, names, skipped
+
+
+def _check_reduction(info: dict, reduction: Reduction, names: dict[int, str | int]) -> None:
+    if list(reduction.stages) != list(info["stages"]):
+        raise ValueError("scan.parquet holds other stages than scan.json")
+    for stage, found in reduction.stages.items():
+        height, width = found.map_size
+        if height < 1 or width < 1:
+            raise ValueError(f"{stage}: map size {found.map_size}")
+        images = found.images[found.images != NO_IMAGE]
+        if images.numel() and (int(images.min()) < 0 or any(int(i) not in names for i in images.unique())):
+            raise ValueError(f"{stage}: an exemplar names an image that was not saved")
+        cells = found.cells[found.images != NO_IMAGE]
+        if cells.numel() and (int(cells.min()) < 0 or int(cells.max()) >= height * width):
+            raise ValueError(f"{stage}: an exemplar's cell is outside its {height}x{width} map")
 
 
 @dataclass(frozen=True)
@@ -105,9 +237,9 @@ class Scan:
         return int(self.info["scanned"])
 
     def _stage(self, stage: str) -> StageReduction:
-        if stage not in self._reduction.stages:
+        if not isinstance(stage, str) or stage not in self._reduction.stages:
             raise LayerNotFoundError(
-                f'This scan holds no stage or layer "{stage}". Scanned: {", ".join(self.stages)}; '
+                f"This scan holds no stage or layer {shown(stage)}. Scanned: {', '.join(self.stages)}; "
                 "scan again with out_features=[...] or layers=[...] to add it."
             )
         return self._reduction.stages[stage]
@@ -115,9 +247,14 @@ class Scan:
     def _channel(self, stage: str, channel: int) -> StageReduction:
         reduction = self._stage(stage)
         channels = reduction.values.shape[0]
-        if not isinstance(channel, (int, np.integer)) or not 0 <= int(channel) < channels:
+        if (
+            isinstance(channel, bool)
+            or not isinstance(channel, (int, np.integer))
+            or not 0 <= int(channel) < channels
+        ):
             raise InvalidArgumentError(
-                f"channel={channel!r}; {stage} has {channels} channels: pass an integer from 0 to {channels - 1}."
+                f"channel={shown(channel)}; {stage} has {channels} channels: pass an integer from 0 to "
+                f"{channels - 1}."
             )
         return reduction
 
@@ -262,57 +399,93 @@ class Scan:
         return [crop for _, _, crop in found]
 
     # -- saving and loading ----------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``scan.json`` and ``scan.parquet`` into ``folder`` (created); returns the folder."""
-        folder = Path(folder).expanduser()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise CacheError(f"Cannot create {folder} ({err.strerror}). Pass a writable folder.") from err
-        table = reduction_to_parquet(self._reduction)
-        atomic_write(folder / "scan.parquet", table)
-        record = {
+    def _record(self) -> dict:
+        return {
             "info": self.info,
-            "sha256": hashlib.sha256(table).hexdigest(),
             "skipped": [list(item) for item in self.skipped],
             "names": [[index, name] for index, name in sorted(self._names.items())],
         }
-        atomic_write(folder / "scan.json", json.dumps(record, indent=1).encode())
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``scan.json`` and ``scan.parquet`` into ``folder`` (created); returns the folder.
+
+        ``scan.json`` carries a SHA-256 digest over everything saved (its own fields and the Parquet bytes), so
+        :meth:`load` refuses a file edited by hand or damaged on the way.
+        """
+        folder = make_folder(as_path(folder, CacheError).expanduser(), CacheError)
+        table = reduction_to_parquet(self._reduction)
+        record = self._record()
+        record["sha256"] = _digest(record, table)
+        write_atomic(folder / "scan.parquet", table, CacheError)
+        write_atomic(folder / "scan.json", json.dumps(record, indent=1, allow_nan=False).encode(), CacheError)
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backbone=None, source=None) -> Scan:
         """Read a scan saved by :meth:`save`, :meth:`save_html` or the cache: a folder, or a cache key.
 
+        Everything read is checked before it is used: the digest over the whole saved result, then the type
+        and range of every field (:func:`_check`); a received scan is data, never trusted.
+
         Args:
             path: a folder holding ``scan.json``, or a key in the default cache (``scan.key``).
-            backbone: the scanned backbone, for crops of a scan on random weights.
+            backbone: the scanned backbone, for crops of a scan on random weights; its weights must be the
+                scanned ones.
             source: the scanned source, for crops of a dataset scan.
 
         Raises:
-            CacheError: nothing is saved there, or the files are damaged.
+            CacheError: nothing is saved there, or the files are damaged or edited.
+            InvalidArgumentError: ``backbone`` holds other weights than the scanned ones.
+
+        Example::
+
+            >>> explorer.Scan.load("report/").top("blocks.2", 17)[0].value
+            9.43
         """
-        folder = Path(path).expanduser()
-        if (
-            not (folder / "scan.json").exists()
-            and (DEFAULT_CACHE.expanduser() / str(path) / "scan.json").exists()
-        ):
-            folder = DEFAULT_CACHE.expanduser() / str(path)
+        folder = _saved_folder(path)
         try:
-            record = json.loads((folder / "scan.json").read_text())
+            record = json.loads(_read_small(folder / "scan.json"))
             table = (folder / "scan.parquet").read_bytes()
-            if hashlib.sha256(table).hexdigest() != record["sha256"]:
-                raise ValueError("scan.parquet does not match the hash in scan.json")
-            reduction = reduction_from_parquet(table, int(record["info"]["k"]))
+            if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+                raise ValueError("scan.json holds no digest")
+            body = {key: record.get(key) for key in ("info", "skipped", "names")}
+            if _digest(body, table) != record["sha256"]:
+                raise ValueError("scan.json and scan.parquet do not match the digest in scan.json")
+            info, names, skipped = _check(body)
+            reduction = reduction_from_parquet(table, info["k"])
+            _check_reduction(info, reduction, names)
         except FileNotFoundError as err:
             raise CacheError(
-                f"No saved scan at {path}. Pass a folder written by scan.save() or scan.save_html(), or a scan key."
+                f"No saved scan at {shown(str(path))}. Pass a folder written by scan.save() or scan.save_html(), "
+                "or a scan key."
             ) from err
-        except (OSError, ValueError, KeyError) as err:
-            raise CacheError(f"The scan at {folder} is damaged ({err}). Run the scan again.") from err
-        names = {int(index): name for index, name in record["names"]}
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            RecursionError,
+            pa.ArrowException,
+        ) as err:
+            raise CacheError(
+                f"The scan at {folder} is damaged ({shown(str(err))}). Run the scan again."
+            ) from err
+        if backbone is not None:
+            from ..backbones import Backbone
+
+            if not isinstance(backbone, Backbone):
+                raise InvalidArgumentError(
+                    f"backbone={shown(backbone)} ({type(backbone).__name__}); pass the scanned Backbone "
+                    "(explorer.load_backbone(...))."
+                )
+            if weights_digest(backbone.model) != info["weights_sha256"]:
+                raise InvalidArgumentError(
+                    f"backbone= holds other weights than the ones this scan ran on ({info['spec']!r}, "
+                    f"{info['weights']}); its crops would be drawn wrong. Pass the scanned backbone."
+                )
         found = open_source(source) if source is not None else None
-        return cls(record["info"], reduction, names, record["skipped"], backbone=backbone, source=found)
+        return cls(info, reduction, names, skipped, backbone=backbone, source=found)
 
     def save_html(self, folder: str | os.PathLike) -> Path:
         """A static report: ``index.html`` and one page per stage with every channel's exemplar crops, readable
@@ -320,7 +493,7 @@ class Scan:
         path of ``index.html``."""
         from .report import write_report
 
-        return write_report(self, Path(folder).expanduser())
+        return write_report(self, as_path(folder).expanduser())
 
     def __repr__(self) -> str:
         stages = ", ".join(f"{name} ({self.channels(name)} ch)" for name in self.stages)

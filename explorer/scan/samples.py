@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._args import shown
 from ..errors import InvalidArgumentError
+from ..files import as_path, make_folder, write_atomic
 from ..images import load_image
-from .store import atomic_write
+
+MAX_SAMPLES = 100_000
+"""Most images :func:`sample_dataset` writes (about 1.5 GB of JPEG files)."""
 
 __all__ = ["SAMPLE_SIZE", "SAMPLE_SOURCES", "sample_dataset"]
 
@@ -82,10 +86,12 @@ def sample_dataset(n: int = 512, folder: str | os.PathLike | None = None) -> Pat
     """
     from skimage import data
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidArgumentError(f"n={n!r}; pass a positive number of images, for example n=512.")
-    target = Path(folder).expanduser() if folder is not None else DEFAULT_FOLDER.expanduser() / f"n{n}"
-    target.mkdir(parents=True, exist_ok=True)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise InvalidArgumentError(
+            f"n={shown(n)}; pass a number of images from 1 to {MAX_SAMPLES:,}, for example n=512."
+        )
+    target = as_path(folder).expanduser() if folder is not None else DEFAULT_FOLDER.expanduser() / f"n{n}"
+    make_folder(target)
     pictures: dict[str, Image.Image] = {}
     for index in range(n):
         name = SAMPLE_SOURCES[index % len(SAMPLE_SOURCES)]
@@ -96,5 +102,5 @@ def sample_dataset(n: int = 512, folder: str | os.PathLike | None = None) -> Pat
             pictures[name] = load_image(getattr(data, name)(), name=name)
         buffer = io.BytesIO()
         _crop(pictures[name], index).save(buffer, format="JPEG", quality=90)
-        atomic_write(path, buffer.getvalue())
+        write_atomic(path, buffer.getvalue())
     return target

@@ -22,13 +22,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .._args import shown, whole
 from ..backbones import Backbone, load_backbone
 from ..errors import DatasetError, InvalidArgumentError
 from ..hooks import resolve_layers
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
 from .fields import receptive_fields
 from .local import plan_shards, scan_shards
-from .reduce import NO_IMAGE, Reduction
+from .reduce import MAX_K, NO_IMAGE, Reduction
 from .results import Scan
 from .sources import SourceT, open_source
 from .store import DEFAULT_CACHE, FORMAT_VERSION, ShardResult, ShardStore, cache_key, weights_digest
@@ -41,10 +42,47 @@ BACKENDS = ("local", "ray")
 """The values ``backend=`` takes."""
 
 
-def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name}={value!r}; pass a positive integer.")
-    return value
+MAX_FAILED_SHARE = 0.5
+"""Past this share of a source's images failing to read, a scan stops (the rest would say little)."""
+
+_MOST = 2**40
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
+        return 2**62
+
+
+def _check_batch(bb: Backbone, images: int, batch_size: int, shard_size: int) -> None:
+    """Refuse a batch whose pixels alone would take over a quarter of the machine's (or the GPU's) memory."""
+    batch = min(batch_size, shard_size, images)
+    height, width = bb.preprocess.input_size
+    need = batch * 3 * height * width * 4
+    memory = _physical_memory()
+    if bb.device.type == "cuda":
+        memory = min(memory, torch.cuda.get_device_properties(bb.device).total_memory)
+    if need > memory // 4:
+        raise InvalidArgumentError(
+            f"batch_size={batch_size}: a batch of {batch:,} images at {height}x{width} holds {need / 2**30:.1f} GiB "
+            f"of pixels alone, over a quarter of the {memory / 2**30:.0f} GiB this machine has. "
+            "Pass a smaller batch_size (32 is a good start)."
+        )
+
+
+def _too_many_failed(failed: list[tuple[str | int, str]], total: int) -> DatasetError:
+    first = "; ".join(f"{name}: {reason}" for name, reason in failed[:3])
+    what = (
+        f"None of the {total} images could be read"
+        if len(failed) >= total
+        else f"{len(failed)} of the {total} images could not be read"
+    )
+    return DatasetError(
+        f"{what}, so the scan stopped (first: {first}). "
+        "Check the files' permissions and formats, or point at a folder of JPEG, PNG, WebP, GIF, BMP or TIFF "
+        "images."
+    )
 
 
 def _names(
@@ -55,6 +93,14 @@ def _names(
     chosen: bool,
 ) -> list[str]:
     """What to scan: the selected stages (unless only layers were asked for), then the layers."""
+    if (
+        layers is not None
+        and not isinstance(layers, str)
+        and (not isinstance(layers, (list, tuple)) or not all(isinstance(name, str) for name in layers))
+    ):
+        raise InvalidArgumentError(
+            f"layers={shown(layers)}; pass a list of layer names (explorer.list_layers)."
+        )
     layers = [layers] if isinstance(layers, str) else list(layers or [])
     if out_indices is not None or out_features is not None:
         stages = select_stages(bb.stage_names, out_features, out_indices)[0]
@@ -155,19 +201,42 @@ def scan(
         >>> scan.top("blocks.2", 17)[0]
         Exemplar(source='photos/cat.jpg', index=3, value=9.43, cell=(3, 20), box=(144, 8, 184, 48))
     """
-    if backend not in BACKENDS:
-        raise InvalidArgumentError(f"backend={backend!r}; choose one of: {', '.join(BACKENDS)}.")
-    k, batch_size, shard_size = (
-        _positive("k", k),
-        _positive("batch_size", batch_size),
-        _positive("shard_size", shard_size),
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise InvalidArgumentError(f"backend={shown(backend)}; choose one of: {', '.join(BACKENDS)}.")
+    k = whole("k", k, minimum=1, maximum=MAX_K, hint=" A channel's exemplars past the first few add little.")
+    batch_size = whole("batch_size", batch_size, minimum=1, maximum=_MOST)
+    shard_size = whole("shard_size", shard_size, minimum=1, maximum=_MOST)
+    cpus = os.cpu_count() or 1
+    num_workers = whole(
+        "num_workers",
+        num_workers,
+        minimum=0,
+        maximum=max(8, 4 * cpus),
+        hint=f" This machine has {cpus} CPUs; 0 reads in this process.",
     )
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise InvalidArgumentError(f"num_workers={num_workers!r}; pass 0 (read in this process) or more.")
+    if address is not None and not isinstance(address, str):
+        raise InvalidArgumentError(
+            f"address={shown(address)}; pass a Ray address such as 'ray://head:10001'."
+        )
+    if not isinstance(pretrained, bool):
+        raise InvalidArgumentError(f"pretrained={shown(pretrained)}; pass True or False.")
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise InvalidArgumentError(
+            f"progress={shown(progress)}; pass True, False or a function (done, total)."
+        )
+    if cache is not None and not isinstance(cache, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"cache={shown(cache)}; pass a folder, or None to keep the scan in memory."
+        )
+    if cache is not None and ("\x00" in str(cache) or not str(cache).strip()):
+        raise InvalidArgumentError(
+            f"cache={shown(str(cache))} is empty or holds a NUL byte; pass a folder, or None."
+        )
     if backend == "ray":
-        from .ray_backend import import_ray
+        from .ray_backend import check_address, import_ray
 
         import_ray()  # fail before the model loads
+        check_address(address)
     images = open_source(source)
     if isinstance(backbone, Backbone):
         bb, chosen = backbone, True
@@ -175,6 +244,7 @@ def scan(
         bb = load_backbone(backbone, out_indices, out_features, pretrained=pretrained, device=device)
         chosen = False
     names = _names(bb, out_indices, out_features, layers, chosen)
+    _check_batch(bb, len(images), batch_size, shard_size)
     parts = {
         "format": FORMAT_VERSION,
         "spec": bb.spec,
@@ -207,7 +277,11 @@ def scan(
     shards = plan_shards(len(images), shard_size)
     pending: dict[int, ShardResult] = {}
     if store is not None:
-        pending = {s.index: found for s in shards if (found := store.load_shard(s.index, k)) is not None}
+        pending = {
+            s.index: found
+            for s in shards
+            if (found := store.load_shard(s.index, k, s.stop - s.start)) is not None
+        }
     todo = [s for s in shards if s.index not in pending]
     done = sum(s.stop - s.start for s in shards if s.index in pending)
     bar = _progress(len(images), done, progress, f"scan {bb.spec}")
@@ -219,6 +293,7 @@ def scan(
         finished = scan_shards(bb, images, todo, names, k, batch_size, num_workers, on_batch=bar.update)
 
     merged, skipped, counts = Reduction(k), [], {"scanned": 0, "next": 0}
+    failed: list[tuple[str | int, str]] = []
 
     def merge_ready() -> (
         None
@@ -230,9 +305,17 @@ def scan(
             skipped.extend(ready.skipped)
             counts["next"] += 1
 
+    def check_failed(result: ShardResult) -> None:  # in any order: stop as soon as too many failed
+        failed.extend(result.skipped)
+        if len(failed) > MAX_FAILED_SHARE * len(images) and len(failed) > 1:
+            raise _too_many_failed(failed, len(images))
+
     try:
+        for result in pending.values():
+            check_failed(result)
         merge_ready()
         for shard, result in finished:
+            check_failed(result)
             if store is not None:
                 store.save_shard(shard.index, result)
             if backend == "ray":
@@ -242,6 +325,7 @@ def scan(
     finally:
         bar.close()
     scanned = counts["scanned"]
+    skipped = [*images.unreadable, *skipped]
     if scanned == 0:
         first = "; ".join(f"{name}: {reason}" for name, reason in skipped[:3])
         raise DatasetError(

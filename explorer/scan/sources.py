@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,10 +33,13 @@ from typing import Any
 
 from PIL import Image
 
+from .._args import shown
 from ..errors import DatasetError, ImageError
 from ..images import load_image
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSource", "SourceT", "list_folder", "open_source"]
+
+_log = logging.getLogger(__name__)
 
 SourceT = str | os.PathLike | Sequence[str | os.PathLike] | Any
 """Every form a scan's source may take: a folder, a list of paths, a torch ``Dataset``, a ``datasets.Dataset``."""
@@ -77,11 +81,14 @@ class ImageSource:
     Attributes:
         kind: ``"folder"``, ``"paths"``, ``"torch"`` or ``"hf"``.
         fingerprint: a hash of what the images are, for the cache key; None when it cannot be known.
+        unreadable: ``[(folder, reason), ...]`` for sub-folders that could not be listed (their images are not
+            in the source; a scan lists them in ``scan.skipped``).
     """
 
     def __init__(self, kind: str, count: int, fingerprint: str | None) -> None:
         self.kind = kind
         self.fingerprint = fingerprint
+        self.unreadable: list[tuple[str, str]] = []
         self._count = count
 
     def __len__(self) -> int:
@@ -121,23 +128,31 @@ class _ItemSource(ImageSource):
     def read(self, index: int) -> Image.Image:
         try:
             item = self.dataset[index]
+            if self.column is not None:
+                item = item[self.column]
+            elif isinstance(item, (tuple, list)) and item:
+                item = item[0]
+            elif isinstance(item, dict):
+                item = next((v for v in item.values() if isinstance(v, Image.Image)), item)
+            return load_image(item, name=f"Item {index}")
         except ImageError:
             raise
         except Exception as err:  # a dataset's own decoder or transform failed on this item
             raise ImageError(f"Item {index} could not be read: {type(err).__name__}: {err}") from err
-        if self.column is not None:
-            item = item[self.column]
-        elif isinstance(item, (tuple, list)) and item:
-            item = item[0]
-        elif isinstance(item, dict):
-            item = next((v for v in item.values() if isinstance(v, Image.Image)), item)
-        return load_image(item, name=f"Item {index}")
 
 
-def list_folder(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (recursive), sorted by relative path, hidden entries left out."""
+def list_folder(folder: Path, unreadable: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Every image file under ``folder`` (recursive), sorted by relative path, hidden entries left out.
+
+    Sub-folders that cannot be listed are appended to ``unreadable`` as ``(folder, reason)``.
+    """
     found = []
-    for root, dirs, files in os.walk(folder):
+
+    def refused(err: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((str(err.filename), f"the folder could not be listed ({err.strerror or err})"))
+
+    for root, dirs, files in os.walk(folder, onerror=refused):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [
             Path(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
@@ -157,19 +172,24 @@ def _listing_fingerprint(paths: Sequence[Path], root: Path | None) -> str:
 
 
 def _folder_source(folder: Path) -> PathSource:
+    if not os.access(folder, os.R_OK | os.X_OK) and folder.is_dir():
+        raise DatasetError(f"The folder {folder} cannot be read (permission denied). Check its permissions.")
     if not folder.exists():
         raise DatasetError(f"No folder at {folder}. Check the path, or pass a list of image paths instead.")
     if not folder.is_dir():
         raise DatasetError(
             f"{folder} is a file, not a folder. Pass its folder, or a list of paths: scan(spec, [{str(folder)!r}])."
         )
-    paths = list_folder(folder)
+    unreadable: list[tuple[str, str]] = []
+    paths = list_folder(folder, unreadable)
     if not paths:
         raise DatasetError(
             f"{folder} holds no image files (looked recursively for {', '.join(IMAGE_SUFFIXES[:6])}, ...). "
             "Point at a folder of images, for example explorer.sample_dataset()."
         )
-    return PathSource("folder", paths, _listing_fingerprint(paths, folder))
+    found = PathSource("folder", paths, _listing_fingerprint(paths, folder))
+    found.unreadable = unreadable
+    return found
 
 
 def _is_hf_dataset(source: object) -> bool:
@@ -189,6 +209,24 @@ def _hf_source(dataset: Any) -> _ItemSource:
     return _ItemSource("hf", dataset, _digest(["hf", dataset._fingerprint, column, len(dataset)]), column)
 
 
+def _path(source: str | bytes | os.PathLike) -> Path:
+    """A path from a ``str``, ``bytes`` (decoded as the file system does) or path-like; an empty one, or one
+    holding a NUL byte, is refused rather than read as the current folder."""
+    try:
+        text = os.fsdecode(source)
+    except (TypeError, UnicodeDecodeError) as err:
+        raise DatasetError(
+            f"{shown(source)} is not a path ({err}). Pass a folder or a list of paths."
+        ) from err
+    if not text.strip():
+        raise DatasetError(
+            'The source is an empty path. Pass a folder ("." for the current one) or a list of image paths.'
+        )
+    if "\x00" in text:
+        raise DatasetError(f"The path {shown(text)} holds a NUL byte. Pass a plain folder or file path.")
+    return Path(text).expanduser()
+
+
 def open_source(source: SourceT) -> ImageSource:
     """Turn a folder, a list of paths, a torch ``Dataset`` or a ``datasets.Dataset`` into an :class:`ImageSource`.
 
@@ -197,16 +235,31 @@ def open_source(source: SourceT) -> ImageSource:
     """
     if isinstance(source, ImageSource):
         found = source
-    elif isinstance(source, (str, os.PathLike)):
-        found = _folder_source(Path(source).expanduser())
+    elif isinstance(source, (str, bytes, os.PathLike)):
+        found = _folder_source(_path(source))
     elif _is_hf_dataset(source):
         found = _hf_source(source)
-    elif isinstance(source, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in source):
-        paths = [Path(p).expanduser() for p in source]
+    elif isinstance(source, (list, tuple)) and all(isinstance(p, (str, bytes, os.PathLike)) for p in source):
+        paths, seen = [], set()
+        for path in map(_path, source):  # the same file twice would fill a top-k twice: kept once
+            if (key := os.path.realpath(path)) not in seen:
+                seen.add(key)
+                paths.append(path)
+        if len(paths) < len(source):
+            _log.warning("%d duplicate paths left out of the scan", len(source) - len(paths))
         found = PathSource("paths", paths, _listing_fingerprint(paths, None))
     elif hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        try:
+            count = len(source)
+        except Exception as err:  # noqa: BLE001 - a dataset whose len() fails
+            raise DatasetError(
+                f"len() of the {type(source).__name__} failed ({type(err).__name__})."
+            ) from err
+        if not isinstance(count, int) or count < 0:
+            raise DatasetError(f"The {type(source).__name__} gives len() = {shown(count)}; it needs a count.")
         fingerprint = getattr(source, "fingerprint", None)
-        key = _digest(["torch", type(source).__qualname__, fingerprint, len(source)]) if fingerprint else None
+        fingerprint = fingerprint if isinstance(fingerprint, str) else None
+        key = _digest(["torch", type(source).__qualname__, fingerprint, count]) if fingerprint else None
         found = _ItemSource("torch", source, key)
     else:
         raise DatasetError(

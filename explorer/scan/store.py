@@ -8,7 +8,8 @@ so a stale cache is never served.
 
 Inside, ``manifest.json`` records the key's parts. Each finished shard is two Parquet tables in one file
 (``shard-00003.parquet``: the top-k rows and the statistics rows, told apart by a ``table`` column) and a marker
-``shard-00003.json`` holding the file's SHA-256, the shard's image count and its skipped images. Both are written
+``shard-00003.json`` holding the shard's image count, its skipped images and one SHA-256 over those fields and
+the file. Both are written
 to a temporary file, flushed to disk and renamed into place, the marker last: a shard without its marker is
 unfinished and is recomputed; a shard whose file does not match its marker's hash, or does not parse, is corrupt:
 it is logged, deleted and recomputed, never trusted.
@@ -29,7 +30,7 @@ import io
 import json
 import logging
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import CacheError
+from ..files import make_folder, write_atomic
 from .reduce import ACCUMULATORS, Reduction, StageReduction
 
 __all__ = [
@@ -48,7 +50,6 @@ __all__ = [
     "FORMAT_VERSION",
     "ShardResult",
     "ShardStore",
-    "atomic_write",
     "cache_key",
     "reduction_from_parquet",
     "reduction_to_parquet",
@@ -57,7 +58,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever what a cache folder holds changes meaning; part of every key."""
 
 DEFAULT_CACHE = Path("~/.cache/explorer/scans")
@@ -79,6 +80,9 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+_CACHE_HINT = "Pass cache=<a writable folder>, or cache=None to keep the scan in memory."
+
+
 def _disk_error(err: OSError, folder: Path) -> CacheError:
     if err.errno == errno.ENOSPC:
         return CacheError(
@@ -88,28 +92,6 @@ def _disk_error(err: OSError, folder: Path) -> CacheError:
         f"Cannot write the scan cache in {folder} ({err.strerror or err}). "
         "Pass cache=<a writable folder>, or cache=None to keep the scan in memory."
     )
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, as before, or complete: a temporary file in
-    the same folder, flushed to disk, then renamed over it.
-
-    Raises:
-        CacheError: the folder is not writable or the disk is full (the temporary file is removed).
-    """
-    try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _disk_error(err, path.parent) from err
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as err:
-        Path(temporary).unlink(missing_ok=True)
-        raise _disk_error(err, path.parent) from err
 
 
 def _stage_tables(name: str, stage: StageReduction) -> tuple[dict, dict]:
@@ -201,57 +183,121 @@ class ShardStore:
 
     def __init__(self, root: str | os.PathLike, key: str, manifest: dict) -> None:
         self.folder = Path(root).expanduser() / key
-        self.key = key
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise _disk_error(err, self.folder) from err
+        make_folder(self.folder, CacheError, _CACHE_HINT)  # a link planted in its place is refused
+        self.key = key
         if not os.access(self.folder, os.W_OK):
             raise _disk_error(PermissionError(errno.EACCES, "permission denied"), self.folder)
         path = self.folder / "manifest.json"
-        if path.exists():
-            try:
-                found = json.loads(path.read_text())
-            except (OSError, ValueError):
-                found = None
-            if found != json.loads(json.dumps(manifest)):
+        try:
+            found = json.loads(_read_json_text(path))
+        except FileNotFoundError:
+            found = None
+        except (OSError, ValueError, RecursionError) as err:  # a folder in its place, nested or broken JSON
+            _log.warning("%s is unreadable (%s); rewriting it", path, type(err).__name__)
+            _remove(path)
+            found = None
+        if found != json.loads(json.dumps(manifest)):
+            if found is not None:
                 _log.warning("%s does not match this scan's key parts; rewriting it", path)
-                atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        else:
-            atomic_write(path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+            write_atomic(
+                path, json.dumps(manifest, indent=1, sort_keys=True).encode(), CacheError, _CACHE_HINT
+            )
 
     def _paths(self, shard: int) -> tuple[Path, Path]:
         stem = self.folder / f"shard-{shard:05d}"
         return stem.with_suffix(".parquet"), stem.with_suffix(".json")
 
     def save_shard(self, shard: int, result: ShardResult) -> None:
-        """Write a finished shard: its Parquet file, then its marker."""
+        """Write a finished shard: its Parquet file, then its marker (a hash over the file and every field)."""
         data = reduction_to_parquet(result.reduction)
         table, marker = self._paths(shard)
-        atomic_write(table, data)
+        write_atomic(table, data, CacheError, _CACHE_HINT)
         record = {
             "shard": shard,
-            "sha256": hashlib.sha256(data).hexdigest(),
             "scanned": result.scanned,
             "skipped": [list(item) for item in result.skipped],
         }
-        atomic_write(marker, json.dumps(record).encode())
+        record["sha256"] = _marker_digest(record, data)
+        write_atomic(marker, json.dumps(record).encode(), CacheError, _CACHE_HINT)
 
-    def load_shard(self, shard: int, k: int) -> ShardResult | None:
-        """A finished shard, or None when it is unfinished or corrupt (a corrupt one is deleted)."""
+    def load_shard(self, shard: int, k: int, size: int | None = None) -> ShardResult | None:
+        """A finished shard, or None when it is unfinished or corrupt (a corrupt one is deleted).
+
+        ``size`` (the shard's image count), when given, bounds the marker's ``scanned`` and ``skipped``.
+        """
         table, marker = self._paths(shard)
-        if not marker.exists():
+        if not os.path.lexists(marker):
             return None
         try:
-            record = json.loads(marker.read_text())
+            record = json.loads(_read_json_text(marker))
             data = table.read_bytes()
-            if hashlib.sha256(data).hexdigest() != record["sha256"]:
-                raise ValueError("the Parquet file does not match the hash in its marker")
+            if not isinstance(record, dict) or _marker_digest(
+                {key: record.get(key) for key in ("shard", "scanned", "skipped")}, data
+            ) != record.get("sha256"):
+                raise ValueError("the marker's fields or the Parquet file do not match the marker's hash")
+            scanned, skipped = record["scanned"], record["skipped"]
+            if isinstance(scanned, bool) or not isinstance(scanned, int) or scanned < 0:
+                raise ValueError(f"scanned={scanned!r}")
+            if not isinstance(skipped, list) or not all(
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], (str, int))
+                and isinstance(item[1], str)
+                for item in skipped
+            ):
+                raise ValueError("skipped is not a list of [source, reason]")
+            if size is not None and scanned + len(skipped) != size:
+                raise ValueError(f"{scanned} scanned and {len(skipped)} skipped of {size} images")
             reduction = reduction_from_parquet(data, k)
-            skipped = [(source, reason) for source, reason in record["skipped"]]
-            return ShardResult(reduction, int(record["scanned"]), skipped)
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
-            _log.warning("shard %d in %s is corrupt (%s); recomputing it", shard, self.folder, err)
-            marker.unlink(missing_ok=True)
-            table.unlink(missing_ok=True)
+            return ShardResult(reduction, scanned, [(source, reason) for source, reason in skipped])
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            RecursionError,
+            pa.ArrowException,
+        ) as err:
+            _log.warning(
+                "shard %d in %s is corrupt (%s); recomputing it", shard, self.folder, type(err).__name__
+            )
+            _remove(marker)
+            _remove(table)
             return None
+
+
+MAX_MARKER_BYTES = 64 * 2**20
+"""Largest marker or manifest read; a bigger one is damaged and recomputed."""
+
+
+def _read_json_text(path: Path) -> str:
+    """The text of a small JSON file; a folder, a link or an oversized file in its place is an OSError or a
+    ValueError (the caller recomputes)."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+    if path.stat().st_size > MAX_MARKER_BYTES:
+        raise ValueError(f"{path.name} is over {MAX_MARKER_BYTES:,} bytes")
+    return path.read_text(encoding="utf-8")
+
+
+def _marker_digest(record: dict, data: bytes) -> str:
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
+    digest.update(b"\x00")
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    """Delete a damaged cache entry, whatever it is (a file, a link, a folder)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError as err:
+        raise _disk_error(err, path.parent) from err

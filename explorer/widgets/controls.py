@@ -170,7 +170,7 @@ class Controls:
         self.layer_box = _combobox("Add layer", "a layer name, then Enter")
         self.layers_box = widgets.TagsInput(allow_duplicates=False, layout=widgets.Layout(width="420px"))
         self.image_box = _dropdown("Image", [], "260px")
-        self.upload = Upload(on_file=add_upload, on_refused=self._refused_upload)
+        self.upload = Upload(on_file=add_upload, on_refused=self._refused_upload, on_error=report)
         self.view_image = widgets.Image(format="jpeg", layout=widgets.Layout(width="224px", display="none"))
         self.shown_stage = _dropdown("Show", [], "260px")
         self.mode_box = widgets.ToggleButtons(

@@ -4,7 +4,8 @@
   and value under the pointer, and a click that zooms the channel. One message per update, the bytes as a binary
   buffer (never JSON arrays of values).
 - :class:`Upload`: a file button that sends files in chunks under the Jupyter server's 10 MiB message limit,
-  and refuses files over ``max_bytes`` before sending anything.
+  and refuses files over ``max_bytes`` before sending anything; the kernel checks every chunk message and bounds
+  what it holds (see the class).
 
 Example::
 
@@ -15,11 +16,15 @@ Example::
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anywidget
 from traitlets import Bool, Bytes, Dict, Int, Unicode
+
+from .._args import shown
 
 __all__ = ["ImageView", "Upload", "MAX_UPLOAD_BYTES"]
 
@@ -86,7 +91,18 @@ class ImageView(anywidget.AnyWidget):
 
 class Upload(anywidget.AnyWidget):
     """A file button; ``on_file(name, data)`` is called for each file received, ``on_refused(name, size)`` for
-    each file over ``max_bytes`` (nothing of it was sent)."""
+    each file over ``max_bytes`` (nothing of it was sent), ``on_error(message)`` for a message the kernel refuses.
+
+    The kernel trusts nothing the browser says: every chunk message is checked (its id, name, declared size, chunk
+    count and index, and the chunk's length against ``chunk_bytes``) before any of it is kept; a file's declared
+    size is capped at ``max_bytes`` here too; at most :data:`MAX_IN_FLIGHT` files are assembled at once, holding
+    at most :data:`MAX_PENDING_BYTES` in all; a file with no chunk for :data:`UPLOAD_TIMEOUT` seconds is dropped.
+    A refused message drops its file and is reported through ``on_error`` (the panel's status line).
+
+    Example::
+
+        >>> upload = Upload(on_file=gallery.add, on_refused=warn, on_error=status.show)
+    """
 
     _esm = _STATIC / "upload.js"
     description = Unicode("Upload").tag(sync=True)
@@ -99,23 +115,123 @@ class Upload(anywidget.AnyWidget):
         *,
         on_file: Callable[[str, bytes], None],
         on_refused: Callable[[str, int], None],
+        on_error: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.on_file, self.on_refused = on_file, on_refused
-        self._parts: dict[str, list[bytes | None]] = {}
+        self.on_file, self.on_refused, self.on_error = on_file, on_refused, on_error
+        self._clock = clock
+        self._files: dict[str, _Partial] = {}
         self.on_msg(self._on_message)
 
-    def _on_message(self, _widget, content: dict, buffers) -> None:
-        name = str(content.get("name", "upload"))
-        if content.get("event") == "refused":
-            self.on_refused(name, int(content.get("size", 0)))
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for files not yet complete."""
+        return sum(partial.held for partial in self._files.values())
+
+    def _on_message(self, _widget, content: object, buffers) -> None:
+        self._expire()
+        try:
+            self._receive(content, buffers)
+        except _Malformed as err:
+            if isinstance(content, dict) and isinstance(content.get("id"), str):
+                self._files.pop(content["id"], None)
+            _log.warning("upload message refused: %s", err)
+            if self.on_error is not None:
+                self.on_error(f"Upload refused: {err}. Choose the file again.")
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for key, partial in list(self._files.items()):
+            if now - partial.last > UPLOAD_TIMEOUT:
+                del self._files[key]
+                _log.warning("upload of %s dropped: no chunk for %.0f s", partial.name, UPLOAD_TIMEOUT)
+                if self.on_error is not None:
+                    self.on_error(
+                        f"The upload of {partial.name} stopped before it was complete; choose the file again."
+                    )
+
+    def _receive(self, content: object, buffers) -> None:
+        if not isinstance(content, dict):
+            raise _Malformed("the message is not a mapping")
+        event = content.get("event")
+        name = _field(content, "name", str, "upload")
+        if len(name) > MAX_NAME:
+            raise _Malformed(f"a file name of {len(name):,} characters (at most {MAX_NAME})")
+        if event == "refused":
+            self.on_refused(name, _field(content, "size", int, 0))
             return
-        if content.get("event") != "chunk" or not buffers:
+        if event != "chunk":
+            raise _Malformed(f"an unknown event {shown(event)}")
+        key = _field(content, "id", str, None)
+        if not key or len(key) > 64:
+            raise _Malformed("a chunk without a proper upload id")
+        size = _field(content, "size", int, None)
+        if not 0 <= size <= self.max_bytes:
+            self._files.pop(key, None)
+            self.on_refused(name, size)
             return
-        count, index = int(content["count"]), int(content["index"])
-        parts = self._parts.setdefault(str(content["id"]), [None] * count)
-        parts[index] = bytes(buffers[0])
-        if all(part is not None for part in parts):
-            del self._parts[str(content["id"])]
-            self.on_file(name, b"".join(parts))
+        count, index = _field(content, "count", int, None), _field(content, "index", int, None)
+        expected = max(1, -(-size // self.chunk_bytes))
+        if count != expected:
+            raise _Malformed(f"count={count} for a file of {size:,} bytes in chunks of {self.chunk_bytes:,}")
+        if not 0 <= index < count:
+            raise _Malformed(f"chunk index {index} of {count}")
+        if not buffers or len(buffers) != 1:
+            raise _Malformed("a chunk message without exactly one buffer")
+        length = memoryview(buffers[0]).nbytes
+        want = min(self.chunk_bytes, size - index * self.chunk_bytes)
+        if length != want:
+            raise _Malformed(f"chunk {index} holds {length:,} bytes, not {want:,}")
+        partial = self._files.get(key)
+        if partial is None:
+            if len(self._files) >= MAX_IN_FLIGHT:
+                raise _Malformed(f"more than {MAX_IN_FLIGHT} files at once; wait for the others")
+            partial = self._files[key] = _Partial(name, size, count, self._clock())
+        elif (partial.name, partial.size, partial.count) != (name, size, count):
+            raise _Malformed("a chunk that does not match its file's first chunk")
+        if index in partial.parts:
+            raise _Malformed(f"chunk {index} sent twice")
+        if self.pending_bytes + length > MAX_PENDING_BYTES:
+            raise _Malformed(f"more than {MAX_PENDING_BYTES / 2**20:.0f} MiB held for unfinished files")
+        partial.parts[index] = bytes(buffers[0])
+        partial.held += length
+        partial.last = self._clock()
+        if len(partial.parts) == count:
+            del self._files[key]
+            self.on_file(name, b"".join(partial.parts[i] for i in range(count)))
+
+
+MAX_IN_FLIGHT = 3
+"""Files the kernel assembles at once (the browser sends one file at a time)."""
+
+MAX_PENDING_BYTES = 2 * MAX_UPLOAD_BYTES
+"""Bytes the kernel holds for unfinished files, in all."""
+
+UPLOAD_TIMEOUT = 120.0
+"""Seconds without a chunk after which an unfinished file is dropped (checked at every message)."""
+
+MAX_NAME = 1024
+"""Longest file name taken."""
+
+
+class _Malformed(Exception):
+    """A message the kernel refuses; the text says why."""
+
+
+@dataclass
+class _Partial:
+    name: str
+    size: int
+    count: int
+    last: float
+    parts: dict[int, bytes] = field(default_factory=dict)
+    held: int = 0
+
+
+def _field(content: dict, key: str, kind: type, default):
+    value = content.get(key, default)
+    if value is None or isinstance(value, bool) or not isinstance(value, kind):
+        raise _Malformed(f"{key}={shown(value)} is not a {kind.__name__}")
+    return value
