@@ -74,6 +74,8 @@ _EXPORTS = {
     "sample_dataset": "explorer.scan",
     "DatasetError": "explorer.errors",
     "CacheError": "explorer.errors",
+    "concepts": "explorer.concept_discovery",
+    "Concepts": "explorer.concept_discovery",
     "cam": "explorer.cam",
     "CAM": "explorer.cam",
     "cam_methods": "explorer.cam",
@@ -86,6 +88,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .backbones import Backbone, Stage, list_backbones, load_backbone
     from .cam import CAM, cam, cam_methods
+    from .concept_discovery import Concepts, concepts
     from .errors import (
         CacheError,
         CAMError,

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
@@ -82,8 +83,10 @@ class Scan:
         *,
         backbone=None,
         source: ImageSource | None = None,
+        project=None,
     ) -> None:
         self.info = dict(info)
+        self._project = project  # what the scan reduced instead of the maps (explorer.scan.local.Projection)
         self.skipped = [tuple(item) for item in skipped]
         self._reduction = reduction.cpu()
         self._names = dict(names)
@@ -236,7 +239,10 @@ class Scan:
             chunk = images[start : start + batch_size]
             originals = [self._read(image) for image in chunk]
             views = [model_view(original, bb.preprocess) for original in originals]
-            fmap = bb.capture(bb.pixel_values(originals), [stage])[stage]
+            maps = bb.capture(bb.pixel_values(originals), [stage])
+            if self._project is not None:
+                maps = self._project(maps, torch.tensor(chunk, dtype=torch.int64))
+            fmap = maps[stage]
             for position, image in enumerate(chunk):
                 for channel, rank, exemplar in jobs[image]:
                     best = tops[channel][0].value
@@ -281,13 +287,14 @@ class Scan:
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backbone=None, source=None) -> Scan:
+    def load(cls, path: str | os.PathLike, *, backbone=None, source=None, project=None) -> Scan:
         """Read a scan saved by :meth:`save`, :meth:`save_html` or the cache: a folder, or a cache key.
 
         Args:
             path: a folder holding ``scan.json``, or a key in the default cache (``scan.key``).
             backbone: the scanned backbone, for crops of a scan on random weights.
             source: the scanned source, for crops of a dataset scan.
+            project: the scan's projection, for crops of a projected scan (:func:`explorer.concepts`).
 
         Raises:
             CacheError: nothing is saved there, or the files are damaged.
@@ -312,7 +319,15 @@ class Scan:
             raise CacheError(f"The scan at {folder} is damaged ({err}). Run the scan again.") from err
         names = {int(index): name for index, name in record["names"]}
         found = open_source(source) if source is not None else None
-        return cls(record["info"], reduction, names, record["skipped"], backbone=backbone, source=found)
+        return cls(
+            record["info"],
+            reduction,
+            names,
+            record["skipped"],
+            backbone=backbone,
+            source=found,
+            project=project,
+        )
 
     def save_html(self, folder: str | os.PathLike) -> Path:
         """A static report: ``index.html`` and one page per stage with every channel's exemplar crops, readable
