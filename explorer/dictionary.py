@@ -42,10 +42,12 @@ METHODS = ("nmf", "semi-nmf", "topk-sae")
 NNLS_STEPS = 200
 """Projected-gradient steps of :func:`nnls_codes`."""
 
-_SEMI_NMF_STEPS = 300
+_SEMI_NMF_STEPS = 500
+_SEMI_NMF_TOL = 1e-5
 _SAE_STEPS = 1000
 _SAE_BATCH = 512
 _SAE_RATE = 3e-3
+_SAE_SEED_ROWS = 20_000
 
 
 def nnls_codes(vectors: torch.Tensor, basis: torch.Tensor, steps: int = NNLS_STEPS) -> torch.Tensor:
@@ -139,10 +141,15 @@ def _semi_nmf(vectors: torch.Tensor, n_concepts: int, seed: int) -> Dictionary:
     a = vectors.float()
     labels = KMeans(n_concepts, n_init=1, random_state=seed).fit(a.numpy()).labels_
     codes = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), n_concepts).float() + 0.2
-    eye = torch.eye(n_concepts) * 1e-6
+    eye, energy, previous = torch.eye(n_concepts) * 1e-6, float(a.pow(2).sum()), math.inf
     for _ in range(_SEMI_NMF_STEPS):
         basis = torch.linalg.solve(codes.T @ codes + eye, codes.T @ a)  # least squares for the free basis
         target, gram = a @ basis.T, basis @ basis.T
+        # ||A - Z D||^2 from the products at hand; stop once a step gains less than _SEMI_NMF_TOL of ||A||^2
+        loss = energy - 2 * float((codes * target).sum()) + float(((codes.T @ codes) * gram).sum())
+        if previous - loss < _SEMI_NMF_TOL * energy:
+            break
+        previous = loss
         positive = codes @ gram.clamp_min(0) + (-target).clamp_min(0)
         negative = codes @ (-gram).clamp_min(0) + target.clamp_min(0)
         codes = codes * torch.sqrt((negative + 1e-12) / (positive + 1e-12))
@@ -154,7 +161,13 @@ def _topk_sae(vectors: torch.Tensor, n_concepts: int, seed: int, active: int) ->
     generator = torch.Generator().manual_seed(seed)
     scale = float(vectors.pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
     a = vectors / scale  # unit mean norm, so one learning rate fits every stage
-    basis = torch.randn(n_concepts, a.shape[1], generator=generator)
+    # directions started at k-means++ seeds of the samples' directions (scikit-learn), so none starts dead
+    from sklearn.cluster import kmeans_plusplus
+
+    rows = torch.randperm(len(a), generator=generator)[:_SAE_SEED_ROWS]
+    unit = a[rows] / a[rows].norm(dim=1, keepdim=True).clamp_min(1e-12)
+    seeds, _ = kmeans_plusplus(unit.numpy(), n_concepts, random_state=seed)
+    basis = torch.from_numpy(seeds).float() + 1e-3 * torch.randn(n_concepts, a.shape[1], generator=generator)
     basis = torch.nn.Parameter(basis / basis.norm(dim=1, keepdim=True))
     encoder = torch.nn.Parameter(basis.detach().T.clone())
     encoder_bias = torch.nn.Parameter(torch.zeros(n_concepts))
