@@ -17,7 +17,8 @@ outputs: linear bottlenecks, residual streams, ViT tokens) is refused with ``met
 :class:`~explorer.InvalidArgumentError` naming ``"semi-nmf"``) rather than clamped: clamping would fit and report
 on a different signal from the one ``encode`` is later given, and the quality figures would hide it.
 
-Quality figures, measured on the sample: the relative reconstruction error ``||A - Z D|| / ||A||``, the
+Quality figures, measured on the sample: the relative reconstruction error ``||A - Z D|| / ||A||`` (beside
+the least any ``n_concepts`` directions with signed codes could reach: the truncated SVD's, Eckart-Young), the
 sparsity of the codes (share of zero codes, mean active concepts per location), each concept's share of the
 concepts' energy (``||z_i||^2 ||d_i||^2`` over their sum) and the share of its code mass held by its strongest
 image; a concept whose mass is mostly one image's (:data:`ONE_IMAGE_SHARE`), or that never fires, is listed in
@@ -99,8 +100,10 @@ def _quality(dictionary: Dictionary, sample: StageSample, names: Callable[[int],
     per_image.index_add_(0, sample.images, codes.double())
     mass = per_image.sum(0)
     top_share, top_image = (per_image.max(0).values / mass.clamp_min(1e-300)), per_image.argmax(0)
+    singular = torch.linalg.svdvals(vectors.double())
     return {
         "relative_error": error,
+        "svd_error": float(singular[n_concepts:].norm() / singular.norm().clamp_min(1e-300)),
         "sparsity": float((codes == 0).float().mean()),
         "active": float((codes > 0).sum(1).float().mean()),
         "share": (energy / energy.sum().clamp_min(1e-30)).tolist(),
@@ -132,7 +135,7 @@ class Concepts:
         info: what ran: ``spec``, ``weights``, ``weights_sha256``, ``stage``, ``method``, ``n_concepts``,
             ``seed``, ``samples`` (asked), ``sampled`` (held), ``reservoir_bytes``, ``fit_seconds``,
             ``pass1_seconds``, ``pass2_seconds``.
-        quality: ``relative_error``, ``sparsity``, ``active``, ``share``, ``dead``, ``top_image``,
+        quality: ``relative_error``, ``svd_error``, ``sparsity``, ``active``, ``share``, ``dead``, ``top_image``,
             ``top_image_share`` (see the module docs).
         scan: the pass-2 :class:`~explorer.Scan`: channel ``i`` of :attr:`stage` is concept ``i``.
     """

@@ -66,7 +66,8 @@ def write_concepts_report(con, folder: Path) -> Path:
         f"{info['scanned']} images (weights: {html.escape(str(info['weights']))}; seed {info['seed']}); "
         f"exemplars: the top {con.scan.info['k']} of {len(con.scan)} images by the concept's spatial maximum, "
         "cropped to the receptive field, with the concept's code overlaid.</p>"
-        f"<p>relative reconstruction error {quality['relative_error']:.3f} · zero codes "
+        f"<p>relative reconstruction error {quality['relative_error']:.3f} (the best {len(con)} directions "
+        f"with signed codes, a truncated SVD: {quality['svd_error']:.3f}) · zero codes "
         f"{quality['sparsity']:.1%} · {quality['active']:.2f} concepts active per location on average</p>"
         + (f"<h2>Warnings</h2><ul>{warnings}</ul>" if warnings else "")
     )

@@ -96,7 +96,9 @@ def test_semi_nmf_error_is_bounded_by_the_svd_optima():
     found = fit_dictionary(vectors, 12, "semi-nmf", 0)
     error = float((vectors - found.reconstruct(found.codes(vectors))).norm() / vectors.norm())
     values = torch.linalg.svdvals(vectors)
-    assert float(values[12:].norm() / values.norm()) <= error <= float(values[6:].norm() / values.norm()) * 1.02
+    assert (
+        float(values[12:].norm() / values.norm()) <= error <= float(values[6:].norm() / values.norm()) * 1.02
+    )
 
 
 def test_nnls_codes_match_scipy_nnls_row_by_row():
@@ -156,7 +158,7 @@ def test_concepts_shapes_quality_and_encode(con, bb, folder):
     assert codes.shape == (2, 6, 8, 8) and codes.min() >= 0
     assert torch.equal(codes, con.encode(maps[STAGE]))
     assert con.info["sampled"] == 300 and con.info["reservoir_bytes"] == 300 * (24 + 128 * 4)
-    assert 0 < con.relative_error < 1 and 0 <= con.sparsity < 1
+    assert 0 < con.quality["svd_error"] <= con.relative_error < 1 and 0 <= con.sparsity < 1
     assert con.shares.shape == (6,) and con.shares.sum() == pytest.approx(1.0)
 
 
