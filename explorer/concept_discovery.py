@@ -49,7 +49,7 @@ import torch
 from PIL import Image
 
 from .backbones import Backbone, load_backbone
-from .dictionary import METHODS, Dictionary, fit_dictionary
+from .dictionary import Dictionary, fit_dictionary, require
 from .errors import CacheError, DatasetError, InvalidArgumentError, LayerNotFoundError
 from .scan.local import plan_shards, scan_shards
 from .scan.reservoir import Reservoir, StageSample
@@ -392,6 +392,7 @@ def concepts(
             or ``method="nmf"`` on a stage with negative values.
         LayerNotFoundError: ``stage`` is not a stage of the backbone.
         DatasetError: fewer readable images than ``k``.
+        MissingDependencyError: scikit-learn is not installed (``pip install "explorer[concepts]"``).
 
     Example::
 
@@ -399,8 +400,7 @@ def concepts(
         >>> con.encode(bb.capture(pixels, ["blocks.4"])).shape
         torch.Size([8, 16, 14, 14])
     """
-    if method not in METHODS:
-        raise InvalidArgumentError(f"method={method!r}; choose one of: {', '.join(METHODS)}.")
+    require(method)  # before any image is read
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"backend={backend!r}; choose one of: {', '.join(BACKENDS)}.")
     n_concepts, k, seed = (
@@ -410,6 +410,7 @@ def concepts(
     )
     samples = _integer("samples", samples, 1)
     shard_size, batch_size = _integer("shard_size", shard_size, 1), _integer("batch_size", batch_size, 1)
+    num_workers = _integer("num_workers", num_workers, 0)
     images = open_source(source)
     if len(images) < k:
         raise DatasetError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -397,3 +398,9 @@ def test_cli_writes_the_report_and_refuses_bad_input(folder, tmp_path, capsys):
     assert main([*arguments, "--n-concepts", "999", "--no-cache", "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("explorer: n_concepts=999") and error.count("\n") == 1
+
+
+def test_a_missing_scikit_learn_is_named_before_any_image_is_read(bb, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn raises ImportError
+    with pytest.raises(explorer.MissingDependencyError, match=r'pip install "explorer\[concepts\]"'):
+        explorer.concepts(bb, "/nonexistent-folder", STAGE, 4, "semi-nmf", cache=None)
