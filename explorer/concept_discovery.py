@@ -28,10 +28,10 @@ Example::
 
     >>> con = explorer.concepts("default", explorer.sample_dataset(128), stage="blocks.4", n_concepts=16,
     ...                         method="semi-nmf", k=6)
-    >>> con.basis.shape, round(con.relative_error, 2)
-    (torch.Size([16, 112]), 0.52)
+    >>> con.basis.shape, round(con.relative_error, 2), round(con.quality["svd_error"], 2)
+    (torch.Size([16, 112]), 0.74, 0.74)
     >>> con.top(3)[0]
-    Exemplar(source='.../00041_brick.jpg', index=41, value=7.1, cell=(5, 9), box=(56, 32, 104, 80))
+    Exemplar(source='.../00103_coins.jpg', index=103, value=40.38, cell=(10, 12), box=(133, 101, 224, 224))
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ class Concepts:
 
     Attributes:
         info: what ran: ``spec``, ``weights``, ``weights_sha256``, ``stage``, ``method``, ``n_concepts``,
-            ``seed``, ``samples`` (asked), ``sampled`` (held), ``reservoir_bytes``, ``fit_seconds``,
-            ``pass1_seconds``, ``pass2_seconds``.
+            ``seed``, ``samples`` (asked), ``sampled`` (held), ``reservoir_bytes``, ``pass1_seconds``,
+            ``fit_seconds`` (those of the run that fitted, when ``fit_cached``), ``pass2_seconds``.
         quality: ``relative_error``, ``svd_error``, ``sparsity``, ``active``, ``share``, ``dead``, ``top_image``,
             ``top_image_share`` (see the module docs).
         scan: the pass-2 :class:`~explorer.Scan`: channel ``i`` of :attr:`stage` is concept ``i``.
