@@ -63,7 +63,7 @@ __all__ = ["DEFAULT_SAMPLES", "ONE_IMAGE_SHARE", "Concepts", "concepts"]
 _log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES = 50_000
-"""Map locations sampled per fit (112 channels: 22 MB)."""
+"""Map locations sampled per fit (at 112 channels: about 24 MB)."""
 
 ONE_IMAGE_SHARE = 0.5
 """A concept holding at least this share of its sampled code mass in one image is warned about."""
@@ -96,10 +96,12 @@ def _quality(dictionary: Dictionary, sample: StageSample, names: Callable[[int],
     error = float((vectors - dictionary.reconstruct(codes)).norm() / vectors.norm().clamp_min(1e-12))
     energy = codes.pow(2).sum(0) * dictionary.basis.pow(2).sum(1)
     n_concepts = codes.shape[1]
-    per_image = torch.zeros(int(sample.images.max()) + 1, n_concepts, dtype=torch.float64)
-    per_image.index_add_(0, sample.images, codes.double())
+    images, position = torch.unique(sample.images, return_inverse=True)  # at most one row per sample
+    per_image = torch.zeros(len(images), n_concepts, dtype=torch.float64).index_add_(
+        0, position, codes.double()
+    )
     mass = per_image.sum(0)
-    top_share, top_image = (per_image.max(0).values / mass.clamp_min(1e-300)), per_image.argmax(0)
+    top_share, top_image = per_image.max(0).values / mass.clamp_min(1e-300), images[per_image.argmax(0)]
     singular = torch.linalg.svdvals(vectors.double())
     return {
         "relative_error": error,

@@ -210,9 +210,9 @@ def test_nmf_refuses_negative_features_and_semi_nmf_takes_them(folder):
 
 
 def test_a_concept_living_in_one_image_is_warned_about():
-    # four images; direction 2 occurs in image 3 only, direction 1 nowhere
+    # four images (of a larger dataset); direction 2 occurs in image 12 only, direction 1 nowhere
     vectors = torch.tensor([[1.0, 0, 0], [2, 0, 0], [1, 0, 0], [1, 0, 0], [0, 0, 5], [1, 0, 0]])
-    images = torch.tensor([0, 1, 2, 3, 3, 0])
+    images = torch.tensor([0, 5, 9, 12, 12, 0])
     sample = StageSample(
         torch.arange(6.0, dtype=torch.float64), images, torch.zeros(6, dtype=torch.int64), vectors
     )
@@ -220,11 +220,11 @@ def test_a_concept_living_in_one_image_is_warned_about():
         Dictionary("semi-nmf", torch.eye(3)), sample, lambda i: f"img{i}.png"
     )
     warnings = concept_discovery._warnings(quality)
-    assert quality["top_image"][2] == "img3.png" and quality["top_image_share"][2] == pytest.approx(1.0)
+    assert quality["top_image"][2] == "img12.png" and quality["top_image_share"][2] == pytest.approx(1.0)
     assert quality["dead"] == [False, True, False]
     assert len(warnings) == 2
     assert warnings[0].startswith("concept 1 never fires")
-    assert warnings[1].startswith("concept 2: 100% of its sampled activation is in one image (img3.png)")
+    assert warnings[1].startswith("concept 2: 100% of its sampled activation is in one image (img12.png)")
     assert quality["relative_error"] == pytest.approx(0.0, abs=1e-6)
 
 
