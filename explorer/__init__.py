@@ -79,6 +79,8 @@ _EXPORTS = {
     "CacheError": "explorer.errors",
     "WriteError": "explorer.errors",
     "ClusterError": "explorer.errors",
+    "concepts": "explorer.concept_discovery",
+    "Concepts": "explorer.concept_discovery",
     "cam": "explorer.cam",
     "CAM": "explorer.cam",
     "cam_methods": "explorer.cam",
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
     from .attention_maps import Attention, attention
     from .backbones import Backbone, Stage, list_backbones, load_backbone
     from .cam import CAM, cam, cam_methods
+    from .concept_discovery import Concepts, concepts
     from .errors import (
         AttentionError,
         CacheError,

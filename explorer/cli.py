@@ -6,6 +6,7 @@ Example::
     $ explorer render default cat.jpg --stage blocks.2 --channels top:32 --out grid.png
     $ explorer stats default cat.jpg --stage blocks.2 --csv blocks2.csv
     $ explorer scan default photos/ --stage blocks.2 --k 9 --out report/
+    $ explorer concepts default photos/ --stage blocks.4 --n-concepts 16 --method semi-nmf --out concepts/
     $ explorer cam default cat.jpg --stage blocks.6 --target "tabby cat" --out cam.png
     $ explorer pca default cat.jpg dog.jpg --stage blocks.5 --foreground auto --out pca.png
     $ explorer similarity default cat.jpg dog.jpg --stage blocks.5 --query 0,5,7 --out similarity.png
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--csv", help="also write the table as CSV")
 
     _scan_parser(commands.add_parser("scan", help="top-k exemplars of every channel over a folder of images"))
+    _concepts_parser(
+        commands.add_parser(
+            "concepts", help="learn a stage's concepts over a folder of images, with exemplars"
+        )
+    )
     _cam_parser(
         commands.add_parser("cam", help="write a class-activation map of a stage over the image"), with_model
     )
@@ -128,6 +134,48 @@ def _run_scan(args: argparse.Namespace) -> None:
     print(f"{index}: {result}")
     for source, reason in result.skipped:
         print(f"skipped {source}: {reason}")
+
+
+def _concepts_parser(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("spec", help='checkpoint: "default", a timm name, "hf:...", "hf-hub:...", a path')
+    sub.add_argument("source", help="a folder of images (recursive)")
+    sub.add_argument("--stage", help="stage name (default: the last stage)")
+    sub.add_argument("--n-concepts", type=int, default=32, help="concepts to learn (default 32)")
+    sub.add_argument(
+        "--method", default="nmf", help="nmf (non-negative stages), semi-nmf or topk-sae (default nmf)"
+    )
+    sub.add_argument("--k", type=int, default=9, help="exemplars per concept (default 9)")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the sample and the fit (default 0)")
+    sub.add_argument(
+        "--out", default="concepts-report", help="folder of the HTML report (default concepts-report)"
+    )
+    sub.add_argument("--backend", choices=("local", "ray"), default="local", help="local (default) or ray")
+    sub.add_argument("--cache", default="~/.cache/explorer/scans", help="cache folder (resumable)")
+    sub.add_argument("--no-cache", action="store_true", help="keep everything in memory only")
+    sub.add_argument("--random", action="store_true", help="random weights instead of pretrained ones")
+    sub.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+
+def _run_concepts(args: argparse.Namespace) -> None:
+    from .concept_discovery import concepts
+
+    result = concepts(
+        args.spec,
+        args.source,
+        stage=args.stage,
+        n_concepts=args.n_concepts,
+        method=args.method,
+        k=args.k,
+        seed=args.seed,
+        cache=None if args.no_cache else args.cache,
+        backend=args.backend,
+        device=args.device,
+        pretrained=not args.random,
+    )
+    index = result.save_html(args.out)
+    print(f"{index}: {result}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
 
 
 def _cam_parser(sub: argparse.ArgumentParser, with_model) -> None:
@@ -332,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stats_to_csv(stats, args.csv)
         elif args.command == "scan":
             _run_scan(args)
+        elif args.command == "concepts":
+            _run_concepts(args)
         elif args.command == "cam":
             _run_cam(args)
         elif args.command in ("pca", "similarity", "attention"):

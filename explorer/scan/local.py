@@ -32,9 +32,16 @@ from .reduce import Reduction
 from .sources import ImageSource
 from .store import ShardResult
 
-__all__ = ["Shard", "plan_shards", "scan_shards"]
+__all__ = ["Projection", "Shard", "plan_shards", "scan_shards"]
 
 _log = logging.getLogger(__name__)
+
+
+Projection = Callable[[dict[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
+"""A per-batch hook of a scan: ``project(maps, image_indices)`` takes the captured ``{name: (B, C, H, W)}`` maps and
+the ``(B,)`` image indices and returns the maps to reduce instead (concept codes, for example:
+:func:`explorer.concepts`); it runs on the maps' device. A scan with a projection keys its cache on the
+projection's ``digest`` attribute (a string that changes with what it computes), and a Ray scan pickles it."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ def scan_shards(
     batch_size: int = 32,
     num_workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    project: Projection | None = None,
 ) -> Iterator[tuple[Shard, ShardResult]]:
     """Scan ``shards`` of ``source`` in order, yielding each one's result as soon as it is finished.
 
@@ -161,6 +169,7 @@ def scan_shards(
         batch_size: images per forward pass (a shard's last batch may be smaller).
         num_workers: DataLoader worker processes reading and preprocessing images; 0 reads in this process.
         on_batch: called with the number of images (read or skipped) after every batch, for a progress bar.
+        project: applied to each batch's captured maps before they are reduced (see :data:`Projection`).
     """
     pixels = _Pixels(source, bb.preprocess)
     pin = bb.device.type == "cuda"
@@ -176,9 +185,11 @@ def scan_shards(
                 for indices, found, failed in _loader(pixels, batches, min(num_workers, len(batches)), pin):
                     failures.update(failed)
                     if found is not None:
-                        reduction.update(
-                            bb.capture(found, list(names)), torch.tensor(indices, dtype=torch.int64)
-                        )
+                        image_indices = torch.tensor(indices, dtype=torch.int64)
+                        maps = bb.capture(found, list(names))
+                        if project is not None:
+                            maps = project(maps, image_indices)
+                        reduction.update(maps, image_indices)
                         scanned += len(indices)
                     done += len(indices) + len(failed)
                     if on_batch is not None and done > reported:

@@ -31,7 +31,7 @@ import torch
 from .._args import shown
 from ..backbones import Backbone
 from ..errors import ClusterError, ExplorerError, MissingDependencyError
-from .local import Shard, scan_shards
+from .local import Projection, Shard, scan_shards
 from .sources import ImageSource
 from .store import ShardResult, reduction_from_parquet, reduction_to_parquet
 
@@ -57,13 +57,21 @@ class _ShardActor:
     """Holds one copy of the model; each call scans whole shards and returns their reductions as Parquet."""
 
     def __init__(
-        self, backbone, source: ImageSource, names: list[str], k: int, batch_size: int, threads: int
+        self,
+        backbone,
+        source: ImageSource,
+        names: list[str],
+        k: int,
+        batch_size: int,
+        threads: int,
+        project: Projection | None = None,
     ):
         import ray
 
         bb = ray.get(backbone[0])
         self.bb = bb.to("cuda" if ray.get_gpu_ids() else "cpu")
         self.source, self.names, self.k, self.batch_size = source, names, k, batch_size
+        self.project = project
         torch.set_num_threads(threads)
 
     def __call__(self, batch: dict) -> dict:
@@ -77,7 +85,10 @@ class _ShardActor:
         }
         for index, start, stop in zip(batch["index"], batch["start"], batch["stop"]):
             shard = Shard(int(index), int(start), int(stop))
-            for _, result in scan_shards(self.bb, self.source, [shard], self.names, self.k, self.batch_size):
+            results = scan_shards(
+                self.bb, self.source, [shard], self.names, self.k, self.batch_size, project=self.project
+            )
+            for _, result in results:
                 rows["index"].append(shard.index)
                 rows["start"].append(shard.start)
                 rows["stop"].append(shard.stop)
@@ -162,8 +173,10 @@ def ray_shards(
     k: int,
     batch_size: int,
     address: str | None = None,
+    project: Projection | None = None,
 ) -> Iterator[tuple[Shard, ShardResult]]:
-    """Scan ``shards`` on Ray, yielding each shard's result as it arrives (in any order).
+    """Scan ``shards`` on Ray, yielding each shard's result as it arrives (in any order); ``project`` as in
+    :func:`explorer.scan.local.scan_shards`.
 
     A dead actor is restarted and its shard retried :data:`ACTOR_RETRIES` times; past that, and for any other
     failure of Ray, the scan stops with a :class:`~explorer.ClusterError` giving Ray's reason in one line (the
@@ -196,6 +209,7 @@ def ray_shards(
                 "k": k,
                 "batch_size": batch_size,
                 "threads": threads,
+                "project": project,
             },
             batch_size=1,
             concurrency=(1, actors),

@@ -24,7 +24,7 @@ import numpy as np
 from ..export import save_png
 from ..files import make_folder, write_atomic
 
-__all__ = ["write_report"]
+__all__ = ["html_page", "write_report"]
 
 CROP_DISPLAY = 112
 """Pixels each crop is shown at (the file keeps the crop's own size)."""
@@ -47,7 +47,8 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
+    """A whole report page: ``title`` escaped here, ``body`` already escaped HTML."""
     return (
         f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n"
@@ -114,7 +115,7 @@ def _stage_page(scan, stage: str, folder: Path) -> str:
         f"{_e(info['input_size'][0])} model input) "
         "with the channel overlaid, from its dataset mean (dark) to its best value (bright).</p>"
     )
-    return _page(f"{stage} · {info['spec']}", head + "\n".join(sections))
+    return html_page(f"{stage} · {info['spec']}", head + "\n".join(sections))
 
 
 def write_report(scan, folder: Path) -> Path:
@@ -141,4 +142,4 @@ def write_report(scan, folder: Path) -> Path:
         + (f"<h2>Skipped images</h2><ul>{skipped}</ul>" if skipped else "")
     )
     index = folder / "index.html"
-    return write_atomic(index, _page(f"Scan of {info['spec']}", body).encode())
+    return write_atomic(index, html_page(f"Scan of {info['spec']}", body).encode())

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 from PIL import Image
 
 from .._args import shown
@@ -214,8 +215,10 @@ class Scan:
         *,
         backbone=None,
         source: ImageSource | None = None,
+        project=None,
     ) -> None:
         self.info = dict(info)
+        self._project = project  # what the scan reduced instead of the maps (explorer.scan.local.Projection)
         self.skipped = [tuple(item) for item in skipped]
         self._reduction = reduction.cpu()
         self._names = dict(names)
@@ -373,7 +376,10 @@ class Scan:
             chunk = images[start : start + batch_size]
             originals = [self._read(image) for image in chunk]
             views = [model_view(original, bb.preprocess) for original in originals]
-            fmap = bb.capture(bb.pixel_values(originals), [stage])[stage]
+            maps = bb.capture(bb.pixel_values(originals), [stage])
+            if self._project is not None:
+                maps = self._project(maps, torch.tensor(chunk, dtype=torch.int64))
+            fmap = maps[stage]
             for position, image in enumerate(chunk):
                 for channel, rank, exemplar in jobs[image]:
                     best = tops[channel][0].value
@@ -421,7 +427,7 @@ class Scan:
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backbone=None, source=None) -> Scan:
+    def load(cls, path: str | os.PathLike, *, backbone=None, source=None, project=None) -> Scan:
         """Read a scan saved by :meth:`save`, :meth:`save_html` or the cache: a folder, or a cache key.
 
         Everything read is checked before it is used: the digest over the whole saved result, then the type
@@ -432,6 +438,7 @@ class Scan:
             backbone: the scanned backbone, for crops of a scan on random weights; its weights must be the
                 scanned ones.
             source: the scanned source, for crops of a dataset scan.
+            project: the scan's projection, for crops of a projected scan (:func:`explorer.concepts`).
 
         Raises:
             CacheError: nothing is saved there, or the files are damaged or edited.
@@ -485,7 +492,7 @@ class Scan:
                     f"{info['weights']}); its crops would be drawn wrong. Pass the scanned backbone."
                 )
         found = open_source(source) if source is not None else None
-        return cls(info, reduction, names, skipped, backbone=backbone, source=found)
+        return cls(info, reduction, names, skipped, backbone=backbone, source=found, project=project)
 
     def save_html(self, folder: str | os.PathLike) -> Path:
         """A static report: ``index.html`` and one page per stage with every channel's exemplar crops, readable

@@ -28,7 +28,7 @@ from ..errors import DatasetError, InvalidArgumentError
 from ..hooks import resolve_layers
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
 from .fields import receptive_fields
-from .local import plan_shards, scan_shards
+from .local import Projection, plan_shards, scan_shards
 from .reduce import MAX_K, NO_IMAGE, Reduction
 from .results import Scan
 from .sources import SourceT, open_source
@@ -153,6 +153,7 @@ def scan(
     device: str | torch.device = "auto",
     pretrained: bool = True,
     progress: bool | Callable[[int, int], None] = True,
+    project: Projection | None = None,
 ) -> Scan:
     """Scan every image of ``source``: per channel, the top-k images by spatial maximum, and dataset statistics.
 
@@ -184,6 +185,9 @@ def scan(
         pretrained: for a spec: real weights (True) or random init.
         progress: show a progress bar (tqdm; the notebook flavour in a notebook); or a function called with
             ``(images done, images in all)`` after every batch instead.
+        project: scan what this makes of each batch's maps instead of the maps (concept codes:
+            :func:`explorer.concepts`); see :data:`explorer.scan.local.Projection`. Its ``digest`` is part of
+            the cache key.
 
     Returns:
         A :class:`~explorer.Scan`: ``top(stage, channel)``, ``stats(stage)``, ``crops(stage, channel)``,
@@ -232,6 +236,10 @@ def scan(
         raise InvalidArgumentError(
             f"cache={shown(str(cache))} is empty or holds a NUL byte; pass a folder, or None."
         )
+    if project is not None and not isinstance(getattr(project, "digest", None), str):
+        raise InvalidArgumentError(
+            "project= needs a digest attribute (a string that changes with what it computes) for the cache key."
+        )
     if backend == "ray":
         from .ray_backend import check_address, import_ray
 
@@ -259,6 +267,8 @@ def scan(
         "precision": str(bb.precision),
         "dtype": str(bb.dtype),
     }
+    if project is not None:  # only then, so the keys of plain scans stay as they were
+        parts["project"] = project.digest
     store = None
     if cache is not None and images.fingerprint is None:
         _log.info(
@@ -268,7 +278,7 @@ def scan(
         store = ShardStore(cache, cache_key(parts), parts)
         if (store.folder / "scan.json").exists():
             try:
-                return Scan.load(store.folder, backbone=bb, source=images)
+                return Scan.load(store.folder, backbone=bb, source=images, project=project)
             except Exception as err:  # a damaged result is recomputed from its shards, never trusted
                 _log.warning(
                     "the saved result in %s is unreadable (%s); merging its shards again", store.folder, err
@@ -288,9 +298,11 @@ def scan(
     if backend == "ray":
         from .ray_backend import ray_shards
 
-        finished = ray_shards(bb, images, todo, names, k, batch_size, address)
+        finished = ray_shards(bb, images, todo, names, k, batch_size, address, project=project)
     else:
-        finished = scan_shards(bb, images, todo, names, k, batch_size, num_workers, on_batch=bar.update)
+        finished = scan_shards(
+            bb, images, todo, names, k, batch_size, num_workers, on_batch=bar.update, project=project
+        )
 
     merged, skipped, counts = Reduction(k), [], {"scanned": 0, "next": 0}
     failed: list[tuple[str | int, str]] = []
@@ -347,7 +359,13 @@ def scan(
         "key": store.key if store is not None else None,
     }
     result = Scan(
-        info, merged, {i: images.name(i) for i in sorted(referenced)}, skipped, backbone=bb, source=images
+        info,
+        merged,
+        {i: images.name(i) for i in sorted(referenced)},
+        skipped,
+        backbone=bb,
+        source=images,
+        project=project,
     )
     if store is not None:
         result.save(store.folder)
