@@ -202,13 +202,14 @@ class Baseline:
         from PIL import Image
 
         import explorer
+        from explorer.backbones.timm import TimmPreprocess
 
         torch.manual_seed(0)
         self.root = root
         bb = explorer.load_backbone(
             "test_resnet", out_features=["layer1", "layer2"], pretrained=False, device="cpu"
         )
-        bb.preprocess = dataclasses.replace(bb.preprocess, input_size=(32, 32), crop_pct=1.0)
+        bb.preprocess = TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
         self.bb = bb
         images = root / "images"
         images.mkdir()

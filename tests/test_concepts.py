@@ -20,6 +20,7 @@ from test_scan import small_backbone, write_images
 
 import explorer
 from explorer import concept_discovery
+from explorer.backbones.timm import TimmPreprocess
 from explorer.cli import main
 from explorer.dictionary import Dictionary, fit_dictionary, nnls_codes
 from explorer.scan import local as scan_local
@@ -202,7 +203,7 @@ def test_nmf_refuses_negative_features_and_semi_nmf_takes_them(folder):
     signed = explorer.load_backbone(
         "convnext_atto", out_features=["stages.1"], pretrained=False, device="cpu"
     )
-    signed.preprocess = dataclasses.replace(signed.preprocess, input_size=(64, 64), crop_pct=1.0)
+    signed.preprocess = TimmPreprocess({"input_size": (3, 64, 64), "crop_pct": 1.0})
     with pytest.raises(explorer.InvalidArgumentError, match=r'holds negative values .*method="semi-nmf"'):
         explorer.concepts(signed, folder, "stages.1", 4, "nmf", cache=None, **OPTIONS)
     result = explorer.concepts(signed, folder, "stages.1", 4, "semi-nmf", cache=None, **OPTIONS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from PIL import Image
 
 import explorer
+from explorer.backbones.timm import TimmPreprocess
 from explorer.cli import main
 
 NESTED = "[" * 100_000 + "]" * 100_000
@@ -22,7 +22,7 @@ NESTED = "[" * 100_000 + "]" * 100_000
 def bb() -> explorer.Backbone:
     torch.manual_seed(0)
     bb = explorer.load_backbone("test_resnet", pretrained=False, device="cpu")
-    bb.preprocess = dataclasses.replace(bb.preprocess, input_size=(32, 32), crop_pct=1.0)
+    bb.preprocess = TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
     return bb
 
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 import explorer
+from explorer.backbones.timm import TimmPreprocess
 from explorer.errors import CacheError, ExplorerError, InvalidArgumentError, WriteError
 from explorer.files import make_folder, write_atomic
 from explorer.scan.results import Scan, _digest
@@ -33,7 +33,7 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>"\'&'
 def tiny_backbone(seed: int = 0) -> explorer.Backbone:
     torch.manual_seed(seed)
     bb = explorer.load_backbone("test_resnet", out_features=["layer1"], pretrained=False, device="cpu")
-    bb.preprocess = dataclasses.replace(bb.preprocess, input_size=SIZE, crop_pct=1.0)
+    bb.preprocess = TimmPreprocess({"input_size": (3, *SIZE), "crop_pct": 1.0})
     return bb
 
 

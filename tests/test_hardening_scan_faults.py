@@ -9,7 +9,6 @@ sources (an empty path, bytes paths, duplicates) are checked beside them.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -24,6 +23,7 @@ import torch
 from PIL import Image
 
 import explorer
+from explorer.backbones.timm import TimmPreprocess
 from explorer.errors import DatasetError, InvalidArgumentError
 from explorer.scan import sources
 
@@ -34,7 +34,7 @@ COUNT = 6
 def tiny_backbone() -> explorer.Backbone:
     torch.manual_seed(0)
     bb = explorer.load_backbone("test_resnet", out_features=["layer1"], pretrained=False, device="cpu")
-    bb.preprocess = dataclasses.replace(bb.preprocess, input_size=SIZE, crop_pct=1.0)
+    bb.preprocess = TimmPreprocess({"input_size": (3, *SIZE), "crop_pct": 1.0})
     return bb
 
 
@@ -220,12 +220,13 @@ def test_huge_sizes_are_refused_or_harmless_before_anything_is_allocated(bb, tmp
 
 
 MEASURE = """
-import dataclasses, json, resource, sys, torch, explorer
+import json, resource, sys, torch, explorer
+from explorer.backbones.timm import TimmPreprocess
 from PIL import Image
 import numpy as np
 torch.manual_seed(0)
 bb = explorer.load_backbone("test_resnet", out_features=["layer1"], pretrained=False, device="cpu")
-bb.preprocess = dataclasses.replace(bb.preprocess, input_size=(32, 32), crop_pct=1.0)
+bb.preprocess = TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
 images = [Image.fromarray(np.full((36, 36, 3), i * 40, np.uint8)) for i in range(6)]
 explorer.scan(bb, images, k=2, batch_size=2, num_workers=0, cache=None, progress=False)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

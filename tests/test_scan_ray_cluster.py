@@ -26,6 +26,7 @@ import numpy as np, torch
 from PIL import Image
 from ray.cluster_utils import Cluster
 import explorer
+from explorer.backbones.timm import TimmPreprocess
 
 folder = sys.argv[1]
 rng = np.random.default_rng(0)
@@ -35,7 +36,8 @@ for i in range(12):
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(f"{folder}/im{i:02d}.png")
 torch.manual_seed(0)
 bb = explorer.load_backbone("test_resnet", out_features=["layer1"], pretrained=False, device="cpu")
-bb.preprocess = dataclasses.replace(bb.preprocess, input_size=(32, 32), crop_pct=1.0)
+from explorer.backbones.timm import TimmPreprocess
+bb.preprocess = TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
 options = dict(k=3, batch_size=2, shard_size=2, cache=None)
 
 def tops(scan):
