@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -444,7 +443,7 @@ def concepts(
         "format": FIT_FORMAT,
         "spec": bb.spec,
         "weights_sha256": weights_digest(bb.model),
-        "preprocess": dataclasses.asdict(bb.preprocess),
+        "preprocess": bb.preprocess.settings,
         "source": [images.kind, images.fingerprint, len(images)],
         "stage": stage,
         "n_concepts": n_concepts,
