@@ -202,13 +202,18 @@ class Explorer(widgets.VBox):
     cam_method = _choice("cam_method", "CAM: the method (explorer.cam_methods()).")
     cam_target = _choice("cam_target", "CAM: the class explained; None for the top prediction.")
     dataset_source = _choice("dataset_source", "Dataset: the folder or saved scan scanned; 'samples:N'.")
+    patch_mode = _choice("patch_mode", "Patches: pca, similarity or attention.")
+    patch_query = _choice("patch_query", "Patches: the similarity query (image, row, col); None for the centre.")
+    attention_block = _choice("attention_block", "Patches: the attention block ('' for the last).")
+    attention_head = _choice("attention_head", "Patches: the attention head; None for the mean over heads.")
+    attention_rollout = _choice("attention_rollout", "Patches: also show attention rollout.")
 
     def refresh(self) -> None:
         """Do any pending work now (load, capture, draw); errors go to the status line."""
         self.controller.refresh()
 
     def code(self, folder: str = IMAGE_FOLDER) -> str:
-        """Library code for the tab on show (Grid, CAM, Compare, Dataset; the Grid's for the others): run as
+        """Library code for the tab on show (Grid, CAM, Compare, Dataset, Patches; the Grid's for the others): run as
         given in a fresh interpreter, it binds ``png`` to :attr:`png`. Images that exist only in the kernel are
         saved in ``folder`` first, under the names the code states."""
         return self._code(self._frame(), folder)[0]
