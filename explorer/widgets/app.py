@@ -203,7 +203,9 @@ class Explorer(widgets.VBox):
     cam_target = _choice("cam_target", "CAM: the class explained; None for the top prediction.")
     dataset_source = _choice("dataset_source", "Dataset: the folder or saved scan scanned; 'samples:N'.")
     patch_mode = _choice("patch_mode", "Patches: pca, similarity or attention.")
-    patch_query = _choice("patch_query", "Patches: the similarity query (image, row, col); None for the centre.")
+    patch_query = _choice(
+        "patch_query", "Patches: the similarity query (image, row, col); None for the centre."
+    )
     attention_block = _choice("attention_block", "Patches: the attention block ('' for the last).")
     attention_head = _choice("attention_head", "Patches: the attention head; None for the mean over heads.")
     attention_rollout = _choice("attention_rollout", "Patches: also show attention rollout.")
