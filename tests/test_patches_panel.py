@@ -121,6 +121,17 @@ def test_attention_draws_on_a_vit_and_a_cnn_says_why_not():
     assert torch.allclose(view.result.rollout, rolled.rollout, atol=1e-6)
     assert app.png == view.patches_view.data
     assert "att = explorer.attention(bb, images[0], block='blocks.3', rollout=True)" in app.code()
+    body, indices, png = view.code(
+        app.controller.frame, view._shown
+    )  # the code, on the panel's random weights
+    scope = {
+        "bb": app.backbone,
+        "images": [app.images[i] for i in indices],
+        "explorer": explorer,
+        "torch": torch,
+    }
+    exec("\n".join(body), scope)
+    assert scope["png"] == png == app.png
 
 
 def test_code_for_pca_and_similarity_round_trips_in_a_fresh_interpreter(tmp_path):

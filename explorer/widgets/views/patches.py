@@ -18,9 +18,12 @@ no model.
 Example::
 
     >>> app = explorer.Explorer()
-    >>> app.tab = "Patches"; app.patch_mode = "similarity"; app.patch_query = (0, 3, 4)
-    >>> app.views["Patches"].result.best[1]
-    (5, 2)
+    >>> app.tab = "Patches"                          # PCA colours of the gallery
+    >>> app.patch_mode = "similarity"; app.patch_query = (0, 3, 4)
+    >>> app.views["Patches"].result.maps.shape       # one map per gallery image (an explorer.Similarity)
+    torch.Size([6, 28, 28])
+    >>> exec(app.code()); png == app.png
+    True
 """
 
 from __future__ import annotations
@@ -228,8 +231,8 @@ def _attention(scene: Scene) -> PatchesData:
     s = scene.state
     blocks = tuple(scene.backbone.attention_blocks())
     try:
-        if not blocks:
-            attention(scene.backbone, scene.image)  # the library's refusal, with its advice
+        if not blocks:  # no model run: the library refuses before reading, with its advice
+            attention(scene.backbone, scene.image)
     except AttentionError as err:
         message = html.escape(str(err))
         return PatchesData("attention", b"", {}, {}, (), b"", "", ("error", message))
