@@ -76,7 +76,7 @@ def _scale(grid: tuple[int, int]) -> int:
     return max(1, TILE // max(grid))
 
 
-def gallery_maps(scene: Scene):
+def _gallery_maps(scene: Scene):
     """The maps of every gallery image: the panel's capture when the gallery is the image on show, else one
     capture of the gallery, kept by content (checkpoint, images, maps)."""
     s, gallery = scene.state, scene.gallery
@@ -373,7 +373,7 @@ class PatchesView(View):
                 "choose a stage in Show."
             )
             return PatchesData(s.patch_mode, b"", {}, {}, (), b"", "", ("warn", message))
-        maps = gallery_maps(scene)
+        maps = _gallery_maps(scene)
         grid = tuple(maps[s.stage].shape[-2:])
         scale = _scale(grid)
         tile = (grid[0] * scale, grid[1] * scale)
