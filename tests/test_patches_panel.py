@@ -166,3 +166,45 @@ def test_code_for_pca_and_similarity_round_trips_in_a_fresh_interpreter(tmp_path
     assert result.returncode == 0, result.stderr
     pngs = [bytes.fromhex(h) for h in json.loads(result.stdout.strip().splitlines()[-1])]
     assert pngs == [png for _, png in made]
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    pixels = np.zeros((96, 128, 3), np.uint8)
+    pixels[:, :64] = colour
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_camera_frames_are_the_image_on_show_and_replace_each_other(monkeypatch):
+    app = explorer.Explorer(device="cpu", images=_two_images()[:1], display=False)
+    app.tab = "Patches"
+    app.camera_button.value = True
+    camera = app.camera
+    assert app.camera_box.children == (camera,) and camera.active
+    sent = []
+    monkeypatch.setattr(camera, "send", lambda content, buffers=None: sent.append(content))
+    camera._on_message(camera, {"event": "frame", "seq": 1}, [_jpeg((250, 30, 30))])
+    assert app.controller.wait(300) and sent == [{"ack": 1}]
+    assert (
+        len(app.images) == 2
+        and app.image_index == 1
+        and app.controller.frame.gallery.names[1] == "camera frame"
+    )
+    first, shown = app.feature_maps, app.views["Patches"]._shown
+    assert shown.grid["cols"] == 2  # the PCA colours follow the camera
+    camera._on_message(camera, {"event": "frame", "seq": 2}, [_jpeg((20, 20, 240))])
+    assert app.controller.wait(300)
+    assert len(app.images) == 2 and app.image_index == 1  # the new frame replaced the previous one
+    assert np.asarray(app.images[1])[0, 0, 2] > 200
+    assert not torch.equal(app.feature_maps[app.stage], first[app.stage])
+    assert app.views["Patches"]._shown is not shown
+
+    camera.error = "navigator.mediaDevices is not available: open the notebook over https or localhost."
+    assert "No camera: navigator.mediaDevices is not available" in app.status
+    app.camera_button.value = False
+    assert app.camera_box.children == () and not camera.active

@@ -108,11 +108,21 @@ class Explorer(widgets.VBox):
         )
         self.code_view = widgets.HTML()
         self.code_button.on_click(lambda _button: self._show_code(self.controller.frame))
+        self.camera_button = widgets.ToggleButton(
+            description="Camera",
+            icon="camera",
+            tooltip="The browser's camera as the image on show (its frames replace each other in the gallery)",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.camera_button.observe(self._toggle_camera, names="value")
+        self.camera = None  # the Camera widget, made when first switched on
+        self.camera_box = widgets.HBox()
         self.children = [
             widgets.HTML(STYLE),
             self.controls.header,
             self.tabs,
-            widgets.HBox([self.code_button]),
+            widgets.HBox([self.code_button, self.camera_button]),
+            self.camera_box,
             self.code_view,
         ]
         self.controller.listeners.append(self._show)
@@ -121,6 +131,26 @@ class Explorer(widgets.VBox):
 
             show(self)
         self.controller.start()
+
+    def _toggle_camera(self, change) -> None:
+        """The Camera button: its frames go to the engine (:meth:`Controller.show_frame`), which puts each in the
+        gallery as the image on show; switched off, the camera stops and the last frame stays."""
+        if change["new"]:
+            if self.camera is None:
+                from .camera import Camera
+
+                self.camera = Camera(on_frame=self.controller.show_frame)
+                self.camera.observe(self._camera_error, names="error")
+            self.camera.active = True
+            self.camera_box.children = (self.camera,)
+        elif self.camera is not None:
+            self.camera.active = False
+            self.camera_box.children = ()
+
+    def _camera_error(self, change) -> None:
+        """Where the front end gives no camera (VS Code's webview, a page that is not secure), say why."""
+        if change["new"]:
+            self.controller.report(f"No camera: {change['new']}")
 
     def _show(self, frame: Frame) -> None:
         for view in self.views.values():

@@ -71,6 +71,22 @@ class Gallery:
             self.keys + tuple(new_key() for _ in images),
         )
 
+    def with_frame(self, image: Image.Image, name: str, source: tuple[str, str]) -> tuple[Gallery, int]:
+        """A gallery where ``image`` (a live frame, with a new key) replaces the image from ``source``, or joins
+        the gallery when none is from there; and its index."""
+        if source in self.sources:
+            i = self.sources.index(source)
+            return (
+                Gallery(
+                    self.images[:i] + (image,) + self.images[i + 1 :],
+                    self.names[:i] + (name,) + self.names[i + 1 :],
+                    self.sources,
+                    self.keys[:i] + (new_key(),) + self.keys[i + 1 :],
+                ),
+                i,
+            )
+        return self.add([image], [name], [source]), len(self)
+
 
 def add_uploads(
     gallery: Gallery, uploads: Sequence[tuple[str, bytes]]
