@@ -28,6 +28,7 @@ from traitlets import TraitError
 from .controls import Controls
 from .engine import Controller, Frame
 from .engine.codegen import IMAGE_FOLDER, script
+from .engine.gallery import LIVE
 from .state import ExplorerState
 from .views import VIEWS
 from .views.html import STYLE
@@ -133,19 +134,24 @@ class Explorer(widgets.VBox):
         self.controller.start()
 
     def _toggle_camera(self, change) -> None:
-        """The Camera button: its frames go to the engine (:meth:`Controller.show_frame`), which puts each in the
-        gallery as the image on show; switched off, the camera stops and the last frame stays."""
+        """The Camera button: its frames go to the engine, which puts each in the gallery as the image on show
+        (replacing the previous frame); switched off, the camera stops and the last frame stays."""
         if change["new"]:
             if self.camera is None:
                 from .camera import Camera
 
-                self.camera = Camera(on_frame=self.controller.show_frame)
+                self.camera = Camera(on_frame=self._camera_frame)
                 self.camera.observe(self._camera_error, names="error")
             self.camera.active = True
             self.camera_box.children = (self.camera,)
         elif self.camera is not None:
             self.camera.active = False
             self.camera_box.children = ()
+
+    def _camera_frame(self, _image) -> None:
+        """A frame (on the kernel's thread): decoded in the engine's worker; frames sent while it works are
+        decoded in turn and only the newest is drawn."""
+        self.controller.add_upload(LIVE, self.camera.frame)
 
     def _camera_error(self, change) -> None:
         """Where the front end gives no camera (VS Code's webview, a page that is not secure), say why."""

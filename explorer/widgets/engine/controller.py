@@ -47,16 +47,11 @@ from .runtime import Runtime, devices, list_layers, model_view
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from ...backbones import Backbone
 
 __all__ = ["Controller"]
 
 _log = logging.getLogger(__name__)
-
-LIVE = "camera frame"
-"""The gallery name (and source) of the live frame: one image, replaced by each new frame."""
 
 MAX_PASSES = 8
 """Passes one round of work makes at most: a pass whose state changed meanwhile is followed by another."""
@@ -99,7 +94,6 @@ class Controller:
         self._gallery_source: tuple[Sequence[object] | None] | None = (images,)
         self._gallery = Gallery()
         self._uploads: deque[tuple[str, bytes]] = deque()
-        self._live: Image.Image | None = None  # the newest live frame not yet in the gallery
         self._pending_out_features = list(out_features) if out_features is not None else None
         self._fallback = state.snapshot()
         self._applied: dict[str, object] | None = None
@@ -155,14 +149,6 @@ class Controller:
     def add_upload(self, name: str, data: bytes) -> None:
         """An uploaded file: decoded in the worker, added to the gallery and shown (or refused with a reason)."""
         self._uploads.append((name, data))
-        self._forced = max(self._forced, CAPTURE)
-        self.scheduler.request()
-
-    def show_frame(self, image: Image.Image) -> None:
-        """A live frame (a camera's, as a PIL RGB image): it replaces the previous live frame in the gallery (or
-        joins it) and is shown. Frames that arrive while the worker is busy replace each other: the newest is
-        drawn, none queues up."""
-        self._live = image
         self._forced = max(self._forced, CAPTURE)
         self.scheduler.request()
 
@@ -288,9 +274,6 @@ class Controller:
         self._gallery, first, refused = add_uploads(self._gallery, uploads)
         if first is not None:
             corrected["image_index"] = first
-        live, self._live = self._live, None
-        if live is not None:
-            self._gallery, corrected["image_index"] = self._gallery.with_frame(live, LIVE, ("memory", LIVE))
         return self._gallery, refused
 
     def _build(
