@@ -28,6 +28,7 @@ from traitlets import TraitError
 from .controls import Controls
 from .engine import Controller, Frame
 from .engine.codegen import IMAGE_FOLDER, script
+from .engine.gallery import LIVE
 from .state import ExplorerState
 from .views import VIEWS
 from .views.html import STYLE
@@ -108,11 +109,21 @@ class Explorer(widgets.VBox):
         )
         self.code_view = widgets.HTML()
         self.code_button.on_click(lambda _button: self._show_code(self.controller.frame))
+        self.camera_button = widgets.ToggleButton(
+            description="Camera",
+            icon="camera",
+            tooltip="The browser's camera as the image on show (its frames replace each other in the gallery)",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.camera_button.observe(self._toggle_camera, names="value")
+        self.camera = None  # the Camera widget, made when first switched on
+        self.camera_box = widgets.HBox()
         self.children = [
             widgets.HTML(STYLE),
             self.controls.header,
             self.tabs,
-            widgets.HBox([self.code_button]),
+            widgets.HBox([self.code_button, self.camera_button]),
+            self.camera_box,
             self.code_view,
         ]
         self.controller.listeners.append(self._show)
@@ -121,6 +132,31 @@ class Explorer(widgets.VBox):
 
             show(self)
         self.controller.start()
+
+    def _toggle_camera(self, change) -> None:
+        """The Camera button: its frames go to the engine, which puts each in the gallery as the image on show
+        (replacing the previous frame); switched off, the camera stops and the last frame stays."""
+        if change["new"]:
+            if self.camera is None:
+                from .camera import Camera
+
+                self.camera = Camera(on_frame=self._camera_frame)
+                self.camera.observe(self._camera_error, names="error")
+            self.camera.active = True
+            self.camera_box.children = (self.camera,)
+        elif self.camera is not None:
+            self.camera.active = False
+            self.camera_box.children = ()
+
+    def _camera_frame(self, _image) -> None:
+        """A frame (on the kernel's thread): decoded in the engine's worker; frames sent while it works are
+        decoded in turn and only the newest is drawn."""
+        self.controller.add_upload(LIVE, self.camera.frame)
+
+    def _camera_error(self, change) -> None:
+        """Where the front end gives no camera (VS Code's webview, a page that is not secure), say why."""
+        if change["new"]:
+            self.controller.report(f"No camera: {change['new']}")
 
     def _show(self, frame: Frame) -> None:
         for view in self.views.values():
@@ -202,13 +238,20 @@ class Explorer(widgets.VBox):
     cam_method = _choice("cam_method", "CAM: the method (explorer.cam_methods()).")
     cam_target = _choice("cam_target", "CAM: the class explained; None for the top prediction.")
     dataset_source = _choice("dataset_source", "Dataset: the folder or saved scan scanned; 'samples:N'.")
+    patch_mode = _choice("patch_mode", "Patches: pca, similarity or attention.")
+    patch_query = _choice(
+        "patch_query", "Patches: the similarity query (image, row, col); None for the centre."
+    )
+    attention_block = _choice("attention_block", "Patches: the attention block ('' for the last).")
+    attention_head = _choice("attention_head", "Patches: the attention head; None for the mean over heads.")
+    attention_rollout = _choice("attention_rollout", "Patches: also show attention rollout.")
 
     def refresh(self) -> None:
         """Do any pending work now (load, capture, draw); errors go to the status line."""
         self.controller.refresh()
 
     def code(self, folder: str = IMAGE_FOLDER) -> str:
-        """Library code for the tab on show (Grid, CAM, Compare, Dataset; the Grid's for the others): run as
+        """Library code for the tab on show (Grid, CAM, Compare, Dataset, Patches; the Grid's for the others): run as
         given in a fresh interpreter, it binds ``png`` to :attr:`png`. Images that exist only in the kernel are
         saved in ``folder`` first, under the names the code states."""
         return self._code(self._frame(), folder)[0]

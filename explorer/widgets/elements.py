@@ -1,7 +1,7 @@
 """Two small anywidgets the panel is built from; their JavaScript ships in ``static/`` (no CDN, no build step).
 
 - :class:`ImageView`: PNG or JPEG bytes with a title and a colour bar; for a channel grid, the channel, position
-  and value under the pointer, and a click that zooms the channel. One message per update, the bytes as a binary
+  and value under the pointer, a click that zooms the channel (or picks a location), and outlined locations. One message per update, the bytes as a binary
   buffer (never JSON arrays of values).
 - :class:`Upload`: a file button that sends files in chunks under the Jupyter server's 10 MiB message limit,
   and refuses files over ``max_bytes`` before sending anything; the kernel checks every chunk message and bounds
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anywidget
-from traitlets import Bool, Bytes, Dict, Int, Unicode
+from traitlets import Bool, Bytes, Dict, Int, List, Unicode
 
 from .._args import shown
 
@@ -41,6 +41,7 @@ class ImageView(anywidget.AnyWidget):
     Args:
         value_at: ``(channel, row, col) -> float`` for the value under the pointer; None shows no value.
         on_click: called with the channel clicked.
+        on_pick: called with ``(channel, row, col)`` clicked: the tile and the location on its map.
     """
 
     _esm = _STATIC / "imageview.js"
@@ -53,17 +54,22 @@ class ImageView(anywidget.AnyWidget):
     colorbar = Dict(help="colors (CSS), low, high, note.").tag(sync=True)
     clickable = Bool(False).tag(sync=True)
     marked = Int(-1, help="A channel of the grid outlined (the zoomed one); -1 for none.").tag(sync=True)
+    marks = List(
+        help="Cells of the grid outlined: [channel, row, col, kind] with kind 'query' or 'best' (a location of "
+        "a map, not a whole tile)."
+    ).tag(sync=True)
 
     def __init__(
         self,
         *,
         value_at: Callable[[int, int, int], float] | None = None,
         on_click: Callable[[int], None] | None = None,
+        on_pick: Callable[[int, int, int], None] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.value_at = value_at
-        self.on_click = on_click
+        self.on_click, self.on_pick = on_click, on_pick
         self.on_msg(self._on_message)
 
     def show(self, data: bytes, format: str, **traits) -> None:
@@ -85,8 +91,11 @@ class ImageView(anywidget.AnyWidget):
                 except (IndexError, KeyError, ValueError, RuntimeError):
                     value = None  # the pointer is over a grid that has just been replaced
             self.send({"hover": {"channel": at[0], "row": at[1], "col": at[2], "value": value}})
-        elif event == "click" and self.on_click is not None:
-            self.on_click(at[0])
+        elif event == "click":
+            if self.on_click is not None:
+                self.on_click(at[0])
+            if self.on_pick is not None:
+                self.on_pick(*at)
 
 
 class Upload(anywidget.AnyWidget):

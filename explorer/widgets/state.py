@@ -19,7 +19,7 @@ Example::
 
 from __future__ import annotations
 
-from traitlets import Any, Bool, Enum, Float, HasTraits, Int, List, TraitError, Unicode, validate
+from traitlets import Any, Bool, Enum, Float, HasTraits, Int, List, TraitError, Tuple, Unicode, validate
 
 from ..vocabulary import NORMS, STAT_NAMES
 
@@ -31,6 +31,7 @@ __all__ = [
     "LOAD",
     "NORMS",
     "PAGE_SIZES",
+    "PATCH_MODES",
     "PRECISIONS",
     "SORT_KEYS",
     "STAT_NAMES",
@@ -42,6 +43,7 @@ PRECISIONS = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PAGE_SIZES = (16, 32, 64, 128, 256)
 COMPARE_MODES = ("off", "images", "checkpoints")
+PATCH_MODES = ("pca", "similarity", "attention")
 
 DRAW, CAPTURE, LOAD = 1, 2, 3
 _LEVELS = {"draw": DRAW, "capture": CAPTURE, "load": LOAD}
@@ -120,6 +122,33 @@ class ExplorerState(HasTraits):
             help="Dataset tab: the folder scanned (or a saved scan); 'samples:N' for N sample images; '' for none.",
         )
     )
+    patch_mode = _draw(
+        Enum(
+            PATCH_MODES,
+            default_value="pca",
+            help="Patches tab: PCA colours, similarity to a query, attention.",
+        )
+    )
+    patch_query = _draw(
+        Tuple(
+            Int(),
+            Int(),
+            Int(),
+            default_value=None,
+            allow_none=True,
+            help="Patches tab: the similarity query (image, row, col) on the stage's grid; None for the centre of "
+            "image 0.",
+        )
+    )
+    attention_block = _draw(
+        Unicode("", help="Patches tab: the attention block read (bb.attention_blocks()); '' for the last.")
+    )
+    attention_head = _draw(
+        Int(
+            None, allow_none=True, help="Patches tab: the attention head shown; None for the mean over heads."
+        )
+    )
+    attention_rollout = _draw(Bool(False, help="Patches tab: also show attention rollout up to the block."))
 
     @classmethod
     def work(cls, name: str) -> int:
@@ -140,6 +169,21 @@ class ExplorerState(HasTraits):
         if not spec:
             raise TraitError('The checkpoint is empty: type "default", a timm name, "hf:..." or a path.')
         return spec
+
+    @validate("patch_query")
+    def _patch_query(self, proposal):
+        value = proposal["value"]
+        if value is not None and min(value) < 0:
+            raise TraitError(f"patch_query is (image, row, col), each 0 or more; got {value}")
+        return value
+
+    @validate("attention_head")
+    def _attention_head(self, proposal):
+        if proposal["value"] is not None and proposal["value"] < 0:
+            raise TraitError(
+                f"attention_head must be 0 or more, or None for the mean; got {proposal['value']}"
+            )
+        return proposal["value"]
 
     @validate("page", "channel", "image_index", "compare_image_index")
     def _non_negative(self, proposal):

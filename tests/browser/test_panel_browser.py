@@ -300,6 +300,48 @@ def cam_and_dataset_tabs(page, panel, steps: Steps) -> None:
     steps.shot("dataset", panel)
 
 
+def patches_tab(page, panel, steps: Steps) -> None:
+    """The Patches tab draws the gallery's PCA colours; a click on an image shows every image's similarity to that
+    location, with the query and the best matches outlined, and the value under the pointer."""
+    before = panel.locator(STATUS).first.get_attribute("data-update")
+    panel.locator(".lm-TabBar-tab", has_text="Patches").first.click()
+    wait_settled(page, panel, before)
+    colours = panel.locator(".explorer-patches img.explorer-iv-img").first
+    colours.wait_for(state="visible", timeout=PANEL_TIMEOUT_MS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=colours.element_handle())
+    pca_src = colours.get_attribute("src")
+    assert_status_ok(panel)
+    steps.shot("patches-pca", panel)
+    images = panel.locator(".explorer-patch-images img.explorer-iv-img").first
+    box = images.bounding_box()
+    before = panel.locator(STATUS).first.get_attribute("data-update")
+    page.mouse.click(box["x"] + box["height"] * 0.5, box["y"] + box["height"] * 0.5)  # image 0, its centre
+    wait_settled(page, panel, before)
+    page.wait_for_function(
+        "([img, before]) => img.src !== before && img.complete && img.naturalWidth > 0",
+        arg=[colours.element_handle(), pca_src],
+        timeout=UPDATE_TIMEOUT_MS,
+    )
+    chosen = panel.locator(".widget-toggle-button.mod-active", has_text="Similarity")
+    assert chosen.count() == 1, "a click did not switch to Similarity"
+    query = panel.locator(".explorer-patches .explorer-iv-cell.query").first
+    query.wait_for(state="visible", timeout=UPDATE_TIMEOUT_MS)
+    cell = query.bounding_box()
+    assert cell["x"] < box["x"] + box["height"] and cell["y"] < box["y"] + box["height"] + 400
+    gallery = len(panel.locator(".explorer-patches .explorer-iv-cell.best").all())
+    assert gallery >= 2, f"best matches outlined: {gallery}"
+    maps = colours.bounding_box()
+    page.mouse.move(maps["x"] + maps["width"] * 0.75, maps["y"] + maps["height"] * 0.5)
+    tip = panel.locator(".explorer-patches .explorer-iv-tip").first
+    page.wait_for_function(
+        "tip => /image \\d+ · \\(\\d+, \\d+\\) · -?[\\d.e+-]+/.test(tip.textContent)",
+        arg=tip.element_handle(),
+        timeout=UPDATE_TIMEOUT_MS,
+    )
+    assert_status_ok(panel)
+    steps.shot("patches-similarity", panel)
+
+
 def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     steps = Steps(page, artifacts, "jupyterlab")
     upload_file = write_upload_image(tmp_path / UPLOAD_NAME)
@@ -331,6 +373,7 @@ def test_jupyterlab_panel(jupyterlab, page, artifacts, tmp_path):
     timings = drive_panel(page, panel, steps, artifacts, upload_file, docs=ROOT / "docs" / "panel.png")
     hover_click_and_tabs(page, panel, steps)
     cam_and_dataset_tabs(page, panel, steps)
+    patches_tab(page, panel, steps)
     timings["total"] = time.monotonic() - start
     steps.save_timings(timings)
     assert_clean_console(page)

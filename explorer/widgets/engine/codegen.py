@@ -72,7 +72,7 @@ def _image_lines(gallery: Gallery, indices: Sequence[int], folder: str | os.Path
             loads.append(f"explorer.load_image({where!r})")
         else:
             path = save_image(gallery.images[i], where, folder)
-            what = "uploaded file" if kind == "upload" else "image given in code"
+            what = {"upload": "uploaded file", "camera": "camera frame"}.get(kind, "image given in code")
             notes.append(f"# the {what} {where!r}, saved by the panel as {path}")
             loads.append(f"explorer.load_image({path!r})")
     return [*notes, "images = [" + ", ".join(loads) + "]"]

@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Gallery", "add_uploads", "gallery_from", "new_key"]
+__all__ = ["LIVE", "Gallery", "add_uploads", "gallery_from", "new_key"]
+
+LIVE = "camera frame"
+"""The upload name of a live frame (a camera's): one gallery image, ``("camera", LIVE)``, replaced by each frame."""
 
 _serials = itertools.count(1)
 
@@ -71,11 +74,28 @@ class Gallery:
             self.keys + tuple(new_key() for _ in images),
         )
 
+    def with_frame(self, image: Image.Image, name: str, source: tuple[str, str]) -> tuple[Gallery, int]:
+        """A gallery where ``image`` (a live frame, with a new key) replaces the image from ``source``, or joins
+        the gallery when none is from there; and its index."""
+        if source in self.sources:
+            i = self.sources.index(source)
+            return (
+                Gallery(
+                    self.images[:i] + (image,) + self.images[i + 1 :],
+                    self.names[:i] + (name,) + self.names[i + 1 :],
+                    self.sources,
+                    self.keys[:i] + (new_key(),) + self.keys[i + 1 :],
+                ),
+                i,
+            )
+        return self.add([image], [name], [source]), len(self)
+
 
 def add_uploads(
     gallery: Gallery, uploads: Sequence[tuple[str, bytes]]
 ) -> tuple[Gallery, int | None, list[str]]:
-    """``gallery`` with the files ``(name, bytes)`` that decode added; the index of the first one added (None when
+    """``gallery`` with the files ``(name, bytes)`` that decode added (a :data:`LIVE` frame replaces the last
+    one); the index of the first one added (None when
     none was), and the reasons of those refused (:class:`~explorer.ImageError` messages)."""
     from ...errors import ImageError
     from ...images import load_image
@@ -86,6 +106,10 @@ def add_uploads(
             image = load_image(data, name=name)
         except ImageError as err:
             refused.append(str(err).strip())
+            continue
+        if name == LIVE:  # a live frame replaces the previous one
+            gallery, index = gallery.with_frame(image, name, ("camera", name))
+            first = index if first is None else first
             continue
         first = len(gallery) if first is None else first
         gallery = gallery.add([image], [name], [("upload", name)])

@@ -33,6 +33,7 @@ function render({ model, el }) {
   img.draggable = false;
   const mark = box.appendChild(document.createElement("div"));
   mark.className = "explorer-iv-mark";
+  const cells = box.appendChild(document.createElement("div"));
   const tip = box.appendChild(document.createElement("div"));
   tip.className = "explorer-iv-tip";
   const bar = el.appendChild(document.createElement("div"));
@@ -55,6 +56,7 @@ function render({ model, el }) {
     img.onload = () => {
       if (previous) URL.revokeObjectURL(previous);
       showMark();
+      showMarks();
     };
     img.src = url;
     img.style.display = "";
@@ -76,6 +78,27 @@ function render({ model, el }) {
     mark.style.width = percent(tw, img.naturalWidth);
     mark.style.height = percent(th, img.naturalHeight);
     mark.style.display = "block";
+  }
+
+  function showMarks() {
+    // locations outlined: [channel, row, col, kind], placed by the grid's geometry in percent of the image
+    const grid = model.get("grid");
+    cells.replaceChildren();
+    if (!grid || !grid.channels || !img.naturalWidth) return;
+    const [th, tw] = grid.tile;
+    const percent = (value, whole) => (100 * value) / whole + "%";
+    for (const [channel, row, col, kind] of model.get("marks") || []) {
+      const position = grid.channels.indexOf(channel);
+      if (position < 0) continue;
+      const left = grid.pad + (position % grid.cols) * (tw + grid.pad) + (col * tw) / grid.map[1];
+      const top = grid.pad + Math.floor(position / grid.cols) * (th + grid.pad) + (row * th) / grid.map[0];
+      const cell = cells.appendChild(document.createElement("div"));
+      cell.className = "explorer-iv-cell " + kind;
+      cell.style.left = percent(left, img.naturalWidth);
+      cell.style.top = percent(top, img.naturalHeight);
+      cell.style.width = percent(tw / grid.map[1], img.naturalWidth);
+      cell.style.height = percent(th / grid.map[0], img.naturalHeight);
+    }
   }
 
   function showSize() {
@@ -121,7 +144,7 @@ function render({ model, el }) {
   }
 
   function describe(at, value) {
-    const where = `channel ${at.channel} · (${at.row}, ${at.col})`;
+    const where = `${model.get("grid").unit || "channel"} ${at.channel} · (${at.row}, ${at.col})`;
     return value === undefined ? where : `${where} · ${value}`;
   }
 
@@ -170,6 +193,8 @@ function render({ model, el }) {
   model.on("change:colorbar", showBar);
   model.on("change:marked", showMark);
   model.on("change:grid", showMark);
+  model.on("change:grid", showMarks);
+  model.on("change:marks", showMarks);
   model.on("change:clickable", () => el.classList.toggle("explorer-iv-clickable", model.get("clickable")));
   model.on("msg:custom", onMessage);
   el.classList.toggle("explorer-iv-clickable", model.get("clickable"));

@@ -82,5 +82,5 @@ def register(view: type[View]) -> type[View]:
 
 # the tabs, registered in this order
 # isort: off
-from . import grid, stats, shapes, compare, cam, dataset  # noqa: E402, F401
+from . import grid, stats, shapes, compare, cam, dataset, patches  # noqa: E402, F401
 # isort: on
