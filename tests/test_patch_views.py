@@ -17,6 +17,7 @@ from explorer.hooks import FeatureMaps
 
 @pytest.fixture(scope="module")
 def resnet():
+    torch.manual_seed(0)  # the same random weights in every run and every test order
     return explorer.load_backbone("resnet18", pretrained=False, out_indices=[2], device="cpu")
 
 
@@ -49,7 +50,11 @@ def test_pca_matches_sklearn_on_the_flattened_locations(resnet, pixels, captured
     assert pv.components.shape == (batch, 4, height, width)
     for k in range(4):  # up to sign
         sign = np.sign(np.dot(oracle.components_[k], pv.basis.components[k].double().numpy()))
-        np.testing.assert_allclose(pv.basis.components[k].numpy() * sign, oracle.components_[k], atol=1e-3)
+        # float32 against float64: a direction is as precise as its eigen-gap allows (components 3 and 4 are
+        # 0.004 of the variance apart), so the later ones get 5e-3; a wrong fit is off by O(1)
+        np.testing.assert_allclose(
+            pv.basis.components[k].numpy() * sign, oracle.components_[k], atol=1e-3 if k < 2 else 5e-3
+        )
         # float32 against float64: components 3 and 4 have a small eigen-gap, so allow 0.5% of the range
         np.testing.assert_allclose(
             ours[:, k] * sign, projected[:, k], atol=5e-3 * np.abs(projected[:, k]).max()
