@@ -313,7 +313,7 @@ def test_crops_paint_the_concept_where_it_fires(con, bb, folder):
 @pytest.mark.slow
 def test_ray_equals_local(bb, folder, tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         local = explorer.concepts(bb, folder, STAGE, 6, "semi-nmf", cache=None, backend="local", **OPTIONS)
         on_ray = explorer.concepts(bb, folder, STAGE, 6, "semi-nmf", cache=tmp_path, backend="ray", **OPTIONS)

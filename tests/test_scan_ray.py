@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def local_ray():
     for attempt in range(2):  # Ray gives a starting node 30 s; a loaded machine can miss that once
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             break
         except Exception:
             ray.shutdown()
