@@ -468,10 +468,14 @@ class Backbone:
             torch.Size([1, 3, 197, 197])
         """
         known = self.attention_blocks()
-        unknown = [name for name in blocks if name not in known]
+        if isinstance(blocks, str) or not isinstance(blocks, (list, tuple)):
+            raise AttentionError(
+                f"blocks={shown(blocks)}; pass a list of block names, e.g. {known[-1:] or ['blocks.11']}."
+            )
+        unknown = [name for name in blocks if not isinstance(name, str) or name not in known]
         if not blocks or unknown:
             raise AttentionError(
-                f"{self.spec} has no attention weights to read at {unknown or 'no block'}. "
+                f"{self.spec} has no attention weights to read at {shown(unknown) if unknown else 'no block'}. "
                 + (
                     f"Blocks with attention: {', '.join(known)}."
                     if known
@@ -510,7 +514,17 @@ class Backbone:
             >>> bb.layout("stages.0.blocks.0.norm")          # timm ConvNeXt: channels-last inside the block
             LayerLayout(channels=96, channels_last=True, reduction=4, prefix_tokens=None, unaligned=None)
         """
-        return self._layouts([name], input_size or self.preprocess.input_size)[name]
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(
+                f"name={shown(name)}; pass a stage name ({', '.join(self.stage_names)}) or a layer name from "
+                "explorer.list_layers(bb)."
+            )
+        if input_size is None:
+            input_size = self.preprocess.input_size
+        elif isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence) or len(input_size) != 2:
+            raise InvalidArgumentError(f"input_size={shown(input_size)}; pass (height, width), e.g. (224, 224).")
+        size = tuple(whole("input_size", side, minimum=1, maximum=MAX_INPUT_SIDE) for side in input_size)
+        return self._layouts([name], size)[name]
 
     def _layouts(self, names: Sequence[str], size: tuple[int, int]) -> dict[str, LayerLayout]:
         stages = {stage.name: stage for stage in self.all_stages}
