@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from PIL import Image
 
@@ -44,7 +43,14 @@ from ..stats import ChannelStats, Histogram
 from .fields import cell_box
 from .reduce import MAX_K, NO_IMAGE, Reduction, StageReduction, histogram_edges
 from .sources import ImageSource, open_source
-from .store import DEFAULT_CACHE, FORMAT_VERSION, reduction_from_parquet, reduction_to_parquet, weights_digest
+from .store import (
+    DAMAGED,
+    DEFAULT_CACHE,
+    FORMAT_VERSION,
+    reduction_from_parquet,
+    reduction_to_parquet,
+    weights_digest,
+)
 
 __all__ = ["Exemplar", "Scan"]
 
@@ -466,15 +472,7 @@ class Scan:
                 f"No saved scan at {shown(str(path))}. Pass a folder written by scan.save() or scan.save_html(), "
                 "or a scan key."
             ) from err
-        except (
-            OSError,
-            ValueError,
-            KeyError,
-            TypeError,
-            IndexError,
-            RecursionError,
-            pa.ArrowException,
-        ) as err:
+        except DAMAGED as err:
             raise CacheError(
                 f"The scan at {folder} is damaged ({shown(str(err))}). Run the scan again."
             ) from err

@@ -46,6 +46,7 @@ from ..files import make_folder, write_atomic
 from .reduce import ACCUMULATORS, Reduction, StageReduction
 
 __all__ = [
+    "DAMAGED",
     "DEFAULT_CACHE",
     "FORMAT_VERSION",
     "ShardResult",
@@ -55,6 +56,9 @@ __all__ = [
     "reduction_to_parquet",
     "weights_digest",
 ]
+
+DAMAGED = (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError, pa.ArrowException)
+"""What reading a damaged or edited saved file raises (recomputed in the cache, a CacheError on load)."""
 
 _log = logging.getLogger(__name__)
 
@@ -254,15 +258,7 @@ class ShardStore:
                 raise ValueError(f"{scanned} scanned and {len(skipped)} skipped of {size} images")
             reduction = reduction_from_parquet(data, k)
             return ShardResult(reduction, scanned, [(source, reason) for source, reason in skipped])
-        except (
-            OSError,
-            ValueError,
-            KeyError,
-            TypeError,
-            IndexError,
-            RecursionError,
-            pa.ArrowException,
-        ) as err:
+        except DAMAGED as err:
             _log.warning(
                 "shard %d in %s is corrupt (%s); recomputing it", shard, self.folder, type(err).__name__
             )
