@@ -48,17 +48,20 @@ def test_pca_matches_sklearn_on_the_flattened_locations(resnet, pixels, captured
     batch, _, height, width = fmap.shape
     ours = pv.components.permute(0, 2, 3, 1).reshape(-1, 4).double().numpy()
     assert pv.components.shape == (batch, 4, height, width)
-    for k in range(4):  # up to sign
-        sign = np.sign(np.dot(oracle.components_[k], pv.basis.components[k].double().numpy()))
-        # float32 against float64: a direction is as precise as its eigen-gap allows (components 3 and 4 are
-        # 0.004 of the variance apart), so the later ones get 5e-3; a wrong fit is off by O(1)
-        np.testing.assert_allclose(
-            pv.basis.components[k].numpy() * sign, oracle.components_[k], atol=1e-3 if k < 2 else 5e-3
-        )
-        # float32 against float64: components 3 and 4 have a small eigen-gap, so allow 0.5% of the range
-        np.testing.assert_allclose(
-            ours[:, k] * sign, projected[:, k], atol=5e-3 * np.abs(projected[:, k]).max()
-        )
+    # Eigenvalues are well conditioned; a direction is only as precise as its eigen-gap (Davis-Kahan), and
+    # components 2-4 here are 0.004-0.008 of the variance apart, so float32 against float64 can turn them within
+    # their span. The first is compared one by one; all four as the subspace they span and each location's
+    # projection onto it. A wrong fit (uncentred, wrong axis, wrong order) is off by O(1) in both.
+    basis = pv.basis.components.double().numpy()
+    sign = np.sign(np.dot(oracle.components_[0], basis[0]))
+    np.testing.assert_allclose(basis[0] * sign, oracle.components_[0], atol=1e-3)
+    np.testing.assert_allclose(ours[:, 0] * sign, projected[:, 0], atol=5e-3 * np.abs(projected[:, 0]).max())
+    span, oracle_span = basis.T @ basis, oracle.components_.T @ oracle.components_
+    assert np.abs(span - oracle_span).max() < 2e-2
+    reconstructed, oracle_reconstructed = ours @ basis, projected @ oracle.components_
+    np.testing.assert_allclose(
+        reconstructed, oracle_reconstructed, atol=2e-2 * np.abs(oracle_reconstructed).max()
+    )
     np.testing.assert_allclose(pv.basis.explained_variance_ratio, oracle.explained_variance_ratio_, rtol=1e-4)
     np.testing.assert_allclose(pv.basis.mean, table.mean(0), atol=1e-5)
     assert pv.foreground is None and pv.stage == "layer2"
