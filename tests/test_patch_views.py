@@ -62,7 +62,8 @@ def test_pca_matches_sklearn_on_the_flattened_locations(resnet, pixels, captured
     np.testing.assert_allclose(
         reconstructed, oracle_reconstructed, atol=2e-2 * np.abs(oracle_reconstructed).max()
     )
-    np.testing.assert_allclose(pv.basis.explained_variance_ratio, oracle.explained_variance_ratio_, rtol=1e-4)
+    # fitted in float32: eigenvalues to about 1e-4 of their size (measured up to 1.2e-4 under CI), so 1e-3
+    np.testing.assert_allclose(pv.basis.explained_variance_ratio, oracle.explained_variance_ratio_, rtol=1e-3)
     np.testing.assert_allclose(pv.basis.mean, table.mean(0), atol=1e-5)
     assert pv.foreground is None and pv.stage == "layer2"
 
