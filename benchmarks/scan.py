@@ -39,9 +39,9 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 import explorer  # noqa: E402
+from explorer.dataset.fields import receptive_fields  # noqa: E402
+from explorer.dataset.store import weights_digest  # noqa: E402
 from explorer.images import preprocess  # noqa: E402
-from explorer.scan.fields import receptive_fields  # noqa: E402
-from explorer.scan.store import weights_digest  # noqa: E402
 
 from . import report  # noqa: E402
 from .memory import _MMAP_THRESHOLD, _peak_rss, _reset_peak_rss  # noqa: E402

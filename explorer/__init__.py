@@ -71,19 +71,19 @@ _EXPORTS = {
     "patch_pca_figure": "explorer.figures",
     "similarity_figure": "explorer.figures",
     "attention_figure": "explorer.figures",
-    "scan": "explorer.scan",
-    "Scan": "explorer.scan",
-    "Exemplar": "explorer.scan",
-    "sample_dataset": "explorer.scan",
+    "scan": "explorer.dataset",
+    "Scan": "explorer.dataset",
+    "Exemplar": "explorer.dataset",
+    "sample_dataset": "explorer.dataset",
     "DatasetError": "explorer.errors",
     "CacheError": "explorer.errors",
     "WriteError": "explorer.errors",
     "ClusterError": "explorer.errors",
     "concepts": "explorer.concept_discovery",
     "Concepts": "explorer.concept_discovery",
-    "cam": "explorer.cam",
-    "CAM": "explorer.cam",
-    "cam_methods": "explorer.cam",
+    "cam": "explorer.class_activation",
+    "CAM": "explorer.class_activation",
+    "cam_methods": "explorer.class_activation",
     "CAMError": "explorer.errors",
     "GradientError": "explorer.errors",
     "AttentionError": "explorer.errors",
@@ -105,8 +105,9 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .attention_maps import Attention, attention
     from .backbones import Backbone, Stage, list_backbones, load_backbone
-    from .cam import CAM, cam, cam_methods
+    from .class_activation import CAM, cam, cam_methods
     from .concept_discovery import Concepts, concepts
+    from .dataset import Exemplar, Scan, sample_dataset, scan
     from .errors import (
         AttentionError,
         CacheError,
@@ -150,7 +151,6 @@ if TYPE_CHECKING:
     from .images import Preprocess, load_image, model_view, sample_images
     from .patch_views import PatchPCA, PCABasis, Similarity, pca, similarity
     from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
-    from .scan import Exemplar, Scan, sample_dataset, scan
     from .stages import select_stages
     from .stats import (
         ChannelDifference,

@@ -114,7 +114,7 @@ def _scan_parser(sub: argparse.ArgumentParser) -> None:
 
 
 def _run_scan(args: argparse.Namespace) -> None:
-    from .scan import scan
+    from .dataset import scan
 
     result = scan(
         args.spec,
@@ -194,7 +194,7 @@ def _cam_parser(sub: argparse.ArgumentParser, with_model) -> None:
 
 
 def _run_cam(args: argparse.Namespace) -> None:
-    from .cam import cam
+    from .class_activation import cam
     from .export import save_image
     from .render import overlay
 

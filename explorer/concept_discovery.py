@@ -5,10 +5,10 @@ CRAFT, Semi-NMF for signed features, a TopK sparse autoencoder) is what the fiel
 both on the scan's machinery (:mod:`explorer.scan`):
 
 1. a pass over every image samples the stage's map locations into a bounded, seeded reservoir
-   (:class:`explorer.scan.reservoir.Reservoir`: memory independent of the dataset's size), and a dictionary is
+   (:class:`explorer.dataset.reservoir.Reservoir`: memory independent of the dataset's size), and a dictionary is
    fitted on the sample (:func:`explorer.dictionary.fit_dictionary`); the fit is cached under the key of
    everything it depends on;
-2. the scan itself runs over the projected stage (a :data:`~explorer.scan.local.Projection` turning each batch's
+2. the scan itself runs over the projected stage (a :data:`~explorer.dataset.local.Projection` turning each batch's
    map into concept codes, ``(B, n_concepts, h, w)``), so exemplars, statistics, receptive-field crops, the
    cache (keyed on the dictionary's content hash), resume and the Ray backend are the scan's.
 
@@ -48,15 +48,15 @@ import torch
 from PIL import Image
 
 from .backbones import Backbone, load_backbone
+from .dataset.local import plan_shards, scan_shards
+from .dataset.reservoir import Reservoir, StageSample
+from .dataset.results import Exemplar, Scan
+from .dataset.scanner import BACKENDS, _progress, scan
+from .dataset.sources import SourceT, open_source
+from .dataset.store import DEFAULT_CACHE, cache_key, weights_digest
 from .dictionary import Dictionary, fit_dictionary, require
 from .errors import CacheError, DatasetError, InvalidArgumentError, LayerNotFoundError
 from .files import make_folder, write_atomic
-from .scan.local import plan_shards, scan_shards
-from .scan.reservoir import Reservoir, StageSample
-from .scan.results import Exemplar, Scan
-from .scan.scanner import BACKENDS, _progress, scan
-from .scan.sources import SourceT, open_source
-from .scan.store import DEFAULT_CACHE, cache_key, weights_digest
 
 __all__ = ["DEFAULT_SAMPLES", "ONE_IMAGE_SHARE", "Concepts", "concepts"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .dataset.report import html_page
 from .export import save_png
 from .files import make_folder, write_atomic
-from .scan.report import html_page
 
 __all__ = ["write_concepts_report"]
 

@@ -364,7 +364,7 @@ def _objective(bb, stage, channel, direction, target, size) -> tuple[_Objective,
 
 
 def _class_objective(bb, stage, target) -> tuple[_Objective, bool]:
-    from .cam import _class_index, _class_names
+    from .class_activation import _class_index, _class_names
 
     num_classes = int(getattr(bb.model, "num_classes", 0) or 0)
     if not num_classes:

@@ -226,7 +226,9 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
         except CaptureError:
             if not layout.unaligned:
                 raise
-            return tensor.transpose(1, 2)[..., None]  # no grid, and flagged so: (B, C, N, 1) as the layer gave it
+            return tensor.transpose(1, 2)[
+                ..., None
+            ]  # no grid, and flagged so: (B, C, N, 1) as the layer gave it
         return tensor[:, prefix:, :].transpose(1, 2).reshape(batch, dim, h, w)
     if tensor.ndim == 2:
         return tensor[:, :, None, None]

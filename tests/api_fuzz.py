@@ -115,11 +115,8 @@ def value(kind: str):
 
 
 def _signature(obj):
-    target = obj
-    if inspect.ismodule(obj):  # explorer.scan / explorer.cam: a callable module forwarding to its function
-        target = getattr(obj, obj.__name__.rsplit(".", 1)[-1])
     try:
-        return inspect.signature(target)
+        return inspect.signature(obj)
     except (TypeError, ValueError):
         return None
 

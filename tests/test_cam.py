@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import explorer
-from explorer.cam import METHODS, _release
+from explorer.class_activation import METHODS, _release
 
 gc_cam = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402

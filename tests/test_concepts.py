@@ -22,12 +22,12 @@ import explorer
 from explorer import concept_discovery
 from explorer.backbones.timm import TimmPreprocess
 from explorer.cli import main
+from explorer.dataset import local as scan_local
+from explorer.dataset import scanner
+from explorer.dataset.local import plan_shards, scan_shards
+from explorer.dataset.reservoir import Reservoir, StageSample
+from explorer.dataset.sources import open_source
 from explorer.dictionary import Dictionary, fit_dictionary, nnls_codes
-from explorer.scan import local as scan_local
-from explorer.scan import scanner
-from explorer.scan.local import plan_shards, scan_shards
-from explorer.scan.reservoir import Reservoir, StageSample
-from explorer.scan.sources import open_source
 
 STAGE = "layer2"  # 128 channels, 8x8 at 64x64
 OPTIONS = dict(k=3, seed=0, samples=300, batch_size=4, shard_size=5, num_workers=0, progress=False)

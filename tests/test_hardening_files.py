@@ -21,10 +21,10 @@ from PIL import Image
 
 import explorer
 from explorer.backbones.timm import TimmPreprocess
+from explorer.dataset.results import Scan, _digest
+from explorer.dataset.store import ShardStore
 from explorer.errors import CacheError, ExplorerError, InvalidArgumentError, WriteError
 from explorer.files import make_folder, write_atomic
-from explorer.scan.results import Scan, _digest
-from explorer.scan.store import ShardStore
 
 SIZE = (32, 32)
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>"\'&'
@@ -327,8 +327,8 @@ def test_damaged_markers_and_manifests_are_recomputed(bb, images, tmp_path):
 
 
 def test_shard_store_checks_scanned_against_the_shard(tmp_path):
-    from explorer.scan.reduce import Reduction
-    from explorer.scan.store import ShardResult
+    from explorer.dataset.reduce import Reduction
+    from explorer.dataset.store import ShardResult
 
     store = ShardStore(tmp_path, "abc", {"k": 1})
     reduction = Reduction(1)

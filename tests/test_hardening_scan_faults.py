@@ -24,8 +24,8 @@ from PIL import Image
 
 import explorer
 from explorer.backbones.timm import TimmPreprocess
+from explorer.dataset import sources
 from explorer.errors import DatasetError, InvalidArgumentError
-from explorer.scan import sources
 
 SIZE = (32, 32)
 COUNT = 6

@@ -23,11 +23,11 @@ from PIL import Image
 
 import explorer
 from explorer.backbones.timm import TimmPreprocess
+from explorer.dataset import local as scan_local
+from explorer.dataset import scanner
+from explorer.dataset.reduce import HISTOGRAM_BINS, HISTOGRAM_LIMIT, NO_IMAGE, Reduction
+from explorer.dataset.store import reduction_from_parquet, reduction_to_parquet
 from explorer.files import write_atomic
-from explorer.scan import local as scan_local
-from explorer.scan import scanner
-from explorer.scan.reduce import HISTOGRAM_BINS, HISTOGRAM_LIMIT, NO_IMAGE, Reduction
-from explorer.scan.store import reduction_from_parquet, reduction_to_parquet
 
 SIZE = (64, 64)
 STAGES = ["layer1", "layer2"]
@@ -280,7 +280,7 @@ def test_corrupt_cache_files_are_detected_and_recomputed(bb, tmp_path, monkeypat
     table.write_bytes(table.read_bytes()[:-40] + b"\0" * 40)  # damaged in place
     (folder / "scan.parquet").write_bytes(b"garbage")  # and the merged result too
     seen = count_scanned_shards(monkeypatch)
-    with caplog.at_level(logging.WARNING, logger="explorer.scan"):
+    with caplog.at_level(logging.WARNING, logger="explorer.dataset"):
         again = explorer.scan(bb, images, **options)
     assert seen == [1]  # only the damaged shard ran again
     assert "shard 1" in caplog.text and "corrupt" in caplog.text
@@ -310,7 +310,7 @@ RESUME_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_scan import small_backbone
     import explorer
-    from explorer.scan import local
+    from explorer.dataset import local
 
     read = local._Pixels.__getitem__
     def slow(self, index):  # slow enough to be killed mid-scan
@@ -546,14 +546,15 @@ def test_dataloader_workers_give_the_same_scan(bb, folder):
 
 
 def test_explorer_scan_is_the_function_however_imported():
-    import explorer.scan as package
+    import explorer.dataset as package
+    from explorer.dataset.scanner import scan
 
-    assert callable(explorer.scan) and callable(package)
+    assert explorer.scan is scan and package.scan is scan  # a plain function, whatever was imported first
     assert explorer.Scan is package.Scan and explorer.Exemplar is package.Exemplar
 
 
 def test_histogram_bins_tiny_negative_values_below_zero():
-    from explorer.scan.reduce import _histogram, histogram_edges
+    from explorer.dataset.reduce import _histogram, histogram_edges
 
     values = torch.tensor([-4e-7, -1e-30, 0.0, 3e-7, -2.5, 7.0]).view(1, 1, -1)
     counts = _histogram(values)[0]

@@ -8,7 +8,7 @@ import pytest
 from test_scan import assert_same_top, small_backbone, write_images
 
 import explorer
-from explorer.scan import ray_backend
+from explorer.dataset import ray_backend
 
 try:
     import ray

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
+from explorer.dataset.ray_backend import actor_plan, check_address, reason
 from explorer.errors import ClusterError
-from explorer.scan.ray_backend import actor_plan, check_address, reason
 
 pytest.importorskip("ray")
 

@@ -521,8 +521,14 @@ class Backbone:
             )
         if input_size is None:
             input_size = self.preprocess.input_size
-        elif isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence) or len(input_size) != 2:
-            raise InvalidArgumentError(f"input_size={shown(input_size)}; pass (height, width), e.g. (224, 224).")
+        elif (
+            isinstance(input_size, (str, bytes))
+            or not isinstance(input_size, Sequence)
+            or len(input_size) != 2
+        ):
+            raise InvalidArgumentError(
+                f"input_size={shown(input_size)}; pass (height, width), e.g. (224, 224)."
+            )
         size = tuple(whole("input_size", side, minimum=1, maximum=MAX_INPUT_SIDE) for side in input_size)
         return self._layouts([name], size)[name]
 

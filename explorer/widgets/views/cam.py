@@ -83,7 +83,7 @@ class CAMView(View):
 
     @staticmethod
     def compute(scene: Scene) -> CAMData:
-        from ...cam import cam, cam_methods
+        from ...class_activation import cam, cam_methods
         from ...render import overlay, to_png
 
         s = scene.state

@@ -67,15 +67,15 @@ def _sample_count(source: str) -> int | None:
 
 
 def _folder(source: str) -> Path:
-    from ...scan import sample_dataset
+    from ...dataset import sample_dataset
 
     count = _sample_count(source)
     return sample_dataset(n=count) if count is not None else Path(os.path.expanduser(source))
 
 
 def _scan(scene: Scene, names: tuple[str, ...], source: str, cache: str | None):
-    from ...scan import Scan, scan
-    from ...scan.store import weights_digest
+    from ...dataset import Scan, scan
+    from ...dataset.store import weights_digest
 
     folder = _folder(source)
     scene.runtime.count_run()

@@ -6,7 +6,7 @@ without replacement). The result depends only on the seed and the images, never 
 order, and memory is ``size`` feature vectors per stage whatever the dataset's size. Ties between keys (float64,
 so practically never) break by image, then cell. Locations holding a non-finite value are never sampled.
 
-A :class:`Reservoir` is a scan projection (:data:`explorer.scan.local.Projection`) that keeps what it sees and
+A :class:`Reservoir` is a scan projection (:data:`explorer.dataset.local.Projection`) that keeps what it sees and
 reduces nothing.
 
 Example::

@@ -4,7 +4,7 @@ Images are read and preprocessed in ``num_workers`` DataLoader workers (:func:`e
 exactly as :meth:`explorer.Backbone.extract` does), batched within shard boundaries (a batch never spans two
 shards, so a shard's result does not depend on its neighbours), and run through
 :meth:`explorer.Backbone.capture`, which stops after the last scanned stage or layer. Each batch's maps are
-folded into the shard's :class:`~explorer.scan.reduce.Reduction` and dropped; an unreadable image is skipped
+folded into the shard's :class:`~explorer.dataset.reduce.Reduction` and dropped; an unreadable image is skipped
 and listed with its reason. The Ray backend runs the same :func:`scan_shards` inside its actors.
 
 Example::

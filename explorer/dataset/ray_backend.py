@@ -3,7 +3,7 @@
 Ray Data distributes the list of unfinished shards (one row each). ``map_batches`` runs :class:`_ShardActor`, a
 stateful actor class: each actor receives the backbone once (through Ray's object store), moves it to its GPU
 when the cluster gave it one (``num_gpus=1`` per actor when the cluster has GPUs), and scans whole shards with
-:func:`explorer.scan.local.scan_shards`, so it reads, batches and reduces exactly as the local backend does; raw
+:func:`explorer.dataset.local.scan_shards`, so it reads, batches and reduces exactly as the local backend does; raw
 feature maps never leave the actor. What comes back per shard is its reduction as Parquet bytes (kilobytes) and
 its skipped images; the driver writes the shard into its own cache folder (no shared file system is needed) and
 merges shards in order, so the result is the local backend's.
@@ -176,7 +176,7 @@ def ray_shards(
     project: Projection | None = None,
 ) -> Iterator[tuple[Shard, ShardResult]]:
     """Scan ``shards`` on Ray, yielding each shard's result as it arrives (in any order); ``project`` as in
-    :func:`explorer.scan.local.scan_shards`.
+    :func:`explorer.dataset.local.scan_shards`.
 
     A dead actor is restarted and its shard retried :data:`ACTOR_RETRIES` times; past that, and for any other
     failure of Ray, the scan stops with a :class:`~explorer.ClusterError` giving Ray's reason in one line (the

@@ -8,7 +8,7 @@ pretrained weights (or takes ``backbone=``), checking that they are the weights 
 
 Saved form (``Scan.save(folder)``, also inside every cache folder and every HTML report): ``scan.json`` (what
 ran, the skipped images, the exemplars' names, the SHA-256 of the table) and ``scan.parquet`` (the tables of
-:func:`explorer.scan.store.reduction_to_parquet`).
+:func:`explorer.dataset.store.reduction_to_parquet`).
 
 Example::
 
@@ -193,7 +193,7 @@ class Exemplar:
         value: the channel's spatial maximum on it.
         cell: ``(row, col)`` of the maximum in the stage's map (the first such cell, row-major).
         box: ``(left, top, right, bottom)``: the cell's receptive field, in pixels of the image as the model
-            saw it (:func:`explorer.model_view`); see :mod:`explorer.scan.fields` for the rule.
+            saw it (:func:`explorer.model_view`); see :mod:`explorer.dataset.fields` for the rule.
     """
 
     source: str | int
@@ -224,7 +224,9 @@ class Scan:
         project=None,
     ) -> None:
         self.info = dict(info)
-        self._project = project  # what the scan reduced instead of the maps (explorer.scan.local.Projection)
+        self._project = (
+            project  # what the scan reduced instead of the maps (explorer.dataset.local.Projection)
+        )
         self.skipped = [tuple(item) for item in skipped]
         self._reduction = reduction.cpu()
         self._names = dict(names)
@@ -321,7 +323,7 @@ class Scan:
 
     def histogram(self, stage: str, channel: int) -> Histogram:
         """The channel's values over the whole dataset in the scan's fixed bins (see
-        :mod:`explorer.scan.reduce`); values beyond the outer edges are counted in the end bins."""
+        :mod:`explorer.dataset.reduce`); values beyond the outer edges are counted in the end bins."""
         reduction = self._channel(stage, channel)
         nonfinite = int(round(float(reduction.sums[channel, -1])))
         return Histogram(reduction.histogram[channel].numpy().copy(), histogram_edges(), nonfinite=nonfinite)

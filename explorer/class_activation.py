@@ -13,9 +13,6 @@ ablation layer replaces the tap, its gradients are the map's). The gradient path
 below it is differentiated and the weights are never touched, so a frozen model works and the backward pass
 goes no deeper than the stage. Hooks, grad-cam's buffers and the graph are released after every call.
 
-``explorer.cam`` is both this module and the function :func:`cam`: the module is callable and forwards to the
-function, so ``explorer.cam(...)`` works however the module was first imported.
-
 Example::
 
     >>> bb = explorer.load_backbone("default")
@@ -32,9 +29,7 @@ import difflib
 import functools
 import importlib
 import logging
-import sys
 import threading
-import types
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -678,11 +673,3 @@ def _release(base) -> None:
 
 def _any_gradient(base) -> bool:
     return any(bool(g.abs().amax() > 0) for g in base.activations_and_grads.gradients)
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs) -> CAM | list[CAM]:
-        return cam(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

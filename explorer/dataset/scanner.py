@@ -1,10 +1,10 @@
 """:func:`scan`: every image of a source through a backbone once, reduced to each channel's exemplars and statistics.
 
 The flow: the spec becomes a :class:`~explorer.Backbone`, the source an
-:class:`~explorer.scan.sources.ImageSource`; the cache key is computed (:mod:`explorer.scan.store`); finished
-shards are read back; the others run on the local backend (:mod:`explorer.scan.local`) or on Ray
-(:mod:`explorer.scan.ray_backend`), each written as it finishes; shards merge in order into one
-:class:`~explorer.scan.results.Scan`, which is saved in the cache folder too, so the same scan again returns at
+:class:`~explorer.dataset.sources.ImageSource`; the cache key is computed (:mod:`explorer.dataset.store`); finished
+shards are read back; the others run on the local backend (:mod:`explorer.dataset.local`) or on Ray
+(:mod:`explorer.dataset.ray_backend`), each written as it finishes; shards merge in order into one
+:class:`~explorer.dataset.results.Scan`, which is saved in the cache folder too, so the same scan again returns at
 once.
 
 Example::
@@ -159,7 +159,7 @@ def scan(
 
     Each image runs through the backbone once; the pass stops after the last scanned stage or layer. Memory does
     not grow with the dataset: only the running top-k and statistics are kept (see
-    :mod:`explorer.scan.reduce`). Ties break by image order, so the result is deterministic, and the same on
+    :mod:`explorer.dataset.reduce`). Ties break by image order, so the result is deterministic, and the same on
     every backend and after any number of resumes.
 
     Args:
@@ -186,7 +186,7 @@ def scan(
         progress: show a progress bar (tqdm; the notebook flavour in a notebook); or a function called with
             ``(images done, images in all)`` after every batch instead.
         project: scan what this makes of each batch's maps instead of the maps (concept codes:
-            :func:`explorer.concepts`); see :data:`explorer.scan.local.Projection`. Its ``digest`` is part of
+            :func:`explorer.concepts`); see :data:`explorer.dataset.local.Projection`. Its ``digest`` is part of
             the cache key.
 
     Returns:
