@@ -13,13 +13,14 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import reprlib
 
 from .errors import InvalidArgumentError
 
-__all__ = ["whole", "real", "finite_pair", "shown", "text", "torch_device"]
+__all__ = ["closest", "whole", "real", "finite_pair", "shown", "text", "torch_device"]
 
 _SHORT = reprlib.Repr()
 _SHORT.maxlist = _SHORT.maxtuple = 12
@@ -29,6 +30,23 @@ _SHORT.maxstring = _SHORT.maxother = 80
 def shown(value: object) -> str:
     """``repr(value)`` for a message, shortened past 12 items or 80 characters (a 10^6-item list stays short)."""
     return _SHORT.repr(value)
+
+
+def closest(word: object, choices, *, n: int = 5) -> str:
+    """The hint every "unknown name" message ends with: ``" Closest names: a, b."``, or ``""`` when none is close.
+
+    One wording and one cutoff (0.5) for every name explorer looks up: models, stages, layers, classes, methods,
+    statistics, colour maps.
+
+    Example::
+
+        >>> closest("viridiss", ["viridis", "magma"])
+        ' Closest names: viridis.'
+    """
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [c for c in choices if isinstance(c, str)], n=n, cutoff=0.5)
+    return f" Closest names: {', '.join(close)}." if close else ""
 
 
 def whole(name: str, value: object, *, minimum: int = 0, maximum: int | None = None, hint: str = "") -> int:

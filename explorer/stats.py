@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from ._args import finite_pair, shown, whole
+from ._args import closest, finite_pair, shown, whole
 from .errors import InvalidArgumentError
 from .vocabulary import STAT_NAMES
 
@@ -112,9 +111,9 @@ def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
 
 def _check_name(by: str, names: tuple[str, ...]) -> None:
     if not isinstance(by, str) or by not in names:
-        close = difflib.get_close_matches(by, names, n=3, cutoff=0.4) if isinstance(by, str) else []
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise InvalidArgumentError(f"Unknown statistic {shown(by)}.{hint} Choose from: {', '.join(names)}.")
+        raise InvalidArgumentError(
+            f"Unknown statistic {shown(by)}.{closest(by, names)} Choose from: {', '.join(names)}."
+        )
 
 
 class _ChannelTable:

@@ -10,10 +10,32 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["NORMS", "STAT_NAMES"]
+from ._args import closest, shown
+from .errors import InvalidArgumentError
+
+__all__ = ["NORMS", "STAT_NAMES", "colormap_name"]
 
 NORMS = ("channel", "stage", "global", "symmetric")
 """The normalisations :func:`explorer.render_grid` accepts."""
 
 STAT_NAMES = ("mean", "std", "min", "max", "l2", "sparsity", "positive", "nonfinite")
 """The per-channel statistics of :class:`explorer.ChannelStats`, in table order."""
+
+
+def colormap_name(cmap: object) -> str:
+    """``cmap`` when matplotlib has a colour map of that name, else an :class:`~explorer.InvalidArgumentError` with
+    the closest names: the one check for every function and widget that takes a colour map.
+
+    Example::
+
+        >>> colormap_name("magma")
+        'magma'
+    """
+    import matplotlib
+
+    if not isinstance(cmap, str) or cmap not in matplotlib.colormaps:
+        raise InvalidArgumentError(
+            f"Unknown colour map {shown(cmap)}.{closest(cmap, list(matplotlib.colormaps))} Any matplotlib name "
+            'works: "viridis", "magma", "RdBu_r", ...'
+        )
+    return cmap

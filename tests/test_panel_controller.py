@@ -177,7 +177,7 @@ def test_scripted_bad_values_are_refused_in_the_status_line(app):
 
 def test_typed_values_that_do_not_exist_go_back_in_their_box(app):
     app.cmap_box.value = "viridiss"  # the refused text stays in its box, marked, for the user to fix
-    assert app.cmap == "viridis" and "Closest: viridis" in app.status
+    assert app.cmap == "viridis" and "Closest names: viridis" in app.status
     assert app.cmap_box.value == "viridiss" and "explorer-refused" in app.cmap_box._dom_classes
     app.cmap_box.value = "viridis"
     assert "explorer-refused" not in app.cmap_box._dom_classes

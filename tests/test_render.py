@@ -259,7 +259,7 @@ def test_colour_maps_by_name_with_helpful_errors():
     ("kwargs", "message"),
     [
         ({"fmap": torch.zeros(2, 3, 4, 4)}, r"maps\[name\]\[i\]"),
-        ({"norm": "chanel"}, 'Did you mean "channel"'),
+        ({"norm": "chanel"}, 'Closest names: channel'),
         ({"clip": 20}, r"\(50, 100\]"),
         ({"pad": -1}, "pad=-1"),
         ({"scale": 0}, "whole number"),
@@ -380,7 +380,7 @@ def test_real_stage_end_to_end(default_backbone, samples):
 @pytest.mark.parametrize("fast_deflate", [True, False])
 @pytest.mark.parametrize("level", [0, 1, 3, 6])
 def test_png_round_trip_with_and_without_isal(monkeypatch, fast_deflate, level):
-    import explorer.render as render
+    import explorer.render.png as render
 
     if not fast_deflate:
         monkeypatch.setattr(render, "_isal_zlib", None)

@@ -153,7 +153,7 @@ def test_half_precision_is_reduced_in_float32(known):
 def test_statistics_errors_name_the_fix(known):
     with pytest.raises(ValueError, match=r"\(C, H, W\) or \(B, C, H, W\)"):
         channel_stats(torch.zeros(4, 4))
-    with pytest.raises(ValueError, match="Did you mean 'mean'"):
+    with pytest.raises(ValueError, match="Closest names: mean"):
         channel_stats(known).top(2, by="maen")
     with pytest.raises(ValueError, match="1 image"):
         channel_stats(known).values("mean", image=3)

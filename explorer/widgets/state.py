@@ -199,16 +199,13 @@ class ExplorerState(HasTraits):
 
     @validate("cmap")
     def _cmap(self, proposal):
-        import difflib
+        from ..errors import InvalidArgumentError
+        from ..vocabulary import colormap_name
 
-        import matplotlib
-
-        name = proposal["value"].strip()
-        if name not in matplotlib.colormaps:
-            close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=4)
-            hint = f" Closest: {', '.join(close)}." if close else ""
-            raise TraitError(f'No colour map named "{name}".{hint} Any matplotlib colour map name works.')
-        return name
+        try:
+            return colormap_name(proposal["value"].strip())
+        except InvalidArgumentError as error:
+            raise TraitError(str(error)) from None
 
     @validate("alpha")
     def _alpha(self, proposal):
