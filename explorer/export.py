@@ -30,7 +30,7 @@ from .hooks import FeatureMaps
 from .render import to_png
 
 __all__ = [
-    "IMAGE_SUFFIXES",
+    "SAVE_SUFFIXES",
     "load_feature_maps",
     "save_feature_maps",
     "save_image",
@@ -68,7 +68,7 @@ def save_png(array: np.ndarray | torch.Tensor, path: str | os.PathLike, level: i
     return write_atomic(path, to_png(array, level=level))
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SAVE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """The file types :func:`save_image` writes."""
 
 
@@ -76,7 +76,7 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | os.PathLike, qualit
     """Write a uint8 image as PNG (``.png``) or JPEG (``.jpg``, ``.jpeg``, at ``quality``), by the suffix.
 
     Raises:
-        InvalidArgumentError: another suffix; the message lists :data:`IMAGE_SUFFIXES`.
+        InvalidArgumentError: another suffix; the message lists :data:`SAVE_SUFFIXES`.
 
     Example::
 
@@ -85,9 +85,9 @@ def save_image(array: np.ndarray | torch.Tensor, path: str | os.PathLike, qualit
     """
     path = _path(path)
     suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
+    if suffix not in SAVE_SUFFIXES:
         raise InvalidArgumentError(
-            f'Cannot tell which image format to write for "{path}": name it {", ".join(IMAGE_SUFFIXES)}.'
+            f'Cannot tell which image format to write for "{path}": name it {", ".join(SAVE_SUFFIXES)}.'
         )
     if suffix == ".png":
         return save_png(array, path)

@@ -40,6 +40,7 @@ __all__ = [
     "ChannelStats",
     "Histogram",
     "Ranking",
+    "ranked",
     "as_hw",
     "as_nchw",
     "channel_difference",
@@ -109,6 +110,19 @@ def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
     return values
 
 
+def ranked(values: np.ndarray, descending: bool) -> np.ndarray:
+    """Indices that sort ``values``, NaN last, ties by index: the one ranking of channels everywhere.
+
+    Example::
+
+        >>> ranked(np.array([0.5, np.nan, 0.9, 0.5]), descending=True)
+        array([2, 0, 3, 1])
+    """
+    nan = np.isnan(values)
+    key = np.where(nan, 0.0, -values if descending else values)
+    return np.lexsort((np.arange(values.size), key, nan))
+
+
 def _check_name(by: str, names: tuple[str, ...]) -> None:
     if not isinstance(by, str) or by not in names:
         raise InvalidArgumentError(
@@ -135,9 +149,7 @@ class _ChannelTable:
 
     def _ranked(self, k: int | None, by: str, image: int | None, descending: bool) -> Ranking:
         values = self.values(by, image)
-        nan = np.isnan(values)
-        key = np.where(nan, 0.0, -values if descending else values)
-        order = np.lexsort((np.arange(values.size), key, nan))
+        order = ranked(values, descending)
         order = order if k is None else order[: whole("k", k)]
         return Ranking(channels=order.astype(np.int64), values=values[order])
 

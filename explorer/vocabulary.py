@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._args import closest, shown
 from .errors import InvalidArgumentError
 
-__all__ = ["NORMS", "STAT_NAMES", "colormap_name"]
+__all__ = ["NORMS", "STAT_NAMES", "colormap_name", "page_count"]
 
 NORMS = ("channel", "stage", "global", "symmetric")
 """The normalisations :func:`explorer.render_grid` accepts."""
@@ -39,3 +39,14 @@ def colormap_name(cmap: object) -> str:
             'works: "viridis", "magma", "RdBu_r", ...'
         )
     return cmap
+
+
+def page_count(count: int, page_size: int) -> int:
+    """Pages of ``page_size`` channels needed for ``count`` channels (the last page may be shorter); 0 for size 0.
+
+    Example::
+
+        >>> page_count(768, 64), page_count(65, 64)
+        (12, 2)
+    """
+    return -(-count // page_size) if page_size else 0

@@ -259,7 +259,7 @@ def test_colour_maps_by_name_with_helpful_errors():
     ("kwargs", "message"),
     [
         ({"fmap": torch.zeros(2, 3, 4, 4)}, r"maps\[name\]\[i\]"),
-        ({"norm": "chanel"}, 'Closest names: channel'),
+        ({"norm": "chanel"}, "Closest names: channel"),
         ({"clip": 20}, r"\(50, 100\]"),
         ({"pad": -1}, "pad=-1"),
         ({"scale": 0}, "whole number"),

@@ -16,6 +16,8 @@ import torch
 
 from .._args import shown, whole
 from ..errors import InvalidArgumentError
+from ..stats import ranked
+from ..vocabulary import page_count
 
 __all__ = ["ChannelsT", "select_channels"]
 
@@ -106,13 +108,11 @@ def _parse_channels(spec: str, num_channels: int, values: np.ndarray | None) -> 
             raise InvalidArgumentError(
                 f'channels="{spec}" ranks channels by a statistic; pass values= (one per channel).'
             )
-        nan = np.isnan(values)
-        key = np.where(nan, 0.0, -values if kind == "top" else values)
-        return np.lexsort((np.arange(num_channels), key, nan))[:k].tolist()
+        return ranked(values, descending=kind == "top")[:k].tolist()
     match = re.fullmatch(r"page:(\d+)/(\d+)", spec)
     if match:
         page, size = int(match.group(1)), int(match.group(2))
-        pages = -(-num_channels // size) if size else 0
+        pages = page_count(num_channels, size)
         if not size or page >= pages:
             raise InvalidArgumentError(
                 f'channels="{spec}": with pages of {size} channels this map of {num_channels} has '

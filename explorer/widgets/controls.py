@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import ipywidgets as widgets
 from traitlets import TraitError
 
+from ..vocabulary import page_count
 from .elements import Upload
 from .engine import Frame, Status
 from .state import COMPARE_MODES, NORMS, PAGE_SIZES, PRECISIONS, SORT_KEYS, STAT_NAMES, ExplorerState
@@ -351,7 +352,7 @@ class Controls:
             self.links["stage"].set_options(list(frame.maps))
         stage = frame.state["stage"]
         count = frame.maps[stage].shape[1]
-        self.page_slider.max = max(1, -(-count // frame.state["page_size"]))
+        self.page_slider.max = max(1, page_count(count, frame.state["page_size"]))
         self.links["page"].show()
         self.channel_box.tooltip = f"0-{count - 1}"
         if old is None or old.view is not frame.view:

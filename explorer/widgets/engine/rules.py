@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ...errors import InvalidArgumentError
+from ...vocabulary import page_count
 from ..state import CAPTURE
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def fit_display(
                 f"Channel {snap['channel']} does not exist: {stage} has {count} channels, 0-{count - 1}."
             )
         corrected["channel"] = count - 1
-    pages = -(-count // snap["page_size"])
+    pages = page_count(count, snap["page_size"])
     if snap["page"] >= pages:
         if same_map and applied["page"] != snap["page"] and applied["page_size"] == snap["page_size"]:
             raise InvalidArgumentError(
