@@ -46,11 +46,11 @@ _EXPORTS = {
     "StageSelectionError": "explorer.errors",
     "ChannelStats": "explorer.stats",
     "ChannelDifference": "explorer.stats",
-    "Histogram": "explorer.stats",
+    "Histogram": "explorer.histograms",
     "channel_stats": "explorer.stats",
     "channel_difference": "explorer.stats",
     "stage_similarity": "explorer.stats",
-    "histogram": "explorer.stats",
+    "histogram": "explorer.histograms",
     "GridLayout": "explorer.render",
     "render_grid": "explorer.render",
     "select_channels": "explorer.render",
@@ -147,20 +147,13 @@ if TYPE_CHECKING:
         stage_grid_figure,
         stat_bar_figure,
     )
+    from .histograms import Histogram, histogram
     from .hooks import FeatureMaps, capture, list_layers
     from .images import Preprocess, load_image, model_view, sample_images
     from .patch_views import PatchPCA, PCABasis, Similarity, pca, similarity
     from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
     from .stages import select_stages
-    from .stats import (
-        ChannelDifference,
-        ChannelStats,
-        Histogram,
-        channel_difference,
-        channel_stats,
-        histogram,
-        stage_similarity,
-    )
+    from .stats import ChannelDifference, ChannelStats, channel_difference, channel_stats, stage_similarity
     from .widgets import Explorer, ExplorerState
 
 

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from ._args import real, shown, text, whole
+from .arrays import as_hw
 from .errors import InvalidArgumentError
+from .histograms import Histogram, histogram
 from .render import NONFINITE_COLOR, ChannelsT, render_grid
-from .stats import ChannelDifference, ChannelStats, Histogram, as_hw, histogram
+from .stats import ChannelDifference, ChannelStats
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

@@ -29,7 +29,8 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from ._args import closest, finite_pair, shown, whole
+from ._args import closest, shown, whole
+from .arrays import as_nchw
 from .errors import InvalidArgumentError
 from .vocabulary import STAT_NAMES
 
@@ -38,14 +39,10 @@ __all__ = [
     "DIFFERENCE_NAMES",
     "ChannelDifference",
     "ChannelStats",
-    "Histogram",
     "Ranking",
     "ranked",
-    "as_hw",
-    "as_nchw",
     "channel_difference",
     "channel_stats",
-    "histogram",
     "stage_similarity",
 ]
 
@@ -60,54 +57,6 @@ class Ranking(NamedTuple):
 
     channels: np.ndarray
     values: np.ndarray
-
-
-def as_tensor(values: object, what: str) -> torch.Tensor:
-    """A tensor or a numeric array (or nested lists of numbers) as a detached tensor; anything else (strings,
-    objects, ragged or absurdly nested lists) is an :class:`~explorer.InvalidArgumentError`."""
-    if isinstance(values, torch.Tensor):
-        return values.detach()
-    if isinstance(values, np.ndarray) and values.dtype.kind not in "biuf":
-        raise InvalidArgumentError(f"{what} takes numbers; got an array of {values.dtype}.")
-    if not isinstance(values, (np.ndarray, list, tuple)):
-        raise InvalidArgumentError(
-            f"{what} takes a tensor or an array, got {type(values).__name__}: {shown(values)}. "
-            'Pass a feature map, for example maps["layer1"].'
-        )
-    try:
-        return torch.as_tensor(values).detach()
-    except (TypeError, ValueError, RuntimeError, RecursionError) as err:
-        raise InvalidArgumentError(
-            f"{what} takes a tensor or an array of numbers; {shown(values)} is not one ({type(err).__name__})."
-        ) from None
-
-
-def as_nchw(fmap: torch.Tensor | np.ndarray, what: str = "fmap") -> torch.Tensor:
-    """A ``(C, H, W)`` or ``(B, C, H, W)`` map (tensor or array) as a detached ``(B, C, H, W)`` tensor."""
-    tensor = as_tensor(fmap, what)
-    if tensor.ndim == 3:
-        tensor = tensor[None]
-    if tensor.ndim == 4:
-        if tensor.numel() == 0:
-            raise InvalidArgumentError(f"{what} has shape {tuple(tensor.shape)}, which holds no values.")
-        return tensor
-    raise InvalidArgumentError(
-        f"{what} has shape {tuple(tensor.shape)}; pass one stage's map as (C, H, W) or (B, C, H, W), "
-        'for example maps["layer1"] or maps["layer1"][0].'
-    )
-
-
-def as_hw(channel_map: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
-    """One channel, ``(H, W)`` (or with leading size-1 dimensions), as a detached ``(H, W)`` tensor."""
-    values = as_tensor(channel_map, what)
-    while values.ndim > 2 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise InvalidArgumentError(
-            f"{what} takes one channel, (H, W); got shape {tuple(values.shape)}. "
-            'Pick an image and a channel: maps["layer1"][0, 5].'
-        )
-    return values
 
 
 def ranked(values: np.ndarray, descending: bool) -> np.ndarray:
@@ -518,79 +467,3 @@ def stage_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray)
         debiased = torch.tensor(math.nan, dtype=dtype, device=x.device)
     cosine_value, cka_value, debiased_value = torch.stack([cosine, cka, debiased]).cpu().tolist()
     return {"cosine": float(cosine_value), "cka": float(cka_value), "cka_debiased": float(debiased_value)}
-
-
-@dataclass(frozen=True, eq=False)
-class Histogram:
-    """Counts of a map's finite values in equal bins.
-
-    Attributes:
-        counts: ``(bins,)`` int64.
-        edges: ``(bins + 1,)`` float64, the bin edges from the lowest to the highest.
-        nonfinite: NaN and inf values, not counted in any bin.
-        outside: finite values outside ``edges`` (only when a range was given).
-    """
-
-    counts: np.ndarray
-    edges: np.ndarray
-    nonfinite: int = 0
-    outside: int = 0
-
-    @property
-    def centers(self) -> np.ndarray:
-        """``(bins,)`` bin centres."""
-        return (self.edges[:-1] + self.edges[1:]) / 2
-
-    def to_dict(self) -> dict:
-        """Counts, edges and the left-out counts as plain Python values."""
-        return {
-            "counts": self.counts.tolist(),
-            "edges": self.edges.tolist(),
-            "nonfinite": self.nonfinite,
-            "outside": self.outside,
-        }
-
-
-def histogram(
-    fmap: torch.Tensor | np.ndarray, bins: int = 64, range: tuple[float, float] | None = None
-) -> Histogram:
-    """A histogram of the finite values of a map of any shape, counted on its device.
-
-    Args:
-        fmap: a tensor or array of any shape: a stage, one image's map, one channel.
-        bins: the number of equal bins.
-        range: ``(low, high)`` of the bins; the finite values' min and max when None. A map with one value
-            gets the range ``(value - 0.5, value + 0.5)``.
-
-    Example::
-
-        >>> hist = histogram(maps["layer1"][0, 5], bins=4)
-        >>> hist.counts, hist.edges
-        (array([2890,  160,   61,   25]), array([0.  , 0.87, 1.74, 2.61, 3.48]))
-    """
-    bins = whole(
-        "bins", bins, minimum=1, maximum=1 << 20, hint=" It is a positive number of bins, for example 64."
-    )
-    x = as_tensor(fmap, "histogram()").reshape(-1).float()
-    finite = torch.isfinite(x)
-    all_finite = bool(finite.all())
-    values = x if all_finite else x[finite]
-    nonfinite = 0 if all_finite else int(x.numel() - values.numel())
-    if range is not None:
-        low, high = finite_pair("range", range)
-        if not low < high:
-            raise InvalidArgumentError(f"range={range}; the low end must be below the high end.")
-    elif values.numel():
-        low, high = (float(v) for v in torch.stack(torch.aminmax(values)).cpu().tolist())
-    else:
-        low, high = 0.0, 1.0
-    if low == high:
-        low, high = low - 0.5, high + 0.5
-    counts = torch.histc(values, bins=int(bins), min=low, max=high)
-    counts_np = counts.cpu().numpy().round().astype(np.int64)
-    return Histogram(
-        counts=counts_np,
-        edges=np.linspace(low, high, int(bins) + 1),
-        nonfinite=nonfinite,
-        outside=int(values.numel() - counts_np.sum()),
-    )

@@ -11,8 +11,9 @@ from PIL import Image
 
 import explorer
 from explorer.figures import heatmap_figure, histogram_figure, stage_grid_figure, stat_bar_figure
+from explorer.histograms import histogram
 from explorer.render import render_grid
-from explorer.stats import channel_stats, histogram
+from explorer.stats import channel_stats
 
 NAN = float("nan")
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import explorer
-from explorer.stats import channel_difference, channel_stats, histogram, stage_similarity
+from explorer.histograms import histogram
+from explorer.stats import channel_difference, channel_stats, stage_similarity
 
 NAN, INF = float("nan"), float("inf")
 

@@ -37,9 +37,10 @@ from PIL import Image
 from .._args import shown
 from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
 from ..files import as_path, make_folder, write_atomic
+from ..histograms import Histogram
 from ..images import MAX_INPUT_SIDE, model_view
 from ..render import overlay
-from ..stats import ChannelStats, Histogram
+from ..stats import ChannelStats
 from .fields import cell_box
 from .reduce import MAX_K, NO_IMAGE, Reduction, StageReduction, histogram_edges
 from .sources import ImageSource, open_source

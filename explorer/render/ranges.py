@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from .._args import closest, finite_pair, real, shown
+from ..arrays import as_tensor
 from ..errors import InvalidArgumentError
-from ..stats import as_tensor
 from ..vocabulary import NORMS
 from .colormaps import NONFINITE_ENTRY
 

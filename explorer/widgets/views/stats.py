@@ -48,7 +48,7 @@ class StatsView(View):
 
     @staticmethod
     def compute(scene: Scene) -> StatsData:
-        from ...stats import histogram
+        from ...histograms import histogram
 
         s = scene.state
         stats = scene.stats()
