@@ -213,7 +213,7 @@ def test_precision_needs_a_gpu_and_bad_colour_maps_are_refused(app):
     if not torch.cuda.is_available():
         assert "needs a GPU" in app.status and app.precision == "float32"
     app.cmap_box.value = "viridiss"
-    assert "No colour map" in app.status and "viridis" in app.status and app.cmap == "viridis"
+    assert "Unknown colour map" in app.status and "viridis" in app.status and app.cmap == "viridis"
 
 
 def test_shapes_and_statistics_views(app):

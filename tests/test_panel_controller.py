@@ -164,7 +164,7 @@ def app():
 
 def test_scripted_bad_values_are_refused_in_the_status_line(app):
     app.cmap = "not-a-map"  # no exception reaches the caller
-    assert "No colour map" in app.status and app.cmap == "viridis" and app.cmap_box.value == "viridis"
+    assert "Unknown colour map" in app.status and app.cmap == "viridis" and app.cmap_box.value == "viridis"
     app.stage = "bogus"
     assert 'No map named "bogus"' in app.status and app.stage == "blocks.1"
     app.norm = "stage"
