@@ -105,6 +105,7 @@ def environment(device: str, threads: int, command: str) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "explorer_revision": _git_revision(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],  # 1, 5 and 15 min: how busy the machine was
         "versions": versions,
     }
 
@@ -299,7 +300,8 @@ def _environment_lines(env: dict, elapsed_s: float | None, settings: dict) -> li
         f"- Date: {env['date']}; the run took {elapsed_s / 60:.1f} min"
         if elapsed_s
         else f"- Date: {env['date']}",
-        f"- Machine: {machine}; {env['platform']}, Python {env['python']}",
+        f"- Machine: {machine}; {env['platform']}, Python {env['python']}; load average at the start "
+        f"{'/'.join(str(v) for v in env.get('load_average', []))} (1/5/15 min)",
         f"- Device: {env['device']}; explorer revision {env['explorer_revision']}",
         f"- Versions: {versions}",
         f"- Repeats: {settings.get('name', '?')} settings ({settings.get('summary', '')}); every cell is the median "

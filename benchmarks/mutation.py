@@ -1,0 +1,215 @@
+"""``python -m benchmarks.mutation``: break one line in each core module on purpose and check that a test fails.
+
+Each mutation replaces one exact source line (it must occur once, so a stale mutation is reported, not silently
+skipped) in a copy of the package, then runs the tests that guard that module against the copy. A mutation that
+no test notices is a hole in the suite. Results go to ``MUTATION_RESULTS.md`` beside this file.
+
+Options::
+
+    --only MODULE ...   a subset, by module path (explorer/stats.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    module: str  # path from the repository root
+    line: str  # an exact source fragment, found once
+    broken: str  # what it becomes
+    tests: tuple[str, ...]  # pytest selections that should fail
+    what: str  # the defect, in words
+
+
+MUTATIONS = (
+    Mutation(
+        "explorer/stages.py",
+        "        out_indices = [len(stage_names) - 1]",
+        "        out_indices = [len(stage_names) - 2]",
+        ("tests/test_stages.py",),
+        "neither selection given: the last stage but one instead of the last",
+    ),
+    Mutation(
+        "explorer/stats.py",
+        "    return np.lexsort((np.arange(values.size), key, nan))",
+        "    return np.lexsort((-np.arange(values.size), key, nan))",
+        ("tests/test_stats.py",),
+        "ties in a ranking broken by the higher channel index",
+    ),
+    Mutation(
+        "explorer/histograms.py",
+        "        edges=np.linspace(low, high, int(bins) + 1),",
+        "        edges=np.linspace(low, high, int(bins)),",
+        ("tests/test_stats.py", "tests/test_figures.py"),
+        "one histogram edge too few",
+    ),
+    Mutation(
+        "explorer/arrays.py",
+        "    while values.ndim > 2 and values.shape[0] == 1:",
+        "    while values.ndim > 2:",
+        ("tests/test_render.py", "tests/test_hardening.py"),
+        "a channel map with several leading channels silently takes the first",
+    ),
+    Mutation(
+        "explorer/render/channels.py",
+        "        return list(range(page * size, min((page + 1) * size, num_channels)))",
+        "        return list(range(page * size, min((page + 1) * size, num_channels) - 1))",
+        ("tests/test_render.py",),
+        "a page drops its last channel",
+    ),
+    Mutation(
+        "explorer/render/ranges.py",
+        "    index = torch.addcmul(0.5 - low * scale, values, scale).clamp_(0.0, 255.0)",
+        "    index = torch.addcmul(-low * scale, values, scale).clamp_(0.0, 255.0)",
+        ("tests/test_render.py",),
+        "values truncated to colours instead of rounded",
+    ),
+    Mutation(
+        "explorer/render/colormaps.py",
+        "    return packed.contiguous().view(torch.uint8).unflatten(-1, (-1, 4))[..., :3]",
+        "    return packed.contiguous().view(torch.uint8).unflatten(-1, (-1, 4))[..., [2, 1, 0]]",
+        ("tests/test_render.py",),
+        "colours unpacked as BGR",
+    ),
+    Mutation(
+        "explorer/render/grid.py",
+        "        return self.channels[position], dy * self.map_size[0] // height, dx * self.map_size[1] // width",
+        "        return self.channels[position], dx * self.map_size[1] // width, dy * self.map_size[0] // height",
+        ("tests/test_render.py", "tests/test_panel.py"),
+        "a click's row and column swapped",
+    ),
+    Mutation(
+        "explorer/render/overlay.py",
+        '        values[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=False',
+        '        values[None, None], size=pixels.shape[:2], mode="bilinear", align_corners=True',
+        ("tests/test_render.py",),
+        "the overlay upsampled with corners aligned (shifted by half a cell)",
+    ),
+    Mutation(
+        "explorer/render/png.py",
+        "    raw[:, 0] = 0",
+        "    raw[:, 0] = 1",
+        ("tests/test_render.py",),
+        "every PNG row declared Sub-filtered",
+    ),
+    Mutation(
+        "explorer/dataset/fields.py",
+        "    center_y, center_x = (row + 0.5) * height / rows, (col + 0.5) * width / cols",
+        "    center_y, center_x = (row + 1.0) * height / rows, (col + 1.0) * width / cols",
+        ("tests/test_receptive_fields.py",),
+        "every receptive-field box shifted by half a cell",
+    ),
+    Mutation(
+        "explorer/dataset/fields.py",
+        "MASS = 0.9",
+        "MASS = 0.45",
+        ("tests/test_receptive_fields.py",),
+        "the receptive field holds half the gradient mass",
+    ),
+    Mutation(
+        "explorer/vocabulary.py",
+        "    return -(-count // page_size) if page_size else 0",
+        "    return count // page_size if page_size else 0",
+        ("tests/test_render.py", "tests/test_panel_controller.py"),
+        "a last, shorter page is not counted",
+    ),
+    Mutation(
+        "explorer/_args.py",
+        "    if isinstance(value, bool) or not isinstance(value, numbers.Integral):",
+        "    if not isinstance(value, numbers.Integral):",
+        ("tests/test_render.py", "tests/test_hardening.py"),
+        "True accepted as a count",
+    ),
+)
+
+
+def _copy(target: Path) -> None:
+    for name in ("explorer", "tests", "pyproject.toml", "conftest.py"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "artifacts"))
+        elif source.exists():
+            shutil.copy2(source, target / name)
+
+
+def _run(mutation: Mutation) -> dict:
+    with tempfile.TemporaryDirectory(prefix="explorer-mutant-") as folder:
+        copy = Path(folder)
+        _copy(copy)
+        path = copy / mutation.module
+        source = path.read_text()
+        found = source.count(mutation.line)
+        if found != 1:
+            return {"status": f"stale: the line occurs {found} times", "seconds": 0.0}
+        path.write_text(source.replace(mutation.line, mutation.broken))
+        env = {**os.environ, "PYTHONPATH": str(copy), "HF_HUB_OFFLINE": "1"}
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        seconds = time.perf_counter() - started
+        failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        if done.returncode == 1 and failed:
+            return {"status": "caught", "by": failed[0].split(" ", 1)[1].split(" - ")[0], "seconds": seconds}
+        if done.returncode == 0:
+            return {"status": "MISSED: every test passed", "seconds": seconds}
+        return {
+            "status": f"broken run (exit {done.returncode})",
+            "seconds": seconds,
+            "tail": done.stdout[-400:],
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.mutation", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--only", nargs="+", help="module paths to mutate")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.only or m.module in args.only]
+    revision = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    rows = []
+    for mutation in chosen:
+        result = _run(mutation)
+        print(f"{result['status']:<30} {mutation.module}: {mutation.what}", flush=True)
+        rows.append((mutation, result))
+    lines = [
+        "# Mutation check: one line broken on purpose per core module, and the test that notices",
+        "",
+        f"- Command: `python -m benchmarks.mutation`; revision {revision or '?'}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- Caught: {sum(r['status'] == 'caught' for _, r in rows)} of {len(rows)}",
+        "",
+        "| module | the defect | result | first failing test |",
+        "|---|---|---|---|",
+    ]
+    for mutation, result in rows:
+        lines.append(
+            f"| `{mutation.module}` | {mutation.what} | {result['status']} | {result.get('by', '')} |"
+        )
+    (args.out / "MUTATION_RESULTS.md").write_text("\n".join(lines) + "\n")
+    return 0 if all(r["status"] == "caught" for _, r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
