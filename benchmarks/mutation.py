@@ -127,9 +127,9 @@ MUTATIONS = (
     ),
     Mutation(
         "explorer/_args.py",
-        "    if isinstance(value, bool) or not isinstance(value, numbers.Integral):",
-        "    if not isinstance(value, numbers.Integral):",
-        ("tests/test_render.py", "tests/test_hardening.py"),
+        "    if isinstance(value, bool) or not integral:",
+        "    if not integral:",
+        ("tests/test_args.py",),
         "True accepted as a count",
     ),
 )

@@ -230,6 +230,14 @@ def test_layout_maps_pixels_back_to_channels(four):
     assert layout.locate(-1, 3) is None
 
 
+def test_layout_locates_rows_and_columns_of_a_wide_map():
+    """A 2x6 map drawn 4x: x runs along columns, y along rows (a swap would put clicks in the wrong cell)."""
+    _, layout = render_grid(torch.randn(2, 2, 6), scale=4, pad=1, cols=2, return_layout=True)
+    assert layout.tile == (8, 24)
+    assert layout.locate(1 + 4 * 5 + 1, 1 + 4 * 1 + 2) == (0, 1, 5)  # first tile, row 1, column 5
+    assert layout.locate(1 + 24 + 1 + 4 * 2, 1) == (1, 0, 2)  # second tile, row 0, column 2
+
+
 def test_labels_draw_the_channel_number():
     fmap = torch.zeros(8, 7, 7)
     plain, layout = render_grid(fmap, return_layout=True)
