@@ -1,4 +1,4 @@
-"""Browser-test set-up: JupyterLab and Voilà servers on 127.0.0.1, and headless Chromium driven by Playwright.
+"""Browser-test set-up: JupyterLab, Notebook 7 and Voilà servers on 127.0.0.1, and headless Chromium driven by Playwright.
 
 Each server runs from a temporary copy of ``notebooks/`` (running the notebook in JupyterLab saves it) with its own
 Jupyter config, data, runtime and settings folders, so nothing from the user's set-up leaks in and no first-run
@@ -71,6 +71,16 @@ def jupyterlab(tmp_path_factory, artifacts) -> Iterator[Server]:
     yield server
     stop_server(server.process)
     shutil.copy(server.log, artifacts / "jupyterlab.log")
+
+
+@pytest.fixture(scope="session")
+def notebook7(tmp_path_factory, artifacts) -> Iterator[Server]:
+    """Jupyter Notebook 7 (``jupyter-notebook``) on a free 127.0.0.1 port, serving a copy of ``notebooks/``."""
+    home, root = _workspace(tmp_path_factory, "notebook7")
+    server = start_jupyterlab(home, root, app="notebook")
+    yield server
+    stop_server(server.process)
+    shutil.copy(server.log, artifacts / "notebook7.log")
 
 
 @pytest.fixture(scope="session")
