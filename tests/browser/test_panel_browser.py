@@ -373,8 +373,7 @@ def patches_tab(page, panel, steps: Steps) -> None:
 
 def open_every_tab(page, panel, steps: Steps) -> None:
     """Each tab with model work (Grid, CAM, Dataset, Compare, Patches) opened, its first view drawn."""
-    open_tab(page, panel, "Grid")
-    wait_drawn(page, panel.locator(GRID).first)
+    wait_drawn(page, panel.locator(GRID).first)  # the Grid: on show, drawn
     cam_and_dataset_tabs(page, panel, steps)
     compare_tab(page, panel, steps)
     patches_opened(page, panel, steps)
@@ -452,7 +451,7 @@ def test_voila_panel(voila, page, artifacts, tmp_path):
     steps.shot("panel-visible", panel)
     outputs = page.locator("#rendered_cells .jp-OutputArea-output")
     assert outputs.count() == 1, "Voilà shows more than the panel: " + repr(outputs.all_inner_texts())
-    assert outputs.first.locator(PANEL).count() == 1
+    assert outputs.first.locator(STATUS).count() >= 1, "the one output is not the panel"
     timings.update(drive_panel(page, panel, steps, artifacts, upload_file, start=start))
     open_every_tab(page, panel, steps)
     timings["total"] = time.monotonic() - start
