@@ -95,6 +95,9 @@ def voila(tmp_path_factory, artifacts) -> Iterator[Server]:
         f"--port={port}",
         "--Voila.ip=127.0.0.1",
         "--Voila.port_retries=0",
+        # Notebook 7's lab extension (installed for the Notebook 7 test) needs JupyterLab's document registry,
+        # which Voila's page lacks: it would fail to load there with a console error (as in `make voila`).
+        '--VoilaConfiguration.extension_denylist=["@jupyter-notebook/lab-extension"]',
     ]
     log = home / "voila.log"
     url = f"http://127.0.0.1:{port}"

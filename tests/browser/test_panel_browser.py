@@ -299,7 +299,7 @@ def compare_tab(page, panel, steps: Steps) -> None:
     before = panel.locator(STATUS).first.get_attribute("data-update")
     panel.locator(".widget-toggle-button", has_text="Images").first.click()
     wait_settled(page, panel, before)
-    images = panel.locator(".widget-tab-contents .explorer-iv-img")
+    images = panel.locator(".widget-tab-contents .explorer-iv-img:visible")  # A, B and their difference
     for i in range(3):
         wait_drawn(page, images.nth(i))
     assert_status_ok(panel)
@@ -322,6 +322,9 @@ def cam_and_dataset_tabs(page, panel, steps: Steps) -> None:
         wait_drawn(page, crop)
     heights = {round(img.bounding_box()["height"]) for img in panel.locator(".explorer-crops img").all()}
     assert len(heights) == 1, f"crops of several heights: {heights}"
+    widths = {round(caption.bounding_box()["width"]) for caption in captions.all()}
+    crop_width = round(panel.locator(".explorer-crops img").first.bounding_box()["width"])
+    assert max(widths) <= crop_width, f"captions wider than their crop: {widths} > {crop_width}"
     assert_status_ok(panel)
     steps.shot("dataset", panel)
 
