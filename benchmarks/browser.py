@@ -35,8 +35,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The harness is imported by path: a package named ``tests`` in site-packages (horama ships one) would shadow
+# this checkout's ``tests`` folder, which is not a package.
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
-from tests.browser.harness import launch_chromium, start_jupyterlab, stop_server  # noqa: E402
+from harness import launch_chromium, start_jupyterlab, stop_server  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "browser.json"
 MARKDOWN = ROOT / "benchmarks" / "RESULTS.md"

@@ -148,8 +148,18 @@ def assert_png_image(data: bytes, artifacts: Path, name: str) -> None:
     assert pixels.shape[0] > 50 and pixels.shape[1] > 50 and pixels.std() > 5, "the grid is blank"
 
 
-def assert_clean_console(page) -> None:
-    errors = [e for e in page.errors if not any(re.fullmatch(rx, e, re.S) for rx, _ in CONSOLE_NOISE)]
+# Notebook 7 only: its bundled keyboard-shortcut settings plugin (notebook_core.js, ``t.plugins[i].schema`` on a
+# ``pluginChanged`` for a plugin it has not loaded) throws once as the page opens. Reproduced on a bare one-cell
+# ``1+1`` notebook in notebook 7.6.5 with no explorer code, and with voila's, plotly's and anywidget's lab
+# extensions disabled in turn.
+NOTEBOOK7_NOISE: tuple[tuple[str, str], ...] = (
+    (r"\[pageerror\] Cannot read properties of undefined \(reading 'schema'\)", "Notebook 7's own start-up"),
+)
+
+
+def assert_clean_console(page, noise: tuple[tuple[str, str], ...] = ()) -> None:
+    patterns = (*CONSOLE_NOISE, *noise)
+    errors = [e for e in page.errors if not any(re.fullmatch(rx, e, re.S) for rx, _ in patterns)]
     assert not errors, "browser console errors:\n" + "\n".join(errors)
 
 
@@ -437,7 +447,7 @@ def test_notebook7_panel(notebook7, page, artifacts, tmp_path):
     open_every_tab(page, panel, steps)
     timings["total"] = time.monotonic() - start
     steps.save_timings(timings)
-    assert_clean_console(page)
+    assert_clean_console(page, NOTEBOOK7_NOISE)
 
 
 def test_voila_panel(voila, page, artifacts, tmp_path):
