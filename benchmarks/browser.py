@@ -293,9 +293,9 @@ def _large_model(page, panel, folder: Path, repeats: int) -> dict:
         before = status.get_attribute("data-update")
         started = time.monotonic()
         image.select_option(index=(2 + i) % 6)  # a new image: a forward pass in the engine
-        page.wait_for_function(
-            "(line) => line.classList.contains('busy')",
-            arg=status.element_handle(),
+        page.wait_for_function(  # the status line is redrawn on each update: asked of the panel each time
+            "(panel) => panel.querySelector('.explorer-status').classList.contains('busy')",
+            arg=panel.element_handle(),
             timeout=CHANGE_TIMEOUT_MS,
         )
         page.wait_for_timeout(300)  # well into the forward
