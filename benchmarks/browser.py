@@ -299,7 +299,7 @@ def _large_model(page, panel, folder: Path, repeats: int) -> dict:
             timeout=CHANGE_TIMEOUT_MS,
         )
         page.wait_for_timeout(300)  # well into the forward
-        colours.first.fill(["magma", "viridis"][i % 2])
+        colours.first.fill("viridis" if colours.first.input_value() != "viridis" else "magma")  # a change
         panel.evaluate(_ARM_GRID)
         colours.first.press("Enter")
         result = page.evaluate("() => window.__grid")
