@@ -181,12 +181,20 @@ def test_a_display_change_during_a_forward_draws_at_once_from_the_maps_on_show(m
     assert interim.state["image_index"] == 0 and interim.maps is before.maps  # the maps on show, redrawn
     assert interim.views["Grid"].png != before.views["Grid"].png
     assert interim.scene.maps is before.maps and interim.scene.state.cmap == "magma"  # same maps, new colours
+    upload = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+        upload, "PNG"
+    )
+    controller.add_upload("during.png", upload.getvalue())  # an upload and a redraw while the forward runs:
+    state.cmap = "gray"  # the redraw leaves the upload to the pass, which shows it
     release.set()
     assert controller.wait(120)
     final = controller.frame
-    assert final.state["image_index"] == 1 and final.state["cmap"] == "magma" and final.status.kind != "busy"
-    shown = final.backbone.capture(final.backbone.pixel_values([final.gallery.images[1]]), ["layer1"])
-    assert torch.equal(final.maps["layer1"], shown["layer1"])
+    index = len(final.gallery) - 1
+    assert final.gallery.names[index] == "during.png" and final.state["image_index"] == index
+    assert final.state["cmap"] == "gray" and final.status.kind != "busy"
+    shown = final.backbone.capture(final.backbone.pixel_values([final.gallery.images[index]]), ["layer1"])
+    assert torch.equal(final.maps["layer1"], shown["layer1"])  # the maps of the image on show
 
 
 # -- the panel (widgets) -----------------------------------------------------------------------------------------

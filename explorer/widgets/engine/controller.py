@@ -286,12 +286,16 @@ class Controller(ModelWork):
         return self._gallery, refused
 
     def _build(
-        self, snap: dict[str, object], level: int, post: Callable[[Frame], None]
+        self, snap: dict[str, object], level: int, post: Callable[[Frame], None], interim: bool = False
     ) -> tuple[Frame, dict[str, object], list[str]]:
-        """The frame for ``snap``, the values it corrected, and the reasons of uploads refused."""
+        """The frame for ``snap``, the values it corrected, and the reasons of uploads refused (an ``interim``
+        draw leaves new images and uploads to the pass it interrupts)."""
         corrected: dict[str, object] = {}
         previous = self._built
-        gallery, refused = self._read_gallery(post, corrected)
+        if interim:
+            gallery, refused = previous.gallery, []
+        else:
+            gallery, refused = self._read_gallery(post, corrected)
         if corrected:
             snap = {**snap, **corrected}
             level = max(level, CAPTURE)

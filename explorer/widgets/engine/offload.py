@@ -102,13 +102,7 @@ class ModelWork:
         that follows applies the corrections."""
         shown = self._built
         changes = self._display_changes(snap)
-        if (
-            shown.maps is None
-            or shown.failed
-            or not changes
-            or self._uploads
-            or self._gallery_source is not None
-        ):
+        if shown.maps is None or shown.failed or not changes:
             return
         wanted = {**shown.state, **changes}
         if wanted["tab"] not in self.quick or not any(
@@ -117,7 +111,7 @@ class ModelWork:
             return
         applied, self._applied = self._applied, dict(shown.state)
         try:
-            frame, _corrected, _refused = self._build(wanted, DRAW, post)
+            frame, _corrected, _refused = self._build(wanted, DRAW, post, interim=True)
         except Exception:  # noqa: BLE001 - the pass that follows draws and reports it
             _log.debug("panel: interim draw failed", exc_info=True)
             return
