@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 lab: $(STAMP)
 	$(BIN)/jupyter-lab $(ROOT_FLAG) notebooks/explorer.ipynb
 
+# Notebook 7's JupyterLab extension (a dev dependency) cannot load in Voila's page: Voila is told to leave it out.
 voila: $(STAMP)
-	$(BIN)/voila notebooks/explorer.ipynb
+	$(BIN)/voila notebooks/explorer.ipynb '--VoilaConfiguration.extension_denylist=["@jupyter-notebook/lab-extension"]'
 
 browser-deps:
 	@test -x /usr/bin/chromium || { \

@@ -162,6 +162,10 @@ def test_random_weights_are_said_loud():
     app = explorer.Explorer("resnet18", pretrained=False, out_indices=[1, 2], device="cpu")
     assert "RANDOM WEIGHTS" in app.status
     assert app.feature_maps.shapes == {"layer1": (1, 64, 56, 56), "layer2": (1, 128, 28, 28)}
+    app.model = "resnet-18"  # refused: the error joins the model line, which keeps its warning
+    assert "RANDOM WEIGHTS" in app.status_line.value and 'class="explorer-error"' in app.status_line.value
+    app.cmap = "magma"  # a valid choice: the error goes
+    assert "RANDOM WEIGHTS" in app.status_line.value and "Error" not in app.status_line.value
     app.model = "convnext_tiny"
     assert app.backbone.spec == "convnext_tiny" and app.out_indices == [1, 2]
     assert app.feature_maps.shapes == {"stages.1": (1, 192, 28, 28), "stages.2": (1, 384, 14, 14)}

@@ -154,6 +154,49 @@ def test_newer_state_from_threads_ends_consistent_in_the_background():
     assert torch.equal(frame.maps["layer1"], shown["layer1"])  # the shown model's maps of the shown image
 
 
+def test_a_display_change_during_a_forward_draws_at_once_from_the_maps_on_show(monkeypatch):
+    """A forward that takes long (a large model) runs in a helper thread: a colour map chosen meanwhile is drawn
+    at once from the maps on show, the status line still says the model runs, and the pass then shows the new
+    image in the new colours."""
+    state = ExplorerState(model="resnet18", pretrained=False, device="cpu", out_indices=[1])
+    controller = Controller(state, views={"Grid": _grid_only}, background=True, quick={"Grid"})
+    controller.start()
+    assert controller.wait(120)
+    before = controller.frame
+    capture, entered, release = controller.runtime.capture, threading.Event(), threading.Event()
+
+    def slow_capture(serial, selected, images, keys, layers, on_run):
+        entered.set()
+        assert release.wait(120), "the test never released the forward"
+        return capture(serial, selected, images, keys, layers, on_run)
+
+    monkeypatch.setattr(controller.runtime, "capture", slow_capture)
+    state.image_index = 1
+    assert entered.wait(120)  # the worker waits on the forward
+    state.cmap = "magma"
+    while controller.frame.state["cmap"] != "magma":  # an interim frame, delivered here (no kernel loop)
+        assert not controller.wait(0.05), "the pass ended before an interim frame was drawn"
+    interim = controller.frame
+    assert not release.is_set() and interim.status.kind == "busy"  # the forward still runs, and says so
+    assert interim.state["image_index"] == 0 and interim.maps is before.maps  # the maps on show, redrawn
+    assert interim.views["Grid"].png != before.views["Grid"].png
+    assert interim.scene.maps is before.maps and interim.scene.state.cmap == "magma"  # same maps, new colours
+    upload = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+        upload, "PNG"
+    )
+    controller.add_upload("during.png", upload.getvalue())  # an upload and a redraw while the forward runs:
+    state.cmap = "gray"  # the redraw leaves the upload to the pass, which shows it
+    release.set()
+    assert controller.wait(120)
+    final = controller.frame
+    index = len(final.gallery) - 1
+    assert final.gallery.names[index] == "during.png" and final.state["image_index"] == index
+    assert final.state["cmap"] == "gray" and final.status.kind != "busy"
+    shown = final.backbone.capture(final.backbone.pixel_values([final.gallery.images[index]]), ["layer1"])
+    assert torch.equal(final.maps["layer1"], shown["layer1"])  # the maps of the image on show
+
+
 # -- the panel (widgets) -----------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -100,6 +101,22 @@ def test_choices_set_from_code_show_in_their_widgets(app):
     assert app.page_slider.value == 2 and app.page_slider.min == 1  # pages count from 1 on screen
     assert app.views["Grid"].grid_view.title.startswith("layer1 · channels 16-31")
     app.page_size = 64
+
+
+def test_the_code_on_show_follows_the_view(app):
+    def on_show() -> str:
+        return html.unescape(re.sub(r"<[^>]+>", "", app.code_view.value))
+
+    app.code_button.click()
+    assert on_show() == app.code() and "viridis" in on_show()
+    app.cmap = "magma"  # the code on show is redrawn with the view, never stale
+    assert on_show() == app.code() and "magma" in on_show() and "viridis" not in on_show()
+    grid_code = on_show()
+    app.tab = "CAM"  # and it is the code of the tab on show
+    assert on_show() == app.code() and on_show() != grid_code and "cam" in on_show()
+    app.tab = "Grid"
+    app.cmap = "viridis"
+    app.code_view.value = ""
 
 
 @pytest.mark.parametrize("value", [[True], [1.0], [2, 1]])

@@ -98,6 +98,7 @@ class Explorer(widgets.VBox):
             views={view.title: view.compute for view in VIEWS},
             out_features=out_features,
             background=_in_kernel(),
+            quick={view.title for view in VIEWS if view.quick},
         )
         self.controls = Controls(self.state, self.controller.report, self.controller.add_upload)
         self.views = {view.title: view(self.controls) for view in VIEWS}

@@ -1,4 +1,4 @@
-"""Browser-test set-up: JupyterLab and Voilà servers on 127.0.0.1, and headless Chromium driven by Playwright.
+"""Browser-test set-up: JupyterLab, Notebook 7 and Voilà servers on 127.0.0.1, and headless Chromium driven by Playwright.
 
 Each server runs from a temporary copy of ``notebooks/`` (running the notebook in JupyterLab saves it) with its own
 Jupyter config, data, runtime and settings folders, so nothing from the user's set-up leaks in and no first-run
@@ -74,6 +74,16 @@ def jupyterlab(tmp_path_factory, artifacts) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def notebook7(tmp_path_factory, artifacts) -> Iterator[Server]:
+    """Jupyter Notebook 7 (``jupyter-notebook``) on a free 127.0.0.1 port, serving a copy of ``notebooks/``."""
+    home, root = _workspace(tmp_path_factory, "notebook7")
+    server = start_jupyterlab(home, root, app="notebook")
+    yield server
+    stop_server(server.process)
+    shutil.copy(server.log, artifacts / "notebook7.log")
+
+
+@pytest.fixture(scope="session")
 def voila(tmp_path_factory, artifacts) -> Iterator[Server]:
     """``voila notebooks/explorer.ipynb`` on a free 127.0.0.1 port (the notebook runs when the page is opened)."""
     home, root = _workspace(tmp_path_factory, "voila")
@@ -85,6 +95,9 @@ def voila(tmp_path_factory, artifacts) -> Iterator[Server]:
         f"--port={port}",
         "--Voila.ip=127.0.0.1",
         "--Voila.port_retries=0",
+        # Notebook 7's lab extension (installed for the Notebook 7 test) needs JupyterLab's document registry,
+        # which Voila's page lacks: it would fail to load there with a console error (as in `make voila`).
+        '--VoilaConfiguration.extension_denylist=["@jupyter-notebook/lab-extension"]',
     ]
     log = home / "voila.log"
     url = f"http://127.0.0.1:{port}"

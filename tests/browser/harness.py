@@ -1,5 +1,5 @@
 """The browser harness, shared by the browser tests and the browser benchmark (``benchmarks/browser.py``):
-a JupyterLab server on 127.0.0.1 with its own config, data, runtime and settings folders (no first-run pop-ups, no
+a JupyterLab (or Notebook 7) server on 127.0.0.1 with its own config, data, runtime and settings folders (no first-run pop-ups, no
 requests to jupyter.org), and Debian's headless Chromium with the flags that keep it off the network.
 """
 
@@ -140,16 +140,18 @@ def stop_server(process: subprocess.Popen) -> None:
             pass
 
 
-def start_jupyterlab(home: Path, root: Path) -> Server:
-    """``jupyter-lab`` on a free port serving ``root``, configured under ``home`` (which must hold the folders
-    config, data, runtime, ipython, settings and workspaces)."""
+def start_jupyterlab(home: Path, root: Path, app: str = "lab") -> Server:
+    """``jupyter-lab`` (or, with ``app="notebook"``, Jupyter Notebook 7's ``jupyter-notebook``) on a free port
+    serving ``root``, configured under ``home`` (which must hold the folders config, data, runtime, ipython,
+    settings and workspaces). Both are JupyterLab applications: the same settings keep their pop-ups away."""
     for name, settings in LAB_SETTINGS.items():
         path = home / "settings" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings))
     port, token = free_port(), secrets.token_hex(16)
+    application = {"lab": "LabApp", "notebook": "JupyterNotebookApp"}[app]
     command = [
-        str(BIN / "jupyter-lab"),
+        str(BIN / f"jupyter-{app}"),
         "--no-browser",
         "--allow-root",
         f"--port={port}",
@@ -158,12 +160,15 @@ def start_jupyterlab(home: Path, root: Path) -> Server:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.open_browser=False",
-        f"--LabApp.user_settings_dir={home / 'settings'}",
-        f"--LabApp.workspaces_dir={home / 'workspaces'}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--{application}.user_settings_dir={home / 'settings'}",
+        f"--{application}.workspaces_dir={home / 'workspaces'}",
     ]
-    log = home / "jupyterlab.log"
+    if app == "lab":
+        command += [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+    log = home / f"jupyter{app}.log"
     url = f"http://127.0.0.1:{port}"
     process = start_server(
         command, cwd=root, env=server_env(home), log=log, ready_url=f"{url}/api/status?token={token}"

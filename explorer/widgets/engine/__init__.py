@@ -2,10 +2,12 @@
 
 - :mod:`.frame`: the :class:`Frame` and its parts (status, grids, the scene views compute from);
 - :mod:`.gallery`: the images, identified by serials, never by ``id()``;
-- :mod:`.scheduler`: coalescing, the one worker, and the hand-over of frames to the kernel's thread;
+- :mod:`.scheduler`: coalescing, the one worker (loads and forwards in a helper it waits on), and the hand-over
+  of frames to the kernel's thread;
 - :mod:`.runtime`: backbones, captures and drawn parts behind their own lock;
 - :mod:`.rules`: which selections and values can be shown (the library's stage rules), and corrections;
 - :mod:`.codegen`: the library code for the tab on show;
+- :mod:`.offload`: loads and captures off the worker, and the display-only draws made while they run;
 - :mod:`.controller`: the :class:`Controller` that ties them together, and the one correction path.
 """
 

@@ -34,7 +34,7 @@ import html
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType, SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from ..state import CAPTURE, LOAD, ExplorerState
 from . import rules
 from .frame import Frame, Scene, Status, ok_status
 from .gallery import Gallery, add_uploads, gallery_from
+from .offload import ModelWork
 from .runtime import Runtime, devices, list_layers, model_view
 from .scheduler import Scheduler
 
@@ -63,7 +64,7 @@ def _value(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
-class Controller:
+class Controller(ModelWork):
     """Turns state changes into frames; see the module docs.
 
     Args:
@@ -73,6 +74,9 @@ class Controller:
         views: each view's ``compute(scene)`` by title; the state's ``tab`` picks the one computed.
         out_features: stage names to select once the first checkpoint has loaded (instead of ``out_indices``).
         background: work in the engine's worker and deliver on the kernel's loop (see :mod:`.scheduler`).
+        quick: titles of the views whose ``compute`` runs no model. While a load or a forward pass runs (in a
+            helper thread), a change that only needs a draw is drawn at once on such a tab, from the maps on
+            show; the status line keeps saying what runs, and the pass, once done, draws the latest choices.
     """
 
     def __init__(
@@ -83,9 +87,11 @@ class Controller:
         views: Mapping[str, ComputeT] | None = None,
         out_features: Sequence[str] | None = None,
         background: bool = False,
+        quick: Collection[str] = (),
     ) -> None:
         self.state = state
         self.views: dict[str, ComputeT] = dict(views or {})
+        self.quick = frozenset(quick)
         self.runtime = Runtime()
         self.listeners: list[Callable[[Frame], None]] = []
         self.frame = Frame()  # the frame on show (delivered)
@@ -102,6 +108,7 @@ class Controller:
         self._error, self._error_at = "", None
         self._forced = LOAD
         self._capture_id = 0
+        self._busy_status: Status | None = None  # what the status line says while a pass runs
         self._main_serial: int | None = None  # the main backbone's serial, once loaded
         self.scheduler = Scheduler(self._work, self._deliver, background)
         state.observe(lambda _change: self.scheduler.request())
@@ -205,6 +212,7 @@ class Controller:
         if not level or (self._failed == snap and not self._forced):
             return False
         self._forced = 0
+        self._busy_status = None
         start, runs = time.perf_counter(), self.runtime.forward_passes
         try:
             frame, corrected, refused = self._build(snap, level, post)
@@ -260,6 +268,7 @@ class Controller:
 
     def _busy(self, post: Callable[[Frame], None], message: str, step: int, steps: int = 4) -> None:
         status = Status("busy", message, (step, steps), self._error)
+        self._busy_status = status
         post(dataclasses.replace(self._built, corrections={}, status=status, failed=False))
 
     def _read_gallery(self, post: Callable[[Frame], None], corrected: dict) -> tuple[Gallery, list[str]]:
@@ -277,12 +286,16 @@ class Controller:
         return self._gallery, refused
 
     def _build(
-        self, snap: dict[str, object], level: int, post: Callable[[Frame], None]
+        self, snap: dict[str, object], level: int, post: Callable[[Frame], None], interim: bool = False
     ) -> tuple[Frame, dict[str, object], list[str]]:
-        """The frame for ``snap``, the values it corrected, and the reasons of uploads refused."""
+        """The frame for ``snap``, the values it corrected, and the reasons of uploads refused (an ``interim``
+        draw leaves new images and uploads to the pass it interrupts)."""
         corrected: dict[str, object] = {}
         previous = self._built
-        gallery, refused = self._read_gallery(post, corrected)
+        if interim:
+            gallery, refused = previous.gallery, []
+        else:
+            gallery, refused = self._read_gallery(post, corrected)
         if corrected:
             snap = {**snap, **corrected}
             level = max(level, CAPTURE)
@@ -292,18 +305,9 @@ class Controller:
                 import torch  # noqa: F401 - the first import takes seconds: say so first
 
             s = SimpleNamespace(**snap)
-            serial, backbone = self.runtime.backbone(
-                "main",
-                s.model,
-                s.pretrained,
-                s.device,
-                lambda: self._busy(
-                    post,
-                    f"Loading the checkpoint <b>{html.escape(s.model)}</b> "
-                    f"({'pretrained' if s.pretrained else 'random'} weights)...",
-                    1,
-                ),
-            )
+            weights = "pretrained" if s.pretrained else "random"
+            message = f"Loading the checkpoint <b>{html.escape(s.model)}</b> ({weights} weights)..."
+            serial, backbone = self._load(post, snap, "main", s.model, s.pretrained, message)
             if self._pending_out_features is not None or self._main_serial not in (None, serial):
                 corrected.update(self._fit_selection(backbone, snap))
                 snap = {**snap, **corrected}
@@ -317,8 +321,9 @@ class Controller:
             def running() -> None:
                 self._busy(post, f"Running <b>{html.escape(s.model)}</b> on {len(images)} image(s)...", 2)
 
-            maps = self.runtime.capture(serial, selected, images, keys, list(s.layers), running)
-            compare_maps = self._compare(post, selected, images[:1], keys[:1], s, running)
+            maps = self._capture(post, snap, serial, selected, images, keys, running)
+            compare_maps = self._compare(post, selected, images[:1], keys[:1], snap, running)
+            snap = self._caught_up(snap)
             if maps is not previous.maps or compare_maps is not previous.compare_maps:
                 self._capture_id += 1
             view_image = self.runtime.part(
@@ -357,7 +362,7 @@ class Controller:
             views[snap["tab"]] = compute(scene)
             self.draws += 1
         frame = Frame(
-            number=previous.number + 1,
+            number=self._built.number + 1,  # after any interim frame
             state=MappingProxyType(snap),
             backbone=selected,
             maps=maps,
@@ -380,19 +385,3 @@ class Controller:
             wanted, self._pending_out_features = self._pending_out_features, None
             return {"out_indices": tuple(select_stages(backbone.stage_names, out_features=wanted)[1])}
         return rules.fit_selection(backbone.stage_names, list_layers(backbone), snap)
-
-    def _compare(self, post, selected: Backbone, images: list, keys: list, s: SimpleNamespace, running):
-        """Checkpoint B's maps of the same stages for the first image, in 'checkpoints' mode."""
-        if s.compare != "checkpoints":
-            self.runtime.release("compare")
-            return None
-        spec = s.compare_model or s.model
-        serial, other = self.runtime.backbone(
-            "compare",
-            spec,
-            s.compare_pretrained,
-            s.device,
-            lambda: self._busy(post, f"Loading checkpoint B <b>{html.escape(spec)}</b>...", 1),
-        )
-        b = rules.select(other, rules.same_stages(selected, other), s.precision)
-        return self.runtime.capture(serial, b, images, keys, list(s.layers), running)

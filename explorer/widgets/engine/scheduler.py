@@ -5,7 +5,9 @@ In a kernel (``background=True``), requests made in one turn of the event loop a
 turn, and the work runs in the single worker thread (model work never blocks the kernel); while it works, new
 requests are merged again, and the newest state wins. The worker never touches widgets or the state: what it
 makes goes into a mailbox, and the event loop captured at construction (the kernel's) empties it on its own
-thread (``call_soon_threadsafe``). :meth:`Scheduler.wait` on the loop's thread (a setter in a notebook cell,
+thread (``call_soon_threadsafe``). A load or a forward pass runs in a helper thread that the worker waits on
+(:meth:`Scheduler.offload`), so that the worker meanwhile answers requests that need no model (the controller's
+interim draws). :meth:`Scheduler.wait` on the loop's thread (a setter in a notebook cell,
 which holds the loop) empties the mailbox itself. Outside a kernel (plain Python, pytest) the work and the
 delivery run at once in the caller's thread.
 
@@ -23,10 +25,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["Scheduler"]
 
 _log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -52,6 +57,7 @@ class Scheduler:
         self._mailbox: deque = deque()
         self._wake = threading.Condition()
         self._wanted = self._working = False
+        self._requests = 0  # requests handed to the worker so far (see offload)
         self._turn: asyncio.AbstractEventLoop | None = None  # a loop whose next turn will kick the worker
         self._worker: threading.Thread | None = None
         self._here = 0  # the thread working in the caller's thread (background=False), or 0
@@ -76,6 +82,7 @@ class Scheduler:
         self._turn = None
         with self._wake:
             self._wanted = True
+            self._requests += 1
             self._wake.notify_all()
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run, name="explorer-engine", daemon=True)
@@ -111,6 +118,39 @@ class Scheduler:
                     self._drain()
             finally:
                 self._here = 0
+
+    def offload(self, work: Callable[[], T], meanwhile: Callable[[], None]) -> T:
+        """In the worker: ``work()`` (a load, a forward pass) in a helper thread, and ``meanwhile()`` here on each
+        request made while it runs; returns what ``work`` returned, or raises what it raised. Outside a kernel,
+        ``work()`` runs at once."""
+        if not self.background or threading.current_thread() is not self._worker:
+            return work()
+        done, box = threading.Event(), {}
+
+        def run() -> None:
+            try:
+                box["value"] = work()
+            except BaseException as err:  # noqa: BLE001 - raised again in the worker, which reports it
+                box["error"] = err
+            finally:
+                with self._wake:
+                    done.set()
+                    self._wake.notify_all()
+
+        with self._wake:
+            seen = self._requests
+        threading.Thread(target=run, name="explorer-model", daemon=True).start()
+        while True:
+            with self._wake:
+                while not done.is_set() and self._requests == seen:
+                    self._wake.wait()
+                if done.is_set():
+                    break
+                seen = self._requests
+            meanwhile()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     # -- results ---------------------------------------------------------------------------------------------
     def _post(self, item: object) -> None:

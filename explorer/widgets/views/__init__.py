@@ -61,6 +61,10 @@ class View:
         """Show ``frame``'s data for this tab; write only what changed."""
         raise NotImplementedError
 
+    quick: ClassVar[bool] = False
+    """True when ``compute`` runs no model (it draws the scene's maps): the engine may then draw this tab while
+    a load or a forward pass runs (see :mod:`explorer.widgets.engine.offload`)."""
+
     code: ClassVar[Callable[[Frame, Any], tuple[list[str], list[int], bytes] | None] | None] = None
     """``code(frame, data) -> (body lines, gallery indices, png)``: the library code for this tab, and the bytes
     its ``png`` binds (the view's); None when the tab shows nothing to write down (see the module docs)."""

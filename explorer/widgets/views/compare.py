@@ -30,6 +30,7 @@ class CompareData:
 @register
 class CompareView(View):
     title = "Compare"
+    quick = True
 
     def __init__(self, controls) -> None:
         super().__init__(controls)

@@ -249,6 +249,7 @@ class DatasetView(View):
         ):
             image.value = crop
             caption.value = (
-                f'<div class="explorer-caption" title="{html.escape(source)}">{html.escape(text)}</div>'
+                f'<div class="explorer-caption" style="max-width: {CROP_SIZE}px" title="{html.escape(source)}">'
+                f"{html.escape(text)}</div>"  # cut with an ellipsis at the crop's width; the title says it all
             )
         self.crops_box.children = tuple(self._slots[: len(data.crops)])

@@ -50,6 +50,7 @@ def _title(scene: Scene, grid: Grid) -> str:
 @register
 class GridView(View):
     title = "Grid"
+    quick = True
 
     def __init__(self, controls) -> None:
         super().__init__(controls)

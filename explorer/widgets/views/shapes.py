@@ -16,6 +16,7 @@ __all__ = ["ShapesView"]
 @register
 class ShapesView(View):
     title = "Shapes"
+    quick = True
 
     def __init__(self, controls) -> None:
         super().__init__(controls)

@@ -30,6 +30,7 @@ class StatsData:
 @register
 class StatsView(View):
     title = "Statistics"
+    quick = True
 
     def __init__(self, controls) -> None:
         super().__init__(controls)
