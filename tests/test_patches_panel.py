@@ -97,8 +97,12 @@ def test_attention_draws_on_a_vit_and_a_cnn_says_why_not():
     assert "has no attention blocks with a class token" in view.patch_status.value
     assert "explorer.similarity" in view.patch_status.value and "error" in view.patch_status.value
     assert view.patches_view.layout.display == "none"
-    app.patch_mode = "pca"  # the panel keeps working
+    # the panel's own status line says it too, and nothing is reverted: the mode stays where it was put
+    assert "Error: default (EfficientNet)" in app.status and "has no attention blocks" in app.status
+    assert "explorer.similarity" in app.status and app.patch_mode == "attention"
+    app.patch_mode = "pca"  # the panel keeps working, and the refusal is no longer news
     assert view._shown.mode == "pca" and view.patches_view.data[:4] == b"\x89PNG"
+    assert "Error" not in app.status
 
     app.patch_mode = "attention"
     app.pretrained = False

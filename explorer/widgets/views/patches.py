@@ -8,8 +8,9 @@
   (a click in PCA mode also switches to Similarity).
 - **Attention**: :func:`explorer.attention` of a ViT for the image on show, at ``attention_block``, one head
   (``attention_head``) or the mean over heads, and optionally the rollout (``attention_rollout``); it runs the
-  model, in the engine's worker. A model without attention (a CNN) says so on the tab's status line and shows
-  nothing else; the other modes and tabs keep working.
+  model, in the engine's worker. A model without attention (a CNN) says so, pointing to Similarity, on the tab's
+  status line and the panel's, and shows nothing else; nothing is reverted and the other modes and tabs keep
+  working.
 
 PCA and similarity read the panel's captures (the maps of the whole gallery, captured once per checkpoint and
 gallery, and none at all when the gallery is the image on show), so changing mode, query, stage or colours runs
@@ -63,6 +64,7 @@ class PatchesData:
     title: str
     message: tuple[str, str]  # (kind, HTML)
     result: object = None
+    refusal: str = ""  # plain text for the panel's status line: a mode this model cannot show
     basis: object = None  # the PCA fit
     query: tuple[int, int, int] | None = None
     values: object = None  # (tiles, h, w) values under the pointer: the similarity or attention maps
@@ -235,7 +237,7 @@ def _attention(scene: Scene) -> PatchesData:
             attention(scene.backbone, scene.image)
     except AttentionError as err:
         message = html.escape(str(err))
-        return PatchesData("attention", b"", {}, {}, (), b"", "", ("error", message))
+        return PatchesData("attention", b"", {}, {}, (), b"", "", ("error", message), refusal=str(err))
     notes = []
     block = s.attention_block or blocks[-1]
     if block not in blocks:
