@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import explorer
+from explorer.widgets.engine.gallery import LIVE
 from explorer.widgets.views.patches import similarity_options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,8 +193,15 @@ def test_camera_frames_are_the_image_on_show_and_replace_each_other(monkeypatch)
     assert app.camera_box.children == (camera,) and camera.active
     sent = []
     monkeypatch.setattr(camera, "send", lambda content, buffers=None: sent.append(content))
+    add_upload = app.controller.add_upload
+    waiting = []
+    monkeypatch.setattr(app.controller, "add_upload", lambda name, data: waiting.append((name, data)))
     camera._on_message(camera, {"event": "frame", "seq": 1}, [_jpeg((250, 30, 30))])
-    assert app.controller.wait(300) and sent == [{"ack": 1}]
+    app._show(app.controller.frame)  # a frame finished before this one arrived: it does not show it
+    assert waiting == [(LIVE, camera.frame)] and sent == []  # back-pressure: no acknowledgement until drawn
+    add_upload(*waiting[0])  # the engine draws it (here at once, in a kernel in its worker)
+    assert app.controller.wait(300) and sent == [{"ack": 1}] and camera.acknowledged == 1
+    monkeypatch.setattr(app.controller, "add_upload", add_upload)
     assert (
         len(app.images) == 2
         and app.image_index == 1
@@ -204,6 +212,7 @@ def test_camera_frames_are_the_image_on_show_and_replace_each_other(monkeypatch)
     camera._on_message(camera, {"event": "frame", "seq": 2}, [_jpeg((20, 20, 240))])
     assert app.controller.wait(300)
     assert len(app.images) == 2 and app.image_index == 1  # the new frame replaced the previous one
+    assert sent == [{"ack": 1}, {"ack": 2}]
     assert np.asarray(app.images[1])[0, 0, 2] > 200
     assert not torch.equal(app.feature_maps[app.stage], first[app.stage])
     assert app.views["Patches"]._shown is not shown
