@@ -10,6 +10,12 @@
 - ``explorer.attention`` (fused attention off, the last block, and with rollout) against one plain forward pass
   of the model (fused attention on), interleaved, random weights, 224x224, batch 1.
 
+- The panel, kernel side (``Explorer(display=False)``: the engine works in the caller's thread): a camera frame
+  (a 320x240 JPEG, as the browser sends) from its arrival to the frame drawn and acknowledged, with the default
+  model, in the Patches tab's PCA and Similarity modes and in the Grid tab: frames drawn a second; and a
+  similarity click (``patch_query`` set) until its maps are drawn. The browser's own rate is measured by
+  ``tests/browser/test_camera_browser.py`` (``tests/artifacts/camera-panel-fps.txt``).
+
 Options::
 
     --threads N        torch CPU threads (default 2)
@@ -53,6 +59,57 @@ def _vit_map(decay: float) -> torch.Tensor:
     return mixed.reshape(8, 1025, 768)[:, 1:].transpose(1, 2).reshape(8, 768, 32, 32)
 
 
+def _jpeg(index: int) -> bytes:
+    """A 320x240 JPEG of a bright disc at a position that moves with ``index`` (a camera frame)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:240, 0:320]
+    pixels = np.repeat((x * 200 // 320 + 20).astype(np.uint8)[..., None], 3, axis=2)
+    pixels[(x - 40 - index * 8 % 240) ** 2 + (y - 120) ** 2 < 40**2] = (235, 200, 40)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def _panel(repeats: int) -> None:
+    """Camera frames drawn a second by the panel, and a similarity click, kernel side, default model."""
+    import itertools
+
+    app = explorer.Explorer(device="cpu", display=False)
+    app.camera_button.value = True
+    camera, acks = app.camera, []
+    camera.send = lambda content, buffers=None: acks.append(content)
+    frames = [_jpeg(i) for i in range(8)]
+    seq = itertools.count()
+
+    def frame() -> None:
+        number = next(seq)
+        camera._on_message(camera, {"event": "frame", "seq": number}, [frames[number % len(frames)]])
+        assert acks[-1] == {"ack": number}, "the frame was not drawn"
+
+    queries = (
+        (i % 6, r, c) for i, (r, c) in enumerate(itertools.product(range(7), repeat=2))
+    )  # no repeats: no cache
+    for tab, mode in (("Patches", "pca"), ("Patches", "similarity"), ("Grid", "pca")):
+        app.tab, app.patch_mode = tab, mode
+        timing = run_interleaved([Method("frame", frame)], repeats=repeats, warmup=2)["frame"]
+        print(
+            f"  camera frame -> drawn, {tab} {mode:<10} {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f})"
+            f"  {1000 / timing.median_ms:.1f} frames/s"
+        )
+    app.tab, app.patch_mode = "Patches", "similarity"
+
+    def click() -> None:
+        app.patch_query = next(queries)
+        assert app.views["Patches"].result.query == tuple(app.patch_query)
+
+    timing = run_interleaved([Method("click", click)], repeats=repeats, warmup=3)["click"]
+    print(f"  similarity click -> drawn     {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.patch_views")
     parser.add_argument("--threads", type=int, default=2)
@@ -73,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     timings = run_interleaved(methods, repeats=args.repeats, warmup=2)
     _table(f"captured (8, 768, 32, 32), {args.threads} threads", timings)
+    print(
+        f"the panel, kernel side, default model, {len(explorer.sample_images())} sample images + the camera frame"
+    )
+    _panel(args.repeats)
     x = torch.randn(1, 3, 224, 224)
     for spec in VITS:
         vit = explorer.load_backbone(spec, pretrained=False, device="cpu")

@@ -141,7 +141,7 @@ class Explorer(widgets.VBox):
             if self.camera is None:
                 from .camera import Camera
 
-                self.camera = Camera(on_frame=self._camera_frame, acknowledge="later")
+                self.camera = Camera(on_frame=self._camera_frame, acknowledge="later", max_fps=15)
                 self.camera.observe(self._camera_error, names="error")
             self.camera.active = True
             self.camera_box.children = (self.camera,)

@@ -12,9 +12,9 @@
   status line and the panel's, and shows nothing else; nothing is reverted and the other modes and tabs keep
   working.
 
-PCA and similarity read the panel's captures (the maps of the whole gallery, captured once per checkpoint and
-gallery, and none at all when the gallery is the image on show), so changing mode, query, stage or colours runs
-no model.
+PCA and similarity read the panel's captures (the maps of each gallery image, captured once per checkpoint and
+image: the image on show reuses the panel's own capture, and a camera frame runs the model on itself only), so
+changing mode, query, stage or colours runs no model.
 
 Example::
 
@@ -79,30 +79,51 @@ def _scale(grid: tuple[int, int]) -> int:
 
 
 def _gallery_maps(scene: Scene):
-    """The maps of every gallery image: the panel's capture when the gallery is the image on show, else one
-    capture of the gallery, kept by content (checkpoint, images, maps)."""
+    """The maps of every gallery image, captured image by image and each kept by its own key (checkpoint,
+    image, maps), then joined: a new image (a camera frame replacing the last) runs the model on itself only,
+    and the image on show reuses the panel's own capture."""
+    import torch
+
+    from ...hooks import FeatureMaps
+
     s, gallery = scene.state, scene.gallery
 
     def running() -> None:
         scene.progress(f"Running the model on the {len(gallery)} gallery images...", 2, 4)
 
-    return scene.runtime.capture(
-        scene.backbone_key[0], scene.backbone, gallery.images, gallery.keys, list(s.layers), running
-    )
+    def one(image, key):
+        return scene.runtime.capture(
+            scene.backbone_key[0], scene.backbone, [image], [key], list(s.layers), running
+        )
+
+    def join() -> FeatureMaps:
+        each = [
+            scene.keyed(
+                ("gallery-image", scene.backbone_key, key, tuple(s.layers)), lambda i=i, k=key: one(i, k)
+            )
+            for i, key in zip(gallery.images, gallery.keys)
+        ]
+        return FeatureMaps({n: torch.cat([m[n] for m in each]) for n in each[0]}, unaligned=each[0].unaligned)
+
+    return scene.keyed(("gallery-maps", scene.backbone_key, gallery.keys, tuple(s.layers)), join)
 
 
 def _images_strip(scene: Scene, tile: tuple[int, int]) -> bytes:
-    """The gallery as the model saw it, each image resized to ``tile``, side by side (JPEG)."""
+    """The gallery as the model saw it, each image resized to ``tile`` (each kept by its key), side by side
+    (JPEG)."""
     import numpy as np
     from PIL import Image
 
     from ..engine.runtime import model_view
     from .images import jpeg
 
+    def view(image) -> np.ndarray:
+        return np.asarray(model_view(image, scene.backbone.preprocess).resize(tile[::-1], Image.BILINEAR))
+
     def draw() -> bytes:
         views = [
-            np.asarray(model_view(image, scene.backbone.preprocess).resize(tile[::-1], Image.BILINEAR))
-            for image in scene.gallery.images
+            scene.keyed(("patch-image", scene.backbone_key, key, tile), lambda i=image: view(i))
+            for image, key in zip(scene.gallery.images, scene.gallery.keys)
         ]
         return jpeg(np.hstack(views))
 
