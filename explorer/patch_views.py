@@ -314,7 +314,7 @@ def _colours(components: torch.Tensor, basis: PCABasis, mask: torch.Tensor | Non
         scaled = F.pad(scaled, (0, 0, 0, 0, 0, 3 - k))
     if mask is not None:
         scaled = scaled * mask[:, None].to(scaled)
-    if size is not None:
+    if size is not None and tuple(size) != tuple(scaled.shape[-2:]):
         scaled = F.interpolate(scaled, size=size, mode="bilinear", align_corners=False)
     return (scaled * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 

@@ -1,7 +1,7 @@
 """The Patches tab: what a stage's locations know, in three modes (the state's ``patch_mode``).
 
 - **PCA**: :func:`explorer.pca` colours of every gallery image side by side, fitted jointly over the gallery
-  (once per checkpoint, stage and gallery; redraws reuse the fit with ``fit=``), under the images themselves.
+  (once per checkpoint, stage and gallery; redraws reuse it), under the images themselves.
 - **Similarity**: :func:`explorer.similarity` of every location of every gallery image to the query location
   (``patch_query``: image, row, col on the stage's grid), one map per image on a fixed ``-1`` to ``1`` scale; the
   query and each image's best match are outlined. A click on an image, its PCA colours or its map sets the query
@@ -156,13 +156,11 @@ def _pca(scene: Scene, maps, grid: tuple[int, int], tile: tuple[int, int], image
     from ...render import to_png
 
     s, keys = scene.state, scene.gallery.keys
-    basis = scene.keyed(
-        ("pca-fit", scene.backbone_key, s.stage, keys), lambda: pca(scene.backbone, maps, stage=s.stage).basis
-    )
-    result = scene.keyed(
+    result = scene.keyed(  # fitted and coloured in one call: a camera frame changes the gallery every time
         ("pca", scene.backbone_key, s.stage, keys, tile),
-        lambda: pca(scene.backbone, maps, stage=s.stage, fit=basis, size=tile),
+        lambda: pca(scene.backbone, maps, stage=s.stage, size=tile),
     )
+    basis = result.basis
     png = scene.keyed(
         ("pca-png", scene.backbone_key, s.stage, keys, tile), lambda: to_png(np.hstack(result.rgb))
     )
