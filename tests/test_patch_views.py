@@ -196,6 +196,20 @@ def test_similarity_is_cosine_by_hand(resnet, pixels, captured):
     torch.testing.assert_close(same.upsampled, same.maps)
 
 
+def test_any_layer_not_only_a_stage(resnet, pixels):
+    # a layer inside a stage (list_layers), captured by name: its own grid and channels, cosine by hand
+    layer = "layer1.0.conv1"
+    fmap = resnet.capture(pixels, [layer])[layer]
+    sim = explorer.similarity(resnet, pixels, stage=layer, query=(2, 4, 9))
+    unit = F.normalize(fmap, dim=1)
+    torch.testing.assert_close(
+        sim.maps, torch.einsum("nchw,c->nhw", unit, unit[2, :, 4, 9]), atol=1e-5, rtol=0
+    )
+    assert sim.stage == layer and sim.maps.shape == (3, *fmap.shape[-2:])
+    pv = explorer.pca(resnet, pixels, stage=layer, n_components=2)
+    assert pv.basis.components.shape == (2, fmap.shape[1]) and pv.components.shape[-2:] == fmap.shape[-2:]
+
+
 def test_two_identical_patches_match_each_other_best(resnet):
     torch.manual_seed(5)
     image = torch.randn(1, 3, 256, 256)
