@@ -279,13 +279,39 @@ def test_panel_camera_drives_the_patches_tab(jupyterlab, playwright_driver, tmp_
     print(rates)
 
 
-def test_panel_camera_refused_says_so_on_the_status_line(jupyterlab, playwright_driver, tmp_path, artifacts):
-    """Camera permission denied: the panel's status line says why (and how to allow it)."""
-    write_notebook(jupyterlab.root / "camera_panel_denied.ipynb", PANEL_CELLS)
-    denied = ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]
-    context, page = open_browser(playwright_driver, tmp_path / "profile", denied)
+# Where the page gets no camera API at all: a page that is not a secure context (a Voila or Jupyter server opened
+# over plain http on another host) and VS Code's webview have no navigator.mediaDevices. The test server is on
+# 127.0.0.1, which browsers count as secure, so the API is taken away before the page's scripts run, as such a page
+# would see it.
+_NO_MEDIA_DEVICES = "Object.defineProperty(Navigator.prototype, 'mediaDevices', {get: () => undefined});"
+
+
+@pytest.mark.parametrize(
+    "case, flags, expected",
+    [
+        (
+            "denied",
+            ["--use-fake-device-for-media-stream", "--deny-permission-prompts"],
+            ("No camera: The camera could not be opened (NotAllowedError", "Allow camera access"),
+        ),
+        (
+            "insecure",
+            ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"],
+            ("No camera: This front end gives no camera", "https or localhost"),
+        ),
+    ],
+)
+def test_panel_camera_refused_says_so_on_the_status_line(
+    jupyterlab, playwright_driver, tmp_path, artifacts, case, flags, expected
+):
+    """Camera permission denied, or no camera API (a page that is not secure): the panel's status line says
+    why and what to do."""
+    write_notebook(jupyterlab.root / f"camera_panel_{case}.ipynb", PANEL_CELLS)
+    context, page = open_browser(playwright_driver, tmp_path / "profile", flags)
+    if case == "insecure":
+        context.add_init_script(_NO_MEDIA_DEVICES)
     try:
-        run_notebook(page, jupyterlab, "camera_panel_denied.ipynb")
+        run_notebook(page, jupyterlab, f"camera_panel_{case}.ipynb")
         page.locator(PATCHES_IMG).first.wait_for(state="visible", timeout=KERNEL_TIMEOUT_MS)
         page.locator("button.widget-toggle-button", has_text="Camera").first.click()
         page.wait_for_function(
@@ -293,8 +319,7 @@ def test_panel_camera_refused_says_so_on_the_status_line(jupyterlab, playwright_
             timeout=KERNEL_TIMEOUT_MS,
         )
         status = page.locator(PANEL_STATUS).first.inner_text()
-        page.screenshot(path=artifacts / "camera-panel-denied.png", full_page=True)
+        page.screenshot(path=artifacts / f"camera-panel-{case}.png", full_page=True)
     finally:
         context.close()
-    assert "No camera: The camera could not be opened (NotAllowedError" in status, status
-    assert "Allow camera access" in status, status
+    assert all(part in status for part in expected), status
