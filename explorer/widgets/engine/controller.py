@@ -356,8 +356,7 @@ class Controller:
                 self._busy(post, "Drawing...", 3)  # a redraw alone is quick: no message for it
             views[snap["tab"]] = compute(scene)
             self.draws += 1
-            # a choice the view could not honour (attention on a CNN): on the status line too, nothing reverted
-            refused.extend(filter(None, [getattr(views[snap["tab"]], "refusal", "")]))
+            refused.extend(filter(None, [getattr(views[snap["tab"]], "refusal", "")]))  # attention on a CNN
         frame = Frame(
             number=previous.number + 1,
             state=MappingProxyType(snap),
