@@ -1,10 +1,20 @@
 """``python -m benchmarks.patch_views``: PCA and similarity from a captured map, attention against one forward.
 
-- PCA and similarity on a captured ``(8, 768, 32, 32)`` map (a ViT-B stage on 512x512 inputs, 8 images):
-  the joint fit, the fit with the foreground pass, colouring with a fit made before (``fit=``), and one
-  similarity query; no forward pass in any of them.
+- PCA and similarity on a captured ``(8, 768, 32, 32)`` map (a ViT-B stage on 512x512 inputs, 8 images),
+  laid out as explorer captures a ViT's tokens (a view of ``(8, 1 + 1024, 768)`` tokens without the class
+  token): the joint fit, the fit with the foreground pass, colouring with a fit made before (``fit=``), and
+  one similarity query; no forward pass in any of them. The tokens mix 64 latent factors whose scale falls
+  by 0.85 each, plus noise: a spectrum that falls as pretrained features' does (the randomized solver
+  converges). The same fit on flat noise (random weights' spectrum) takes the exact covariance path: a row
+  of its own.
 - ``explorer.attention`` (fused attention off, the last block, and with rollout) against one plain forward pass
   of the model (fused attention on), interleaved, random weights, 224x224, batch 1.
+
+- The panel, kernel side (``Explorer(display=False)``: the engine works in the caller's thread): a camera frame
+  (a 320x240 JPEG, as the browser sends) from its arrival to the frame drawn and acknowledged, with the default
+  model, in the Patches tab's PCA and Similarity modes and in the Grid tab: frames drawn a second; and a
+  similarity click (``patch_query`` set) until its maps are drawn. The browser's own rate is measured by
+  ``tests/browser/test_camera_browser.py`` (``tests/artifacts/camera-panel-fps.txt``).
 
 Options::
 
@@ -39,6 +49,67 @@ def _table(title: str, timings, baseline: str | None = None) -> None:
         print(f"  {name:<28} {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f}){ratio}")
 
 
+def _vit_map(decay: float) -> torch.Tensor:
+    """``(8, 768, 32, 32)``: a view of ``(8, 1 + 1024, 768)`` ViT tokens, class token left out (as captured)."""
+    generator = torch.Generator().manual_seed(0)
+    latent = torch.randn(8 * 1025, 64, generator=generator) * decay ** torch.arange(64.0) * 5
+    mixed = latent @ torch.randn(64, 768, generator=generator) + 0.3 * torch.randn(
+        8 * 1025, 768, generator=generator
+    )
+    return mixed.reshape(8, 1025, 768)[:, 1:].transpose(1, 2).reshape(8, 768, 32, 32)
+
+
+def _jpeg(index: int) -> bytes:
+    """A 320x240 JPEG of a bright disc at a position that moves with ``index`` (a camera frame)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:240, 0:320]
+    pixels = np.repeat((x * 200 // 320 + 20).astype(np.uint8)[..., None], 3, axis=2)
+    pixels[(x - 40 - index * 8 % 240) ** 2 + (y - 120) ** 2 < 40**2] = (235, 200, 40)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def _panel(repeats: int) -> None:
+    """Camera frames drawn a second by the panel, and a similarity click, kernel side, default model."""
+    import itertools
+
+    app = explorer.Explorer(device="cpu", display=False)
+    app.camera_button.value = True
+    camera, acks = app.camera, []
+    camera.send = lambda content, buffers=None: acks.append(content)
+    frames = [_jpeg(i) for i in range(8)]
+    seq = itertools.count()
+
+    def frame() -> None:
+        number = next(seq)
+        camera._on_message(camera, {"event": "frame", "seq": number}, [frames[number % len(frames)]])
+        assert acks[-1] == {"ack": number}, "the frame was not drawn"
+
+    queries = (
+        (i % 6, r, c) for i, (r, c) in enumerate(itertools.product(range(7), repeat=2))
+    )  # no repeats: no cache
+    for tab, mode in (("Patches", "pca"), ("Patches", "similarity"), ("Grid", "pca")):
+        app.tab, app.patch_mode = tab, mode
+        timing = run_interleaved([Method("frame", frame)], repeats=repeats, warmup=2)["frame"]
+        print(
+            f"  camera frame -> drawn, {tab} {mode:<10} {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f})"
+            f"  {1000 / timing.median_ms:.1f} frames/s"
+        )
+    app.tab, app.patch_mode = "Patches", "similarity"
+
+    def click() -> None:
+        app.patch_query = next(queries)
+        assert app.views["Patches"].result.query == tuple(app.patch_query)
+
+    timing = run_interleaved([Method("click", click)], repeats=repeats, warmup=3)["click"]
+    print(f"  similarity click -> drawn     {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.patch_views")
     parser.add_argument("--threads", type=int, default=2)
@@ -47,16 +118,22 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")  # only a Backbone to call with
-    maps = FeatureMaps({"stage": torch.randn(8, 768, 32, 32).relu()})
+    maps = FeatureMaps({"stage": _vit_map(decay=0.85)})
+    flat = FeatureMaps({"stage": _vit_map(decay=1.0)})
     basis = explorer.pca(bb, maps).basis
     methods = [
         Method("pca (joint fit)", lambda: explorer.pca(bb, maps)),
         Method("pca foreground='auto'", lambda: explorer.pca(bb, maps, foreground="auto")),
         Method("pca fit=basis", lambda: explorer.pca(bb, maps, fit=basis)),
         Method("similarity", lambda: explorer.similarity(bb, maps, query=(0, 5, 7))),
+        Method("pca (joint fit), flat spectrum", lambda: explorer.pca(bb, flat)),
     ]
     timings = run_interleaved(methods, repeats=args.repeats, warmup=2)
     _table(f"captured (8, 768, 32, 32), {args.threads} threads", timings)
+    print(
+        f"the panel, kernel side, default model, {len(explorer.sample_images())} sample images + the camera frame"
+    )
+    _panel(args.repeats)
     x = torch.randn(1, 3, 224, 224)
     for spec in VITS:
         vit = explorer.load_backbone(spec, pretrained=False, device="cpu")

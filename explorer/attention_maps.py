@@ -70,13 +70,10 @@ def attention_rollout(weights: list[torch.Tensor]) -> torch.Tensor:
         >>> attention_rollout([torch.full((2, 3, 3), 1 / 3)]).sum(-1)
         tensor([1., 1., 1.])
     """
-    tokens = weights[0].shape[-1]
-    eye = torch.eye(tokens, dtype=torch.float64, device=weights[0].device)
-    result = eye
-    for block in weights:
-        mixed = block.double().mean(0) + eye
-        result = (mixed / mixed.sum(-1, keepdim=True)) @ result
-    return result.float()
+    mixed = torch.stack([block.float() for block in weights]).mean(1)  # (blocks, N, N): every head at once
+    mixed.diagonal(dim1=-2, dim2=-1).add_(1)  # + I: the residual path
+    mixed /= mixed.sum(-1, keepdim=True)
+    return torch.linalg.multi_dot(list(mixed.flip(0))) if len(weights) > 1 else mixed[0]
 
 
 def _block(block: object, blocks: list[str]) -> str:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from traitlets import TraitError
 
+from explorer.errors import InvalidArgumentError
 from explorer.widgets.camera import Camera
 
 
@@ -47,6 +48,23 @@ def test_a_failing_callback_still_acknowledges(monkeypatch):
     with pytest.raises(ValueError, match="model broke"):
         camera._on_message(camera, {"event": "frame", "seq": 3}, [_jpeg((0, 0, 0))])
     assert sent == [{"ack": 3}]  # the camera keeps sending
+
+
+def test_later_acknowledgement_waits_for_the_owner(monkeypatch):
+    camera, sent = _camera(monkeypatch, on_frame=lambda image: None, acknowledge="later")
+    camera._on_message(camera, {"event": "frame", "seq": 4}, [_jpeg((0, 200, 0))])
+    assert sent == [] and camera.frames == 1 and camera.acknowledged == 0  # drawn elsewhere, not yet
+    camera.acknowledge()
+    assert sent == [{"ack": 4}] and camera.acknowledged == 1
+    camera.acknowledge()  # nothing waits: nothing sent twice
+    assert sent == [{"ack": 4}]
+    failing = Camera(on_frame=lambda image: 1 / 0, acknowledge="later")
+    monkeypatch.setattr(failing, "send", lambda content, buffers=None: sent.append(content))
+    with pytest.raises(ZeroDivisionError):
+        failing._on_message(failing, {"event": "frame", "seq": 9}, [_jpeg((0, 0, 0))])
+    assert sent[-1] == {"ack": 9}  # a frame that failed is acknowledged at once
+    with pytest.raises(InvalidArgumentError, match="on_return"):
+        Camera(acknowledge="never")
 
 
 def test_other_messages_are_ignored_and_errors_come_from_the_front_end(monkeypatch):

@@ -43,7 +43,7 @@ def test_pca_matches_sklearn_on_the_flattened_locations(resnet, pixels, captured
     pv = explorer.pca(resnet, pixels, stage="layer2", n_components=4)
     fmap = captured["layer2"]
     table = _table(fmap)
-    oracle = PCA(n_components=4).fit(table)
+    oracle = PCA(n_components=4, svd_solver="full").fit(table)  # exact (its "auto" would be randomized here)
     projected = oracle.transform(table)
     batch, _, height, width = fmap.shape
     ours = pv.components.permute(0, 2, 3, 1).reshape(-1, 4).double().numpy()
@@ -66,6 +66,39 @@ def test_pca_matches_sklearn_on_the_flattened_locations(resnet, pixels, captured
     np.testing.assert_allclose(pv.basis.explained_variance_ratio, oracle.explained_variance_ratio_, rtol=1e-3)
     np.testing.assert_allclose(pv.basis.mean, table.mean(0), atol=1e-5)
     assert pv.foreground is None and pv.stage == "layer2"
+
+
+def _latent_maps(decay: float, seed: int) -> FeatureMaps:
+    """Two images of a 768-channel 32x16 grid mixed from 64 latent factors whose scale falls by ``decay`` each
+    (pretrained features fall fast; ``decay=1`` is a flat spectrum, as random weights give), plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    latent = torch.randn(1024, 64, generator=generator) * decay ** torch.arange(64.0) * 5
+    rows = latent @ torch.randn(64, 768, generator=generator) + 0.3 * torch.randn(
+        1024, 768, generator=generator
+    )
+    return FeatureMaps({"tokens": rows.relu().reshape(2, 32, 16, 768).permute(0, 3, 1, 2)})
+
+
+@pytest.mark.parametrize("decay, covariance", [(0.85, False), (1.0, True)])
+def test_pca_on_768_channels_matches_sklearn_by_either_solver(resnet, monkeypatch, decay, covariance):
+    # A falling spectrum converges in the randomized solver (no covariance is formed); a flat one does not,
+    # and the exact covariance answer replaces it. Either way the result is scikit-learn's.
+    maps = _latent_maps(decay, seed=7)
+    eigh = torch.linalg.eigh
+    calls = []
+    monkeypatch.setattr(torch.linalg, "eigh", lambda matrix: calls.append(matrix.shape[0]) or eigh(matrix))
+    pv = explorer.pca(resnet, maps, n_components=3)
+    assert (768 in calls) == covariance  # the (768, 768) covariance; the randomized solver's own is (13, 13)
+    table = _table(maps["tokens"])
+    oracle = PCA(n_components=3, svd_solver="full").fit(table)
+    np.testing.assert_allclose(pv.basis.explained_variance_ratio, oracle.explained_variance_ratio_, rtol=1e-3)
+    if not covariance:  # well separated (gaps of 15% and more): each direction one by one, signs included
+        np.testing.assert_allclose(pv.basis.components.double(), oracle.components_, atol=1e-3)
+        projected = oracle.transform(table)
+        ours = pv.components.permute(0, 2, 3, 1).reshape(-1, 3).double().numpy()
+        np.testing.assert_allclose(ours, projected, atol=1e-3 * np.abs(projected).max())
+    again = explorer.pca(resnet, maps, n_components=3)  # the randomized start is seeded: the same every call
+    assert torch.equal(again.basis.components, pv.basis.components)
 
 
 def test_pca_from_captured_maps_needs_no_forward_pass_and_agrees(resnet, pixels, captured, monkeypatch):
@@ -161,6 +194,20 @@ def test_similarity_is_cosine_by_hand(resnet, pixels, captured):
     assert sim.upsampled.shape == (3, 24, 32)
     same = explorer.similarity(resnet, captured, query=(1, 3, 5), size=(height, width))
     torch.testing.assert_close(same.upsampled, same.maps)
+
+
+def test_any_layer_not_only_a_stage(resnet, pixels):
+    # a layer inside a stage (list_layers), captured by name: its own grid and channels, cosine by hand
+    layer = "layer1.0.conv1"
+    fmap = resnet.capture(pixels, [layer])[layer]
+    sim = explorer.similarity(resnet, pixels, stage=layer, query=(2, 4, 9))
+    unit = F.normalize(fmap, dim=1)
+    torch.testing.assert_close(
+        sim.maps, torch.einsum("nchw,c->nhw", unit, unit[2, :, 4, 9]), atol=1e-5, rtol=0
+    )
+    assert sim.stage == layer and sim.maps.shape == (3, *fmap.shape[-2:])
+    pv = explorer.pca(resnet, pixels, stage=layer, n_components=2)
+    assert pv.basis.components.shape == (2, fmap.shape[1]) and pv.components.shape[-2:] == fmap.shape[-2:]
 
 
 def test_two_identical_patches_match_each_other_best(resnet):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import explorer
+from explorer.widgets.engine.gallery import LIVE
 from explorer.widgets.views.patches import similarity_options
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +98,12 @@ def test_attention_draws_on_a_vit_and_a_cnn_says_why_not():
     assert "has no attention blocks with a class token" in view.patch_status.value
     assert "explorer.similarity" in view.patch_status.value and "error" in view.patch_status.value
     assert view.patches_view.layout.display == "none"
-    app.patch_mode = "pca"  # the panel keeps working
+    # the panel's own status line says it too, and nothing is reverted: the mode stays where it was put
+    assert "Error: default (EfficientNet)" in app.status and "has no attention blocks" in app.status
+    assert "explorer.similarity" in app.status and app.patch_mode == "attention"
+    app.patch_mode = "pca"  # the panel keeps working, and the refusal is no longer news
     assert view._shown.mode == "pca" and view.patches_view.data[:4] == b"\x89PNG"
+    assert "Error" not in app.status
 
     app.patch_mode = "attention"
     app.pretrained = False
@@ -188,8 +193,15 @@ def test_camera_frames_are_the_image_on_show_and_replace_each_other(monkeypatch)
     assert app.camera_box.children == (camera,) and camera.active
     sent = []
     monkeypatch.setattr(camera, "send", lambda content, buffers=None: sent.append(content))
+    add_upload = app.controller.add_upload
+    waiting = []
+    monkeypatch.setattr(app.controller, "add_upload", lambda name, data: waiting.append((name, data)))
     camera._on_message(camera, {"event": "frame", "seq": 1}, [_jpeg((250, 30, 30))])
-    assert app.controller.wait(300) and sent == [{"ack": 1}]
+    app._show(app.controller.frame)  # a frame finished before this one arrived: it does not show it
+    assert waiting == [(LIVE, camera.frame)] and sent == []  # back-pressure: no acknowledgement until drawn
+    add_upload(*waiting[0])  # the engine draws it (here at once, in a kernel in its worker)
+    assert app.controller.wait(300) and sent == [{"ack": 1}] and camera.acknowledged == 1
+    monkeypatch.setattr(app.controller, "add_upload", add_upload)
     assert (
         len(app.images) == 2
         and app.image_index == 1
@@ -200,6 +212,7 @@ def test_camera_frames_are_the_image_on_show_and_replace_each_other(monkeypatch)
     camera._on_message(camera, {"event": "frame", "seq": 2}, [_jpeg((20, 20, 240))])
     assert app.controller.wait(300)
     assert len(app.images) == 2 and app.image_index == 1  # the new frame replaced the previous one
+    assert sent == [{"ack": 1}, {"ack": 2}]
     assert np.asarray(app.images[1])[0, 0, 2] > 200
     assert not torch.equal(app.feature_maps[app.stage], first[app.stage])
     assert app.views["Patches"]._shown is not shown

@@ -288,7 +288,13 @@ class TimmBackbone(Backbone):
         )
 
     def _attention_modules(self) -> dict[str, str]:
-        """Per stage with one attention module (a ViT block), that module's path; only for class-token ViTs."""
+        """Per stage with one attention module (a ViT block), that module's path; only for class-token ViTs.
+        Found once per backbone (a walk over every module, read by each attention call three times)."""
+        if "_attention_paths" not in self.__dict__:
+            self.__dict__["_attention_paths"] = self._find_attention_modules()
+        return self.__dict__["_attention_paths"]
+
+    def _find_attention_modules(self) -> dict[str, str]:
         if getattr(self.model, "cls_token", None) is None:
             return {}
         modules = dict(self.model.named_modules())

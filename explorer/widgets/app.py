@@ -118,6 +118,7 @@ class Explorer(widgets.VBox):
         )
         self.camera_button.observe(self._toggle_camera, names="value")
         self.camera = None  # the Camera widget, made when first switched on
+        self._live_key: int | None = None  # the gallery key of the camera frame drawn last
         self.camera_box = widgets.HBox()
         self.children = [
             widgets.HTML(STYLE),
@@ -141,7 +142,7 @@ class Explorer(widgets.VBox):
             if self.camera is None:
                 from .camera import Camera
 
-                self.camera = Camera(on_frame=self._camera_frame)
+                self.camera = Camera(on_frame=self._camera_frame, acknowledge="later", max_fps=15)
                 self.camera.observe(self._camera_error, names="error")
             self.camera.active = True
             self.camera_box.children = (self.camera,)
@@ -150,9 +151,20 @@ class Explorer(widgets.VBox):
             self.camera_box.children = ()
 
     def _camera_frame(self, _image) -> None:
-        """A frame (on the kernel's thread): decoded in the engine's worker; frames sent while it works are
-        decoded in turn and only the newest is drawn."""
+        """A frame (on the kernel's thread): decoded and drawn in the engine's worker; the camera sends the next
+        only once this one is drawn (:meth:`_camera_drawn`), so frames are dropped in the browser, not queued."""
         self.controller.add_upload(LIVE, self.camera.frame)
+
+    def _camera_drawn(self, frame: Frame) -> None:
+        """Acknowledge the camera's frame once a finished frame shows it (a new live image in the gallery) or
+        says why not (a refusal on the status line)."""
+        if self.camera is None or frame.status.kind == "busy":
+            return
+        sources, source = frame.gallery.sources, ("camera", LIVE)
+        key = frame.gallery.keys[sources.index(source)] if source in sources else None
+        if key != self._live_key or frame.failed or frame.status.error:
+            self._live_key = key
+            self.camera.acknowledge()
 
     def _camera_error(self, change) -> None:
         """Where the front end gives no camera (VS Code's webview, a page that is not secure), say why."""
@@ -165,6 +177,7 @@ class Explorer(widgets.VBox):
         if self.code_view.value and frame.status.kind != "busy":
             self._show_code(frame)  # the code on show follows the view
         self.controls.update(frame)  # the status line last: once it says "updated", everything is
+        self._camera_drawn(frame)
 
     def _show_code(self, frame: Frame) -> None:
         try:

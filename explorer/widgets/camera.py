@@ -2,8 +2,10 @@
 
 The front end (``static/camera.js``) sends downscaled JPEG frames, at most ``max_fps`` a second, and sends none
 while the kernel has not acknowledged the previous one: the kernel acknowledges a frame after ``on_frame`` has
-returned, so a slow model drops frames instead of queueing them. Frames arrive on the kernel's own thread (comm
-messages), so ``on_frame`` may write widgets. Where the browser gives no camera the reason is in ``error``.
+returned (or, with ``acknowledge="later"``, when its owner calls :meth:`Camera.acknowledge` once the frame is
+drawn: the panel, whose drawing happens in its engine's worker), so a slow model drops frames instead of
+queueing them. Frames arrive on the kernel's own thread (comm messages), so ``on_frame`` may write widgets.
+Where the browser gives no camera the reason is in ``error``.
 
 Example::
 
@@ -26,6 +28,8 @@ import anywidget
 from PIL import Image
 from traitlets import Bool, Bytes, Float, Int, TraitError, Unicode, validate
 
+from ..errors import InvalidArgumentError
+
 __all__ = ["Camera"]
 
 _log = logging.getLogger(__name__)
@@ -36,7 +40,9 @@ class Camera(anywidget.AnyWidget):
     """The browser's camera; ``on_frame(image)`` is called with each frame received, as a PIL RGB image.
 
     Args:
-        on_frame: called on the kernel's thread with each frame; the next frame is sent only after it returns.
+        on_frame: called on the kernel's thread with each frame.
+        acknowledge: ``"on_return"``: the next frame is sent once ``on_frame`` has returned; ``"later"``: once
+            :meth:`acknowledge` is called (by an owner that draws elsewhere), or at once if ``on_frame`` fails.
     """
 
     _esm = _STATIC / "camera.js"
@@ -54,11 +60,39 @@ class Camera(anywidget.AnyWidget):
     ).tag(sync=True)
     frame = Bytes(b"", help="The latest frame as JPEG bytes (kernel side only).")
     frames = Int(0, help="Frames received so far.").tag(sync=True)
+    acknowledged = Int(0, help="Frames acknowledged so far (drawn, so the front end may send the next).").tag(
+        sync=True
+    )
 
-    def __init__(self, *, on_frame: Callable[[Image.Image], None] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        on_frame: Callable[[Image.Image], None] | None = None,
+        acknowledge: str = "on_return",
+        **kwargs,
+    ) -> None:
+        if acknowledge not in ("on_return", "later"):
+            raise InvalidArgumentError(f'acknowledge={acknowledge!r}; pass "on_return" or "later".')
         super().__init__(**kwargs)
         self.on_frame = on_frame
+        self._later = acknowledge == "later"
+        self._waiting: object = None  # the seq of the frame received and not yet acknowledged
         self.on_msg(self._on_message)
+
+    def acknowledge(self) -> None:
+        """The frame received last is drawn: let the front end send the next (no-op when none is waiting).
+        Call it on the kernel's thread.
+
+        Example::
+
+            >>> camera = Camera(on_frame=queue_for_drawing, acknowledge="later")
+            >>> def drawn(): camera.acknowledge()
+        """
+        if self._waiting is None:
+            return
+        seq, self._waiting = self._waiting, None
+        self.acknowledged += 1
+        self.send({"ack": seq})
 
     @validate("width", "preview_width")
     def _valid_width(self, proposal):
@@ -91,10 +125,14 @@ class Camera(anywidget.AnyWidget):
     def _on_message(self, _widget, content: dict, buffers) -> None:
         if content.get("event") != "frame" or not buffers:
             return
+        self._waiting = content.get("seq")
         try:
             self.frame = bytes(buffers[0])
             self.frames += 1
             if self.on_frame is not None:
                 self.on_frame(self.image)
-        finally:  # acknowledged even when on_frame fails, so the camera keeps going
-            self.send({"ack": content.get("seq")})
+        except BaseException:
+            self.acknowledge()  # a frame that failed is done with: the camera keeps going
+            raise
+        if not self._later:
+            self.acknowledge()

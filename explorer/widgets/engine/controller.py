@@ -361,6 +361,7 @@ class Controller(ModelWork):
                 self._busy(post, "Drawing...", 3)  # a redraw alone is quick: no message for it
             views[snap["tab"]] = compute(scene)
             self.draws += 1
+            refused.extend(filter(None, [getattr(views[snap["tab"]], "refusal", "")]))  # attention on a CNN
         frame = Frame(
             number=self._built.number + 1,  # after any interim frame
             state=MappingProxyType(snap),

@@ -1,19 +1,20 @@
 """The Patches tab: what a stage's locations know, in three modes (the state's ``patch_mode``).
 
 - **PCA**: :func:`explorer.pca` colours of every gallery image side by side, fitted jointly over the gallery
-  (once per checkpoint, stage and gallery; redraws reuse the fit with ``fit=``), under the images themselves.
+  (once per checkpoint, stage and gallery; redraws reuse it), under the images themselves.
 - **Similarity**: :func:`explorer.similarity` of every location of every gallery image to the query location
   (``patch_query``: image, row, col on the stage's grid), one map per image on a fixed ``-1`` to ``1`` scale; the
   query and each image's best match are outlined. A click on an image, its PCA colours or its map sets the query
   (a click in PCA mode also switches to Similarity).
 - **Attention**: :func:`explorer.attention` of a ViT for the image on show, at ``attention_block``, one head
   (``attention_head``) or the mean over heads, and optionally the rollout (``attention_rollout``); it runs the
-  model, in the engine's worker. A model without attention (a CNN) says so on the tab's status line and shows
-  nothing else; the other modes and tabs keep working.
+  model, in the engine's worker. A model without attention (a CNN) says so, pointing to Similarity, on the tab's
+  status line and the panel's, and shows nothing else; nothing is reverted and the other modes and tabs keep
+  working.
 
-PCA and similarity read the panel's captures (the maps of the whole gallery, captured once per checkpoint and
-gallery, and none at all when the gallery is the image on show), so changing mode, query, stage or colours runs
-no model.
+PCA and similarity read the panel's captures (the maps of each gallery image, captured once per checkpoint and
+image: the image on show reuses the panel's own capture, and a camera frame runs the model on itself only), so
+changing mode, query, stage or colours runs no model.
 
 Example::
 
@@ -63,6 +64,7 @@ class PatchesData:
     title: str
     message: tuple[str, str]  # (kind, HTML)
     result: object = None
+    refusal: str = ""  # plain text for the panel's status line: a mode this model cannot show
     basis: object = None  # the PCA fit
     query: tuple[int, int, int] | None = None
     values: object = None  # (tiles, h, w) values under the pointer: the similarity or attention maps
@@ -77,30 +79,51 @@ def _scale(grid: tuple[int, int]) -> int:
 
 
 def _gallery_maps(scene: Scene):
-    """The maps of every gallery image: the panel's capture when the gallery is the image on show, else one
-    capture of the gallery, kept by content (checkpoint, images, maps)."""
+    """The maps of every gallery image, captured image by image and each kept by its own key (checkpoint,
+    image, maps), then joined: a new image (a camera frame replacing the last) runs the model on itself only,
+    and the image on show reuses the panel's own capture."""
+    import torch
+
+    from ...hooks import FeatureMaps
+
     s, gallery = scene.state, scene.gallery
 
     def running() -> None:
         scene.progress(f"Running the model on the {len(gallery)} gallery images...", 2, 4)
 
-    return scene.runtime.capture(
-        scene.backbone_key[0], scene.backbone, gallery.images, gallery.keys, list(s.layers), running
-    )
+    def one(image, key):
+        return scene.runtime.capture(
+            scene.backbone_key[0], scene.backbone, [image], [key], list(s.layers), running
+        )
+
+    def join() -> FeatureMaps:
+        each = [
+            scene.keyed(
+                ("gallery-image", scene.backbone_key, key, tuple(s.layers)), lambda i=i, k=key: one(i, k)
+            )
+            for i, key in zip(gallery.images, gallery.keys)
+        ]
+        return FeatureMaps({n: torch.cat([m[n] for m in each]) for n in each[0]}, unaligned=each[0].unaligned)
+
+    return scene.keyed(("gallery-maps", scene.backbone_key, gallery.keys, tuple(s.layers)), join)
 
 
 def _images_strip(scene: Scene, tile: tuple[int, int]) -> bytes:
-    """The gallery as the model saw it, each image resized to ``tile``, side by side (JPEG)."""
+    """The gallery as the model saw it, each image resized to ``tile`` (each kept by its key), side by side
+    (JPEG)."""
     import numpy as np
     from PIL import Image
 
     from ..engine.runtime import model_view
     from .images import jpeg
 
+    def view(image) -> np.ndarray:
+        return np.asarray(model_view(image, scene.backbone.preprocess).resize(tile[::-1], Image.BILINEAR))
+
     def draw() -> bytes:
         views = [
-            np.asarray(model_view(image, scene.backbone.preprocess).resize(tile[::-1], Image.BILINEAR))
-            for image in scene.gallery.images
+            scene.keyed(("patch-image", scene.backbone_key, key, tile), lambda i=image: view(i))
+            for image, key in zip(scene.gallery.images, scene.gallery.keys)
         ]
         return jpeg(np.hstack(views))
 
@@ -133,13 +156,11 @@ def _pca(scene: Scene, maps, grid: tuple[int, int], tile: tuple[int, int], image
     from ...render import to_png
 
     s, keys = scene.state, scene.gallery.keys
-    basis = scene.keyed(
-        ("pca-fit", scene.backbone_key, s.stage, keys), lambda: pca(scene.backbone, maps, stage=s.stage).basis
-    )
-    result = scene.keyed(
+    result = scene.keyed(  # fitted and coloured in one call: a camera frame changes the gallery every time
         ("pca", scene.backbone_key, s.stage, keys, tile),
-        lambda: pca(scene.backbone, maps, stage=s.stage, fit=basis, size=tile),
+        lambda: pca(scene.backbone, maps, stage=s.stage, size=tile),
     )
+    basis = result.basis
     png = scene.keyed(
         ("pca-png", scene.backbone_key, s.stage, keys, tile), lambda: to_png(np.hstack(result.rgb))
     )
@@ -235,7 +256,7 @@ def _attention(scene: Scene) -> PatchesData:
             attention(scene.backbone, scene.image)
     except AttentionError as err:
         message = html.escape(str(err))
-        return PatchesData("attention", b"", {}, {}, (), b"", "", ("error", message))
+        return PatchesData("attention", b"", {}, {}, (), b"", "", ("error", message), refusal=str(err))
     notes = []
     block = s.attention_block or blocks[-1]
     if block not in blocks:
