@@ -1,4 +1,10 @@
-"""``python -m benchmarks``: measure explorer against its peers and write RESULTS.md, results.json, results.png.
+"""``python -m benchmarks``: every benchmark of explorer in one run, each results file stamped with this revision.
+
+The core suites (capture, render, panel, memory) run here and write RESULTS.md, results.json and results.png;
+then each standalone benchmark runs in its own process, one after the other (CAM, scans, patch views, feature
+visualisation, concepts, the panel in the browser), writing its own file (CAM_RESULTS.md, SCAN_RESULTS.md, the
+browser section of RESULTS.md) or its printed tables, which go into RESULTS.md's last section with the command,
+exit status and duration of each. No figure is carried over from another run.
 
 Options::
 
@@ -6,7 +12,7 @@ Options::
     --device cpu|cuda    where models and maps live (cuda: synchronised timings, allocator peaks)
     --out DIR            where the results go (default: this folder)
     --threads N          torch CPU threads (default 2)
-    --suites ...         a subset of: capture render panel memory
+    --suites ...         a subset of: capture render panel memory cam scan patch_views feature_vis concepts browser
     --models ...         a subset of the models
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -29,7 +36,17 @@ from . import report, suites  # noqa: E402
 
 _log = logging.getLogger("benchmarks")
 
-SUITES = ("capture", "render", "panel", "memory")
+CORE = ("capture", "render", "panel", "memory")
+CHILDREN = {  # name: (module, options, options with --quick); each writes its own results or prints them
+    "cam": ("benchmarks.cam", [], ["--quick"]),
+    "scan": ("benchmarks.scan", [], ["--quick"]),
+    "patch_views": ("benchmarks.patch_views", [], ["--repeats", "5"]),
+    "feature_vis": ("benchmarks.feature_vis", [], ["--quick"]),
+    "concepts": ("benchmarks.concepts", [], ["--quick"]),
+    "browser": ("benchmarks.browser", ["--label", "this run"], ["--label", "this run", "--quick"]),
+}
+SUITES = CORE + tuple(CHILDREN)
+CHILD_TIMEOUT_S = 3600
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -79,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "panel": lambda: suites.panel_suite(settings, args.device),
         "memory": lambda: suites.memory_suite(args.device, args.models, threads=args.threads),
     }
-    for name in SUITES:
+    for name in CORE:
         if name not in args.suites:
             continue
         suite_start = time.perf_counter()
@@ -97,7 +114,39 @@ def main(argv: list[str] | None = None) -> int:
     for target in results["targets"]:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[target["met"]]
         _log.info("%-10s %s: %s", verdict, target["target"], target["measured"])
+    children = [name for name in CHILDREN if name in args.suites]
+    if children:
+        runs = [_run_child(name, args) for name in children]
+        report.append_children(runs, args.out / "RESULTS.md")
     return 0
+
+
+def _run_child(name: str, args: argparse.Namespace) -> dict:
+    """Run one standalone benchmark in its own process; its command, status, duration and printed output."""
+    module, options, quick_options = CHILDREN[name]
+    command = [sys.executable, "-m", module, *(quick_options if args.quick else options)]
+    if name in ("cam", "scan"):
+        command += ["--out", str(args.out), "--threads", str(args.threads)]
+    if name == "browser":
+        (args.out / "browser.json").unlink(missing_ok=True)  # this run's figures only
+    _log.info("running %s", " ".join(command[1:]))
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+        status, output = done.returncode, done.stdout
+        if done.returncode:
+            output += "\n" + done.stderr[-2000:]
+    except subprocess.TimeoutExpired as err:
+        status, output = "timed out", (err.stdout or b"").decode(errors="replace") if err.stdout else ""
+    seconds = time.perf_counter() - started
+    _log.info("%s: exit %s after %.0f s", name, status, seconds)
+    return {
+        "name": name,
+        "command": "python " + " ".join(command[1:]),
+        "status": status,
+        "seconds": seconds,
+        "output": output,
+    }
 
 
 if __name__ == "__main__":

@@ -31,7 +31,15 @@ from . import suites as S
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["environment", "evaluate_targets", "write_all", "write_json", "write_markdown", "write_plot"]
+__all__ = [
+    "append_children",
+    "environment",
+    "evaluate_targets",
+    "write_all",
+    "write_json",
+    "write_markdown",
+    "write_plot",
+]
 
 PACKAGES = (
     "torch",
@@ -629,3 +637,34 @@ def write_all(results: dict, out: Path) -> list[Path]:
     write_markdown(results, paths[1])
     write_plot(results, paths[2])
     return paths
+
+
+CHILD_FILES = {
+    "cam": "CAM_RESULTS.md",
+    "scan": "SCAN_RESULTS.md",
+    "browser": 'the section "Panel in the browser" above',
+}
+
+
+def append_children(runs: list[dict], path: Path) -> None:
+    """Add the standalone benchmarks of this run to ``RESULTS.md``: each one's command, exit status, duration,
+    and where its figures are (its own file, or its printed tables, quoted here as printed)."""
+    lines = ["", "## The other benchmarks of this run", ""]
+    lines += _table(
+        ["benchmark", "command", "exit status", "minutes", "figures"],
+        [
+            [
+                run["name"],
+                f"`{run['command']}`",
+                str(run["status"]),
+                f"{run['seconds'] / 60:.1f}",
+                CHILD_FILES.get(run["name"], "printed below"),
+            ]
+            for run in runs
+        ],
+    )
+    for run in runs:
+        if run["name"] in CHILD_FILES and run["status"] == 0:
+            continue
+        lines += ["", f"### {run['name']}", "", "```", run["output"].strip() or "(no output)", "```"]
+    path.write_text(path.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
