@@ -89,9 +89,17 @@ def _stage_modules(model: nn.Module, count: int) -> list[str]:
     """Best-effort module paths of the stages: a stem child, then a ModuleList of ``count - 1`` stages."""
     names = [name for name, _ in model.named_modules()]
     stem = next((n for n in names if "embed" in n.rsplit(".", 1)[-1]), "")
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count - 1 and "encoder" in name:
+    lists = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and ("encoder" in name or name.endswith(".layers"))  # BEiT: .layers
+    ]
+    for name, module in lists:
+        if len(module) == count - 1:
             return [stem] + [f"{name}.{i}" for i in range(count - 1)]
+    for name, module in lists:  # no stem stage (PVT-v2: stage1 to stage4)
+        if len(module) == count:
+            return [f"{name}.{i}" for i in range(count)]
     return [""] * count
 
 
@@ -597,7 +605,8 @@ def _classification_head(
     base = task.base_model
     shared = []
     for name, mine in list(backbone.named_children()):
-        theirs = getattr(base, name, None)
+        # the same child (ResNet's embedder, encoder), or the whole base model (Swin's backbone holds a SwinModel)
+        theirs = base if type(base) is type(mine) else getattr(base, name, None)
         if isinstance(theirs, nn.Module) and type(theirs) is type(mine) and _same_tensors(mine, theirs):
             setattr(backbone, name, theirs)
             shared.append(name)
@@ -614,13 +623,15 @@ def _classification_head(
 
 
 def _same_tensors(mine: nn.Module, theirs: nn.Module) -> bool:
-    """The two modules hold the same parameters and buffers, by name and shape."""
-    ours = {key: tuple(value.shape) for key, value in mine.state_dict().items()}
-    return ours == {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
+    """``theirs`` holds every parameter and buffer of ``mine``, by name and shape (and perhaps a pooler more)."""
+    have = {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
+    return all(have.get(key) == tuple(value.shape) for key, value in mine.state_dict().items())
 
 
 def _logits(output) -> torch.Tensor:
-    return output.logits
+    """A classification output's ``logits`` (PP-LCNet's classifier returns them as its first field)."""
+    logits = getattr(output, "logits", None)
+    return output[0] if logits is None else logits
 
 
 def _feature_info_stages(info, every: bool) -> list[Stage]:
