@@ -135,9 +135,10 @@ def tap_layout(output: object, known: LayerLayout, input_hw: tuple[int, int], na
             height, width = to_nchw(tensor, input_hw, known).shape[-2:]  # the patch tokens' grid
             return TapLayout(path, "tokens", tensor.shape[1] - height * width, (height, width))
     shapes = [tuple(t.shape) for _, t in _tensors(output)]
+    wanted = f" of {known.channels} channels" if known.channels else ""
     raise CAMError(
-        f"{name} outputs {shapes}, which is not an image-like map. Pick a stage, or a layer whose output is "
-        "(B, C, H, W), (B, H, W, C) or (B, tokens, C)."
+        f"{name} outputs {shapes}, which holds no image-like map{wanted}. Pass stage= another stage, or a layer "
+        "from explorer.list_layers(bb) whose output is (B, C, H, W), (B, H, W, C) or (B, tokens, C)."
     )
 
 

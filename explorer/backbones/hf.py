@@ -460,7 +460,8 @@ def _read_preprocess(transformers, folder: Path, config) -> HFPreprocess:
 def _default_processor(transformers, config):
     from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
-    size = getattr(config, "image_size", None)
+    # a task model (ViTPose) builds its backbone for the backbone config's size
+    size = getattr(config, "image_size", None) or getattr(getattr(config, "backbone_config", None), "image_size", None)
     classes = IMAGE_PROCESSOR_MAPPING[type(config)] if type(config) in IMAGE_PROCESSOR_MAPPING else None
     found = classes.get("torchvision") or classes.get("pil") if isinstance(classes, dict) else None
     if found is not None and size is None:
