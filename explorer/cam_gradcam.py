@@ -161,14 +161,18 @@ class ScoringModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.scored = scored
-        self.net = backbone.model if scored else backbone.head.network  # its parameters give grad-cam the device
+        self.net = (
+            backbone.model if scored else backbone.head.network
+        )  # its parameters give grad-cam the device
         self.tap = nn.Identity()
         self.stage_wh = (0, 0)  # the tapped map's (width, height): the size of grad-cam's maps
         self.scores: torch.Tensor | None = None  # the first pass's scores (grad-cam may run more passes)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         precision = self.backbone.precision
-        with torch.autocast(self.backbone.device.type, dtype=precision or torch.float32, enabled=bool(precision)):
+        with torch.autocast(
+            self.backbone.device.type, dtype=precision or torch.float32, enabled=bool(precision)
+        ):
             if self.scored is None:
                 scores = self.backbone.head.logits(pixel_values)
             else:
@@ -185,7 +189,7 @@ def _stage_size(explainer, _input_tensor: torch.Tensor) -> tuple[int, int]:
     return explainer.model.stage_wh
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stage_sized(method_class: type) -> type:
     """``method_class`` whose maps come at the tapped layer's resolution (the upsampling to the input follows)."""
     return type(method_class.__name__, (method_class,), {"get_target_width_height": _stage_size})
@@ -257,7 +261,9 @@ def explain(
         return layout.rebuild(output, layout.from_nchw(runner.tap(nchw), start))  # grad-cam's hooks run here
 
     if scored is None:
-        targets = [_TopClass() if i is None else gc.utils.model_targets.ClassifierOutputTarget(i) for i in indices]
+        targets = [
+            _TopClass() if i is None else gc.utils.model_targets.ClassifierOutputTarget(i) for i in indices
+        ]
     else:
         targets = [gc.utils.model_targets.ClassifierOutputTarget(i or 0) for i in indices]
     # no weight gradients: the backward pass ends at the tap (inference tensors cannot be changed, nor need it)

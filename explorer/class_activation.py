@@ -201,10 +201,14 @@ def cam(
             indices = [channel for _, channel in picks]
             total = all(channel is None for channel in indices)
             if not total and None in indices:
-                raise CAMError("Mix no channel targets with a total-activation target (None); make two calls.")
+                raise CAMError(
+                    "Mix no channel targets with a total-activation target (None); make two calls."
+                )
             scored = (picks[0][0], total)
         with _lock(backbone), torch.enable_grad():  # hooks on one model: one CAM at a time, each its own map
-            stage_maps, scores = explain(gc, backbone, pixel_values, (name, module_path), method, indices, scored)
+            stage_maps, scores = explain(
+                gc, backbone, pixel_values, (name, module_path), method, indices, scored
+            )
     if names:
         top = scores.softmax(-1).topk(min(5, len(names)), dim=-1)
         top5 = [
@@ -215,7 +219,9 @@ def cam(
         labels = [names[i] for i in indices]
     else:
         top5 = [[] for _ in indices]
-        labels = [f"{scored[0]} total activation" if i is None else f"{scored[0]} channel {i}" for i in indices]
+        labels = [
+            f"{scored[0]} total activation" if i is None else f"{scored[0]} channel {i}" for i in indices
+        ]
     input_hw = tuple(pixel_values.shape[-2:])
     upsampled = gc.utils.image.scale_cam_image(stage_maps, (input_hw[1], input_hw[0]))
     upsampled = gc.utils.image.scale_cam_image(np.maximum(upsampled, 0))  # as grad-cam's own last step

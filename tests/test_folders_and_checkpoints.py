@@ -29,7 +29,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 
 @pytest.mark.parametrize("saved", [[-1], [1], [0, 2], [4]])
 def test_a_timm_backbone_folder_serves_every_stage_it_has_weights_for(tmp_path, saved):
-    config = transformers.TimmBackboneConfig(backbone="resnet10t", use_pretrained_backbone=False, out_indices=saved)
+    config = transformers.TimmBackboneConfig(
+        backbone="resnet10t", use_pretrained_backbone=False, out_indices=saved
+    )
     torch.manual_seed(0)
     model = transformers.TimmBackbone(config).eval()
     model.save_pretrained(tmp_path)
@@ -119,7 +121,9 @@ def test_a_headless_stage_channel_target_is_scored_after_the_stages_norm(tmp_pat
             norm.bias.normal_()
     model.eval().save_pretrained(tmp_path)
     bb = explorer.load_backbone(f"hf:{tmp_path}", device="cpu")
-    oracle = transformers.ConvNextBackbone.from_pretrained(str(tmp_path), out_features=list(bb.stage_names)).eval()
+    oracle = transformers.ConvNextBackbone.from_pretrained(
+        str(tmp_path), out_features=list(bb.stage_names)
+    ).eval()
     x = torch.randn(2, 3, 64, 64)
     ours = explorer.cam(bb, x, stage="stage2", target="stage3:5")
 
@@ -154,9 +158,9 @@ def test_a_vitpose_task_folder_without_a_processor_file_loads_at_its_backbones_s
         image_size=[64, 48],
         out_indices=[2],
     )
-    transformers.VitPoseForPoseEstimation(transformers.VitPoseConfig(backbone_config=backbone)).save_pretrained(
-        tmp_path
-    )
+    transformers.VitPoseForPoseEstimation(
+        transformers.VitPoseConfig(backbone_config=backbone)
+    ).save_pretrained(tmp_path)
     assert not (tmp_path / "preprocessor_config.json").exists()
     with pytest.raises(OSError):  # transformers itself has no processor for the folder
         transformers.AutoImageProcessor.from_pretrained(str(tmp_path))

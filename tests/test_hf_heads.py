@@ -47,7 +47,11 @@ def test_the_sweep_covers_every_type_but_those_needing_another_package():
 def _folder(model_type: str, tmp_path):
     settings = {**TINY.get(model_type, {}), **EXTRA_TINY.get(model_type, {})}
     config = transformers.AutoConfig.for_model(
-        model_type, **settings, num_labels=len(LABELS), id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+        model_type,
+        **settings,
+        num_labels=len(LABELS),
+        id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()},
     )
     torch.manual_seed(0)
     cls = getattr(transformers, MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES[model_type])
@@ -93,8 +97,10 @@ def test_a_classification_folder_keeps_its_head_and_cam_explains_the_class(model
     with torch.no_grad():
         oracle(x)
     handle.remove()
-    if isinstance(seen[0], torch.Tensor) and seen[0].ndim == 4 and tuple(seen[0].shape[-2:]) == tuple(
-        results[0].stage_map.shape
+    if (
+        isinstance(seen[0], torch.Tensor)
+        and seen[0].ndim == 4
+        and tuple(seen[0].shape[-2:]) == tuple(results[0].stage_map.shape)
     ):
         explainer = gc_cam.GradCAM(model=_Logits(oracle), target_layers=[layer])
         try:

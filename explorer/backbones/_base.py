@@ -323,7 +323,9 @@ class Backbone:
             torch.float16
         """
         head = self.head
-        networks = [self.model] + ([head.network] if head is not None and head.network is not self.model else [])
+        networks = [self.model] + (
+            [head.network] if head is not None and head.network is not self.model else []
+        )
         if device is not None:
             self._device = resolve_device(device)
             for network in networks:

@@ -92,7 +92,8 @@ def _stage_modules(model: nn.Module, count: int) -> list[str]:
     lists = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and ("encoder" in name or name.endswith(".layers"))  # BEiT: .layers
+        if isinstance(module, nn.ModuleList)
+        and ("encoder" in name or name.endswith(".layers"))  # BEiT: .layers
     ]
     for name, module in lists:
         if len(module) == count - 1:
@@ -134,7 +135,11 @@ class HFBackbone(Backbone):
         """Hiera keeps its encoder's tokens unrolled until its last stage (``reshaped_hidden_states`` puts them
         back for the stage maps)."""
         last = self.all_stages[-1].module
-        if isinstance(getattr(self.model, "unroll", None), nn.Module) and module.startswith("encoder.") and module != last:
+        if (
+            isinstance(getattr(self.model, "unroll", None), nn.Module)
+            and module.startswith("encoder.")
+            and module != last
+        ):
             return "tokens in Hiera's unrolled order, not in image order"
         return ""
 
@@ -251,8 +256,8 @@ def cls_for_config(transformers, config) -> type:
     if isinstance(found, str) and isinstance(getattr(transformers, found, None), type):
         return getattr(transformers, found)
     raise UnknownBackboneError(
-            f"config.json names architectures={shown(architectures)}, which is no transformers model class, and "
-            f"transformers has no model for model_type {config.model_type!r}. Fix architectures in config.json "
+        f"config.json names architectures={shown(architectures)}, which is no transformers model class, and "
+        f"transformers has no model for model_type {config.model_type!r}. Fix architectures in config.json "
         '(for example ["ResNetBackbone"]), or load the backbone checkpoint itself.'
     )
 
@@ -461,7 +466,9 @@ def _default_processor(transformers, config):
     from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
     # a task model (ViTPose) builds its backbone for the backbone config's size
-    size = getattr(config, "image_size", None) or getattr(getattr(config, "backbone_config", None), "image_size", None)
+    size = getattr(config, "image_size", None) or getattr(
+        getattr(config, "backbone_config", None), "image_size", None
+    )
     classes = IMAGE_PROCESSOR_MAPPING[type(config)] if type(config) in IMAGE_PROCESSOR_MAPPING else None
     found = classes.get("torchvision") or classes.get("pil") if isinstance(classes, dict) else None
     if found is not None and size is None:
@@ -612,7 +619,9 @@ def _classification_head(
             setattr(backbone, name, theirs)
             shared.append(name)
     if not shared:
-        _log.info("%s shares no module with %s: loaded without its head", task_cls.__name__, type(backbone).__name__)
+        _log.info(
+            "%s shares no module with %s: loaded without its head", task_cls.__name__, type(backbone).__name__
+        )
         return None
     labels = dict(getattr(config, "id2label", None) or {})
     count = int(config.num_labels)
