@@ -374,11 +374,8 @@ def sweep_architectures(count: int = 50) -> list[str]:
     """``count`` timm architectures from as many model families: each family's shortest small-variant name,
     spread evenly over the families in alphabetical order."""
     import timm
-    from timm.models import _registry
 
-    families: dict[str, list[str]] = {}
-    for name in timm.list_models():
-        families.setdefault(_registry._model_to_module[name], []).append(name)
+    families = {module: timm.list_models(module=module) for module in timm.list_modules()}
     picks = []
     for family in sorted(families):
         small = [
