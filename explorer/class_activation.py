@@ -10,9 +10,9 @@ Example::
     >>> bb = explorer.load_backbone("default")
     >>> result = explorer.cam(bb, explorer.sample_images(["chelsea"])["chelsea"], stage="blocks.6")
     >>> result.map.shape, result.stage_map.shape, result.target_name
-    (torch.Size([224, 224]), torch.Size([7, 7]), 'tabby, tabby cat')
+    (torch.Size([224, 224]), torch.Size([7, 7]), 'tiger cat')
     >>> result.top5[0][:2]
-    (281, 'tabby, tabby cat')
+    (282, 'tiger cat')
 """
 
 from __future__ import annotations
