@@ -364,9 +364,10 @@ def _objective(bb, stage, channel, direction, target, size) -> tuple[_Objective,
 
 
 def _class_objective(bb, stage, target) -> tuple[_Objective, bool]:
-    from .class_activation import _class_index, _class_names
+    from .cam_targets import class_index
 
-    num_classes = int(getattr(bb.model, "num_classes", 0) or 0)
+    names = bb.class_names
+    num_classes = len(names)
     if not num_classes:
         raise FeatureVisError(
             f"{bb.spec} has no classifier head, so target= names no class. Visualise a channel (channel=) or a "
@@ -376,7 +377,6 @@ def _class_objective(bb, stage, target) -> tuple[_Objective, bool]:
         raise InvalidArgumentError(
             f"stage={stage!r} with target=: a class logit is read from the head. Drop stage=, or pass channel=."
         )
-    names = _class_names(bb.model, num_classes)
     items, batched = _as_list(target, "target")
     indices = []
     for item in items:
@@ -385,7 +385,7 @@ def _class_objective(bb, stage, target) -> tuple[_Objective, bool]:
                 whole("target", item, maximum=num_classes - 1, hint=" (a class index of the head)")
             )
         elif isinstance(item, str):
-            indices.append(_class_index(item, names))
+            indices.append(class_index(item, names))
         else:
             raise InvalidArgumentError(
                 f"target={shown(item)} ({type(item).__name__}); pass a class index or a class name."

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import explorer
-from explorer.class_activation import METHODS, _release
+from explorer.cam_gradcam import release
+from explorer.class_activation import METHODS
 
 gc_cam = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -31,7 +32,7 @@ def _by_hand(model, layer: str, method: str, x, targets, reshape_transform=None)
             return explainer(x, targets=None, target_idx=targets[0])
         return explainer(x, targets=[ClassifierOutputTarget(t) for t in targets])
     finally:
-        _release(getattr(explainer, "base_cam", explainer))
+        release(getattr(explainer, "base_cam", explainer))
 
 
 _HEAVY = {"scorecam", "ablationcam", "shapleycam"}  # a forward pass per channel, or second derivatives
@@ -373,11 +374,8 @@ def sweep_architectures(count: int = 50) -> list[str]:
     """``count`` timm architectures from as many model families: each family's shortest small-variant name,
     spread evenly over the families in alphabetical order."""
     import timm
-    from timm.models import _registry
 
-    families: dict[str, list[str]] = {}
-    for name in timm.list_models():
-        families.setdefault(_registry._model_to_module[name], []).append(name)
+    families = {module: timm.list_models(module=module) for module in timm.list_modules()}
     picks = []
     for family in sorted(families):
         small = [
@@ -447,5 +445,5 @@ def test_hiera_stages_before_the_last_are_refused_not_drawn_in_the_wrong_places(
     x = torch.randn(1, 3, 224, 224)
     assert explorer.cam(bb, x, stage=bb.stage_names[-1], method="eigencam")[0].map.shape == (224, 224)
     for stage in bb.stage_names[:-1]:  # tokens still unrolled there: no honest map exists
-        with pytest.raises(explorer.CAMError, match=r"unrolled \(not spatial\) order.*Explain stage="):
+        with pytest.raises(explorer.CAMError, match=r"Hiera's unrolled order.*wrong places.*stage="):
             explorer.cam(bb, x, stage=stage, method="eigencam")

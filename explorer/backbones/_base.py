@@ -17,10 +17,11 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -29,12 +30,12 @@ from torch import nn
 
 from .._args import shown, whole
 from ..errors import AttentionError, ExplorerError, InvalidArgumentError, StageSelectionError
-from ..hooks import FeatureMaps, LayerLayout, capture, find_layouts, resolve_layers
+from ..hooks import FeatureMaps, LayerLayout, capture, find_layouts, resolve_layers, tap, to_nchw
 from ..images import MAX_INPUT_SIDE, ImageInput, Preprocess, preprocess
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
 from ._checkpoint import nonfinite_note
 
-__all__ = ["AttentionWeights", "Backbone", "Stage", "WEIGHT_ORIGINS", "resolve_device"]
+__all__ = ["AttentionWeights", "Backbone", "Head", "Stage", "WEIGHT_ORIGINS", "resolve_device"]
 
 _log = logging.getLogger(__name__)
 
@@ -78,6 +79,40 @@ class AttentionWeights:
     weights: dict[str, torch.Tensor]
     prefix: tuple[str, ...]
     grid: tuple[int, int]
+
+
+def _output_itself(output: object) -> torch.Tensor:
+    return output
+
+
+@dataclass(frozen=True)
+class Head:
+    """A backbone's classifier: the whole network from pixels to class scores, and the names of its classes.
+
+    The network runs the backbone's own modules (the same objects as in ``Backbone.model``), so a hook on a stage
+    module fires when the head runs and gradients flow from the scores back to that stage.
+
+    Attributes:
+        network: the classification model (timm's model itself; transformers' ``*ForImageClassification``).
+        class_names: the name of each class, by index (``config.id2label``; timm's ImageNet names offline).
+        classifier: the layers after the backbone (timm's ``get_classifier()``, transformers' ``classifier``).
+        read_logits: turns the network's output into the ``(B, classes)`` scores (transformers: ``.logits``).
+
+    Example::
+
+        >>> head = load_backbone("resnet18", pretrained=False).head
+        >>> head.logits(torch.randn(1, 3, 224, 224)).shape, head.class_names[281]
+        (torch.Size([1, 1000]), 'tabby, tabby cat')
+    """
+
+    network: nn.Module
+    class_names: tuple[str, ...]
+    classifier: nn.Module
+    read_logits: Callable[[object], torch.Tensor] = _output_itself
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The ``(B, classes)`` scores of a batch, in the caller's grad mode (gradients flow where enabled)."""
+        return self.read_logits(self.network(pixel_values))
 
 
 @contextmanager
@@ -287,15 +322,21 @@ class Backbone:
             >>> bb.to("cuda", torch.float16).dtype
             torch.float16
         """
+        head = self.head
+        networks = [self.model] + (
+            [head.network] if head is not None and head.network is not self.model else []
+        )
         if device is not None:
             self._device = resolve_device(device)
-            self.model.to(self._device)
+            for network in networks:
+                network.to(self._device)
         if dtype is not None:
             if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
                 raise InvalidArgumentError(
                     f"dtype={shown(dtype)}; pass a floating torch dtype (torch.float16)."
                 )
-            self.model.to(dtype)
+            for network in networks:
+                network.to(dtype)
         return self
 
     def output_shapes(self, input_size: tuple[int, int] | None = None) -> dict[str, tuple[int, int, int]]:
@@ -492,7 +533,86 @@ class Backbone:
                     raise
                 raise refused from err
 
+    # -- the head, and what explaining a stage needs to know ------------------------------------------------
+    @functools.cached_property
+    def head(self) -> Head | None:
+        """The classifier head the checkpoint came with; None for a headless backbone.
+
+        Example::
+
+            >>> load_backbone("resnet18", pretrained=False).head.class_names[:1]
+            ('tench, Tinca tinca',)
+        """
+        return self._head()
+
+    @property
+    def class_names(self) -> list[str]:
+        """The head's class names by index (``config.id2label``, timm's ImageNet names); empty without a head.
+
+        Example::
+
+            >>> load_backbone("resnet18", pretrained=False).class_names[281]
+            'tabby, tabby cat'
+        """
+        head = self.head
+        return list(head.class_names) if head is not None else []
+
+    @property
+    def reads_class_token_only(self) -> bool:
+        """The head reads only the class token after the last stage (a ViT pooled by its class token), so that
+        stage's patch tokens get no gradient from it; a class-activation map then explains an earlier stage."""
+        return False
+
+    def out_of_order(self, module: str) -> str:
+        """Why the raw output of ``module`` (a name from :func:`explorer.list_layers`) holds its locations in
+        an order other than the image's although its shape is a grid (Hiera's unrolled tokens); empty when it
+        is in image order.
+
+        Example::
+
+            >>> load_backbone("hiera_tiny_224", pretrained=False).out_of_order("blocks.0")
+            "tokens in Hiera's unrolled order, not in image order"
+        """
+        return ""
+
+    def stage_maps(self, pixel_values: torch.Tensor, names: Sequence[str]) -> FeatureMaps:
+        """The maps of stages ``names`` exactly as :meth:`capture` gives them (after a stage's own norm), but
+        in the caller's grad mode and precision, so gradients flow back through them (what a headless
+        class-activation map scores).
+
+        Example::
+
+            >>> with torch.enable_grad():
+            ...     bb.stage_maps(x.requires_grad_(), ["layer4"])["layer4"].sum().backward()
+        """
+        unknown = [name for name in names if name not in self.stage_names]
+        if isinstance(names, str) or unknown:
+            raise InvalidArgumentError(
+                f"names={shown(names)}; pass a list of stage names from {', '.join(self.stage_names)}."
+            )
+        pixel_values = self._prepare(pixel_values)
+        with eval_mode(self.model):
+            return self._stage_maps(pixel_values, list(dict.fromkeys(names)))
+
     # -- for sources to override ---------------------------------------------------------------------------
+    def _head(self) -> Head | None:
+        """The source's classifier head (:attr:`head`); None: headless."""
+        return None
+
+    def _stage_maps(self, pixel_values: torch.Tensor, names: list[str]) -> FeatureMaps:
+        """:meth:`stage_maps` for a source whose stage maps are module outputs: hooks that keep gradients."""
+        by_name = {stage.name: stage for stage in self.all_stages}
+        hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
+        layouts = self._layouts(names, hw)
+        modules = {by_name[name].module: name for name in names}
+
+        def keep(module: str, output: object) -> torch.Tensor:
+            return to_nchw(output, hw, layouts[modules[module]])
+
+        with tap(self.model, list(modules), stop_early=True, keep=keep) as kept:
+            self.model(pixel_values)
+        return FeatureMaps((name, kept[by_name[name].module]) for name in names)
+
     def _attention(self, pixel_values: torch.Tensor, blocks: list[str]) -> AttentionWeights:
         """:meth:`attention_weights` for a source whose :meth:`attention_blocks` is not empty."""
         raise NotImplementedError

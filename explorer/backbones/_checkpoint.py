@@ -52,10 +52,19 @@ how big they should be; raise it to allow them."""
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 """Checkpoint file types, safest first."""
 
+_EMA_KEYS = ("state_dict_ema", "model_ema")
+"""Where a training checkpoint keeps its EMA copy; preferred, as timm's ``load_state_dict(use_ema=True)`` does."""
+
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema")
 
 
 def _unwrap(state: object, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint: its EMA copy first (timm's order), else the first nested state dict,
+    with the prefixes of DataParallel and ``torch.compile`` removed by timm's ``clean_state_dict``."""
+    from timm.models import clean_state_dict
+
+    if isinstance(state, Mapping):
+        state = next((state[k] for k in _EMA_KEYS if isinstance(state.get(k), Mapping)), state)
     seen: set[int] = set()  # a dict that contains itself (d["state_dict"] = d) would loop forever
     while isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         if id(state) in seen:
@@ -74,9 +83,7 @@ def _unwrap(state: object, path: Path) -> dict[str, torch.Tensor]:
             f"{path} holds {type(state).__name__}, not a state dict of tensors. Save model.state_dict() "
             "with safetensors.torch.save_file(state_dict, 'model.safetensors')."
         )
-    tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    tensors = clean_state_dict({str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)})
     _check_tensors(tensors, path)
     return tensors
 
@@ -178,7 +185,7 @@ def read_state_dict(path: str | Path, model: nn.Module | None = None) -> dict[st
                 f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupt. "
                 "Download or export it again."
             ) from err
-        return _unwrap(tensors, path)  # a "module." prefix (DataParallel) goes here too
+        return _unwrap(tensors, path)  # "module." and "_orig_mod." prefixes go here too
     try:
         with path.open("rb") as handle:  # a file, not a name: torch would pick its reader by the suffix
             state = torch.load(handle, map_location="cpu", weights_only=True)

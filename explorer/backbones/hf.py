@@ -1,8 +1,10 @@
 """transformers backbones: ``AutoBackbone`` checkpoints, and the backbone inside task models (MaskFormer, DETR).
 
 ``hf:<folder>`` reads a ``save_pretrained`` folder; ``hf:<repo id>`` reads the hub (cache first). When the
-config is a backbone config the model is built with ``AutoBackbone``; otherwise the class named in
-``config.architectures`` is built and the first ``BackboneMixin`` module inside it is used. Stage names are the
+config is a backbone config the model is built with its backbone class; otherwise the class named in
+``config.architectures`` is built and the first ``BackboneMixin`` module inside it is used. A
+``*ForImageClassification`` folder keeps its head (:attr:`~explorer.Backbone.head`, class names from
+``config.id2label``): the classification model is built too, and the backbone runs its very modules. Stage names are the
 model's own ``stage_names`` (``stem``, ``stage1``, ...); maps come from the model's own ``feature_maps`` output,
 so they match transformers exactly (Swin's per-stage norms included). transformers backbones run every stage.
 
@@ -35,7 +37,7 @@ from ..errors import (
 )
 from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
 from ..images import MAX_INPUT_SIDE, Preprocess
-from ._base import AttentionWeights, Backbone, Stage
+from ._base import AttentionWeights, Backbone, Head, Stage
 from ._checkpoint import find_weights_file, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
 from .timm import geometric_part
@@ -87,9 +89,18 @@ def _stage_modules(model: nn.Module, count: int) -> list[str]:
     """Best-effort module paths of the stages: a stem child, then a ModuleList of ``count - 1`` stages."""
     names = [name for name, _ in model.named_modules()]
     stem = next((n for n in names if "embed" in n.rsplit(".", 1)[-1]), "")
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count - 1 and "encoder" in name:
+    lists = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and ("encoder" in name or name.endswith(".layers"))  # BEiT: .layers
+    ]
+    for name, module in lists:
+        if len(module) == count - 1:
             return [stem] + [f"{name}.{i}" for i in range(count - 1)]
+    for name, module in lists:  # no stem stage (PVT-v2: stage1 to stage4)
+        if len(module) == count:
+            return [f"{name}.{i}" for i in range(count)]
     return [""] * count
 
 
@@ -108,11 +119,32 @@ class HFBackbone(Backbone):
         *,
         served: list[str],
         why_served: str = "Select among those, or load the backbone checkpoint itself rather than a task model.",
+        classifier: Head | None = None,
         **options,
     ) -> None:
         self.served = list(served)
         self.why_served = why_served
+        self._classifier = classifier
         super().__init__(model, stages, **options)
+
+    def _head(self) -> Head | None:
+        """The ``*ForImageClassification`` model of the folder, sharing the backbone's modules; else None."""
+        return self._classifier
+
+    def out_of_order(self, module: str) -> str:
+        """Hiera keeps its encoder's tokens unrolled until its last stage (``reshaped_hidden_states`` puts them
+        back for the stage maps)."""
+        last = self.all_stages[-1].module
+        if (
+            isinstance(getattr(self.model, "unroll", None), nn.Module)
+            and module.startswith("encoder.")
+            and module != last
+        ):
+            return "tokens in Hiera's unrolled order, not in image order"
+        return ""
+
+    def _stage_maps(self, pixel_values: torch.Tensor, names: list[str]) -> FeatureMaps:
+        return self._forward(pixel_values, names, self.model)  # the model's own feature_maps keep gradients
 
     def _servable_stages(self) -> list[str]:
         return [name for name in self.stage_names if name in self.served]
@@ -210,22 +242,24 @@ def cls_for_config(transformers, config) -> type:
     ``AutoBackbone.from_pretrained`` is avoided: it asks the hub whether the repo exists, even for a folder.
     """
     from transformers.backbone_utils import BackboneConfigMixin
+    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING_NAMES, MODEL_MAPPING_NAMES
 
-    if isinstance(config, BackboneConfigMixin):
-        return transformers.AutoBackbone._model_mapping[type(config)]
+    if isinstance(config, BackboneConfigMixin) and config.model_type in MODEL_FOR_BACKBONE_MAPPING_NAMES:
+        return getattr(transformers, MODEL_FOR_BACKBONE_MAPPING_NAMES[config.model_type])
     architectures = getattr(config, "architectures", None) or []
     name = architectures[0] if isinstance(architectures, (list, tuple)) and architectures else None
     found = getattr(transformers, name, None) if isinstance(name, str) else None
     if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel):
         return found  # only a model class: any other top-level name (pipeline, AutoConfig) is never called
-    try:
-        return transformers.AutoModel._model_mapping[type(config)]
-    except KeyError:
-        raise UnknownBackboneError(
-            f"config.json names architectures={shown(architectures)}, which is no transformers model class, and "
-            f"transformers has no model for model_type {config.model_type!r}. Fix architectures in config.json "
-            '(for example ["ResNetBackbone"]), or load the backbone checkpoint itself.'
-        ) from None
+    found = MODEL_MAPPING_NAMES.get(config.model_type)
+    found = found[0] if isinstance(found, (list, tuple)) else found
+    if isinstance(found, str) and isinstance(getattr(transformers, found, None), type):
+        return getattr(transformers, found)
+    raise UnknownBackboneError(
+        f"config.json names architectures={shown(architectures)}, which is no transformers model class, and "
+        f"transformers has no model for model_type {config.model_type!r}. Fix architectures in config.json "
+        '(for example ["ResNetBackbone"]), or load the backbone checkpoint itself.'
+    )
 
 
 def _from_pretrained(transformers, cls: type, folder: Path, config, pretrained: bool) -> nn.Module:
@@ -431,7 +465,10 @@ def _read_preprocess(transformers, folder: Path, config) -> HFPreprocess:
 def _default_processor(transformers, config):
     from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
-    size = getattr(config, "image_size", None)
+    # a task model (ViTPose) builds its backbone for the backbone config's size
+    size = getattr(config, "image_size", None) or getattr(
+        getattr(config, "backbone_config", None), "image_size", None
+    )
     classes = IMAGE_PROCESSOR_MAPPING[type(config)] if type(config) in IMAGE_PROCESSOR_MAPPING else None
     found = classes.get("torchvision") or classes.get("pil") if isinstance(classes, dict) else None
     if found is not None and size is None:
@@ -522,6 +559,10 @@ def load_hf(
             )
     _, backbone = find_backbone(model)
     backbone.eval()
+    classifier = None
+    task_cls = _classifier_class(transformers, config)
+    if task_cls is not None and isinstance(config, BackboneConfigMixin):
+        classifier = _classification_head(transformers, task_cls, backbone, folder, config, pretrained)
     preprocess = _read_preprocess(transformers, folder, config)
     if _is_timm_features(backbone):  # a task model's timm encoder: the stages it outputs
         stages = _feature_info_stages(backbone.feature_info, every=False)
@@ -544,8 +585,63 @@ def load_hf(
         device=device,
         out_indices=out_indices,
         out_features=out_features,
+        classifier=classifier,
         **why,
     )
+
+
+def _classifier_class(transformers, config) -> type | None:
+    """The image-classification class ``config.architectures`` names (``ResNetForImageClassification``), if any."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    known = set()
+    for names in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.values():
+        known.update(names if isinstance(names, (list, tuple)) else [names])
+    architectures = getattr(config, "architectures", None) or []
+    name = next((a for a in architectures if isinstance(a, str) and a in known), None)
+    return getattr(transformers, name, None) if name else None
+
+
+def _classification_head(
+    transformers, task_cls: type, backbone: nn.Module, folder: Path, config, pretrained: bool
+) -> Head | None:
+    """The folder's classification model as the backbone's head: built (with the folder's weights), and the
+    backbone's top-level modules replaced by the classification model's own where they are the same layers, so
+    the stages a CAM taps run inside the head and the maps are the head's. None (with a log line) when the two
+    share no stage module."""
+    task = _from_pretrained(transformers, task_cls, folder, config, pretrained).eval()
+    base = task.base_model
+    shared = []
+    for name, mine in list(backbone.named_children()):
+        # the same child (ResNet's embedder, encoder), or the whole base model (Swin's backbone holds a SwinModel)
+        theirs = base if type(base) is type(mine) else getattr(base, name, None)
+        if isinstance(theirs, nn.Module) and type(theirs) is type(mine) and _same_tensors(mine, theirs):
+            setattr(backbone, name, theirs)
+            shared.append(name)
+    if not shared:
+        _log.info(
+            "%s shares no module with %s: loaded without its head", task_cls.__name__, type(backbone).__name__
+        )
+        return None
+    labels = dict(getattr(config, "id2label", None) or {})
+    count = int(config.num_labels)
+    names = tuple(str(labels.get(i, labels.get(str(i), f"class {i}"))) for i in range(count))
+    classifier = getattr(task, "classifier", None)
+    if not isinstance(classifier, nn.Module):  # the layers beside the base model
+        classifier = nn.ModuleList(child for child in task.children() if child is not base)
+    return Head(task, names, classifier, read_logits=_logits)
+
+
+def _same_tensors(mine: nn.Module, theirs: nn.Module) -> bool:
+    """``theirs`` holds every parameter and buffer of ``mine``, by name and shape (and perhaps a pooler more)."""
+    have = {key: tuple(value.shape) for key, value in theirs.state_dict().items()}
+    return all(have.get(key) == tuple(value.shape) for key, value in mine.state_dict().items())
+
+
+def _logits(output) -> torch.Tensor:
+    """A classification output's ``logits`` (PP-LCNet's classifier returns them as its first field)."""
+    logits = getattr(output, "logits", None)
+    return output[0] if logits is None else logits
 
 
 def _feature_info_stages(info, every: bool) -> list[Stage]:
@@ -564,28 +660,30 @@ def _timm_backbone(
     """transformers' ``TimmBackbone`` built to output every stage its checkpoint has weights for.
 
     Its ``from_pretrained`` reads timm's registry, not the folder, so it is built here and the folder's weights
-    loaded. timm's feature network drops the modules after the last saved stage, so a checkpoint saved with
-    ``out_indices=[1, 2]`` has weights up to stage 2 only; random weights serve every stage.
+    loaded. timm's feature network drops the modules after the last stage it outputs, so a checkpoint saved with
+    ``out_indices=[1, 2]`` has weights up to stage 2 only, one saved with ``out_indices=[-1]`` for every stage:
+    the stages served are those whose weights the file holds, whatever the saved selection; random weights serve
+    every stage.
 
     Returns:
         The model, the saved ``out_indices``, and why later stages cannot be served (None when all can).
     """
     saved = list(config.out_indices)
-    if pretrained:
-        config.out_indices = list(range(max(saved) + 1))
-    else:
-        count = len(cls(config)._backbone.feature_info.info)
-        config.out_indices = list(range(count))
+    config.out_indices = list(range(len(cls(config)._backbone.feature_info.info)))
     model = cls(config)
     if not pretrained:
         return model, saved, None
     weights_file = find_weights_file(folder)
-    load_weights(model, read_state_dict(weights_file, model), str(weights_file))
-    return (
-        model,
-        saved,
-        (
-            f"The checkpoint holds weights up to {model.out_features[-1]} only (it was saved with "
-            f"out_indices={saved}); load it with pretrained=False for random weights at every stage."
-        ),
+    state = read_state_dict(weights_file, model)
+    count = len(config.out_indices)
+    while count > 1 and not set(model.state_dict()) <= set(state):  # the last stage the file has weights for
+        count -= 1
+        config.out_indices = list(range(count))
+        model = cls(config)
+    load_weights(model, state, str(weights_file))
+    every = len(model._backbone.feature_info.info)
+    why = (
+        f"The checkpoint holds weights up to {model.out_features[-1]} only (it was saved with "
+        f"out_indices={saved}); load it with pretrained=False for random weights at every stage."
     )
+    return model, saved, why if count < every else None

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from ..errors import (
 )
 from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
 from ..images import MAX_INPUT_SIDE, Preprocess
-from ._base import AttentionWeights, Backbone, Stage
+from ._base import AttentionWeights, Backbone, Head, Stage
 from ._checkpoint import find_weights_file, folder_config, load_weights, read_state_dict
 from ._hub import ALTERNATIVES, hub_file
 
@@ -237,6 +238,26 @@ def _prefix_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(names) if len(names) == count else tuple(f"prefix {i}" for i in range(count))
 
 
+@functools.lru_cache(maxsize=8)
+def _imagenet_names(subset: str) -> tuple[str, ...]:
+    info = timm.data.ImageNetInfo(subset)
+    return tuple(info.index_to_description(i) for i in range(info.num_classes()))
+
+
+def class_names(model: nn.Module, count: int) -> tuple[str, ...]:
+    """The names of a timm head's ``count`` classes: timm's offline ImageNet names when the head is an ImageNet
+    one (``infer_imagenet_subset``), else ``class N``.
+
+    Example::
+
+        >>> class_names(timm.create_model("resnet18"), 1000)[281]
+        'tabby, tabby cat'
+    """
+    subset = timm.data.infer_imagenet_subset(model)
+    names = _imagenet_names(subset) if subset else ()
+    return names if len(names) == count else tuple(f"class {i}" for i in range(count))
+
+
 def timm_backbone(model: nn.Module, *, spec: str, weights: str, **options) -> TimmBackbone:
     """Wrap an already built timm model; ``options`` are ``device``, ``out_indices``, ``out_features``.
 
@@ -259,6 +280,33 @@ class TimmBackbone(Backbone):
         """The model's ``num_prefix_tokens`` (class, register, distillation tokens); None where it has none."""
         count = getattr(self.model, "num_prefix_tokens", None)
         return int(count) if isinstance(count, int) else None
+
+    def _head(self) -> Head | None:
+        """The model itself when it keeps its classifier (``num_classes > 0``), with timm's class names."""
+        model = self.model
+        count = int(getattr(model, "num_classes", 0) or 0)
+        if not count or not hasattr(model, "get_classifier"):
+            return None
+        classifier = model.get_classifier()  # DeiT's distilled models: (head, head_dist)
+        if not isinstance(classifier, nn.Module):
+            classifier = nn.ModuleList(classifier)
+        return Head(model, class_names(model, count), classifier)
+
+    @property
+    def reads_class_token_only(self) -> bool:
+        """timm ViTs pooled by their class token (``global_pool="token"``)."""
+        return getattr(self.model, "global_pool", None) == "token"
+
+    def out_of_order(self, module: str) -> str:
+        """Hiera keeps its tokens unrolled until its last stage; its ``reroll`` puts them back for the stages."""
+        if hasattr(self.model, "reroll") and module != self.all_stages[-1].module:
+            return "tokens in Hiera's unrolled order, not in image order"
+        return ""
+
+    def _stage_maps(self, pixel_values: torch.Tensor, names: list[str]) -> FeatureMaps:
+        if getattr(self.model, "forward_intermediates", None) is None:
+            return super()._stage_maps(pixel_values, names)
+        return self._forward(pixel_values, names, self.model)  # timm's own intermediates keep gradients
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
         stages = {stage.name: stage for stage in self.all_stages}
@@ -341,11 +389,11 @@ class TimmBackbone(Backbone):
         return AttentionWeights(weights, prefix, (grid_h, grid_w))
 
     def _flag_unrolled(self, maps: FeatureMaps, extra: list[str]) -> FeatureMaps:
-        """Hiera's blocks hold their tokens unrolled (its ``reroll`` puts them back for the stages only)."""
-        if hasattr(self.model, "reroll"):
-            for name in extra:
-                if name.startswith("blocks.") and name not in maps.unaligned:
-                    maps.unaligned[name] = "tokens in Hiera's unrolled order, not in image order"
+        """Hiera's blocks hold their tokens unrolled (:meth:`out_of_order`)."""
+        for name in extra:
+            reason = self.out_of_order(name) if name.startswith("blocks.") else ""
+            if reason and name not in maps.unaligned:
+                maps.unaligned[name] = reason
         return maps
 
 
