@@ -27,10 +27,15 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# modules whose docstring examples run as tests (root conftest.py gives them the default model's maps)
+DOCTESTED = explorer/_args.py explorer/arrays.py explorer/histograms.py explorer/render explorer/stats.py \
+	explorer/vocabulary.py
+
 # the browser tests run on their own: Playwright's event loop would stay running under the panel tests
 test: $(STAMP) browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests notebooks --ignore=tests/browser --nbval --nbval-sanitize-with notebooks/sanitize.cfg
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --doctest-modules $(DOCTESTED)
 
 lint: $(STAMP)
 	$(BIN)/ruff check explorer tests notebooks benchmarks

@@ -8,7 +8,7 @@ Example::
     4
     >>> whole("cols", 0, minimum=1)
     Traceback (most recent call last):
-    InvalidArgumentError: cols=0; pass a whole number of at least 1.
+    explorer.errors.InvalidArgumentError: cols=0; pass a whole number of at least 1.
 """
 
 from __future__ import annotations

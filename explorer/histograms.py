@@ -64,9 +64,10 @@ def histogram(
 
     Example::
 
-        >>> hist = histogram(maps["layer1"][0, 5], bins=4)
+        >>> hist = histogram(maps["blocks.1"][0, 5], bins=4)
         >>> hist.counts, hist.edges
-        (array([2890,  160,   61,   25]), array([0.  , 0.87, 1.74, 2.61, 3.48]))
+        (array([  58,  372, 2005,  701]), array([-36.06113434, -21.64859724,  -7.23606014,   7.17647696,
+                21.58901405]))
     """
     bins = whole(
         "bins", bins, minimum=1, maximum=1 << 20, hint=" It is a positive number of bins, for example 64."

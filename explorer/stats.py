@@ -10,13 +10,13 @@ of one architecture) and :func:`stage_similarity` (cosine and linear CKA of a wh
 
 Example::
 
-    >>> stats = channel_stats(maps["layer1"])          # maps["layer1"]: (2, 64, 56, 56)
+    >>> stats = channel_stats(maps["blocks.1"])          # maps["blocks.1"]: (1, 24, 56, 56)
     >>> stats.mean.shape, stats.per_image["mean"].shape
-    ((64,), (2, 64))
-    >>> stats.top(3, by="sparsity")
-    Ranking(channels=array([17,  4, 40]), values=array([1.  , 0.98, 0.97]))
+    ((24,), (1, 24))
+    >>> stats.top(3, by="std")
+    Ranking(channels=array([22,  8, 13]), values=array([10.18741294,  9.96842062,  9.49160425]))
     >>> stats.summary()["dead"]
-    1
+    0
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def channel_stats(fmap: torch.Tensor | np.ndarray) -> ChannelStats:
 
         >>> stats = channel_stats(torch.tensor([[[0.0, 2.0], [0.0, 2.0]]]))    # one channel, 2x2
         >>> stats.mean, stats.sparsity, stats.l2
-        (array([1.]), array([0.5]), array([2.82842712]))
+        (array([1.]), array([0.5]), array([2.82842704]))
     """
     x = as_nchw(fmap)
     batch, channels, height, width = x.shape
@@ -348,7 +348,7 @@ def channel_difference(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarra
 
         >>> diff = channel_difference(before["blocks.2"], after["blocks.2"])     # (1, 40, 28, 28) each
         >>> diff.top(3, by="relative").channels
-        array([12,  3, 37])
+        array([21, 23, 16])
     """
     x, y = _pair(a, b)
     batch, channels, height, width = x.shape
@@ -425,8 +425,8 @@ def stage_similarity(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray)
 
     Example::
 
-        >>> stage_similarity(finetuned["layer3"], pretrained["layer3"])     # (8, 256, 14, 14) each
-        {'cosine': 0.93, 'cka': 0.88, 'cka_debiased': 0.86}
+        >>> stage_similarity(before["blocks.4"], after["blocks.4"])     # the cat and the astronaut, (1, 112, 14, 14)
+        {'cosine': 0.10090540834094147, 'cka': 0.2899314856289894, 'cka_debiased': 0.18913585473409722}
     """
     x, y = as_nchw(a, "a").float(), as_nchw(b, "b").to(dtype=torch.float32)
     y = y.to(x.device)

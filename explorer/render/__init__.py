@@ -12,11 +12,11 @@ Non-finite values (NaN, inf) never reach the colour map: they are left out of ev
 
 Example::
 
-    >>> grid = render_grid(maps["layer1"][0], channels="top:64", norm="channel", cmap="viridis")
-    >>> grid.shape, grid.dtype                   # 64 tiles of 56x56 in 8 columns, 1 px apart
-    ((457, 457, 3), dtype('uint8'))
+    >>> grid = render_grid(maps["blocks.1"][0], channels="top:16", norm="channel", cmap="viridis")
+    >>> grid.shape, grid.dtype                   # 16 tiles of 56x56 in 4 columns, 1 px apart
+    ((229, 229, 3), dtype('uint8'))
     >>> png = to_png(grid)                       # PNG bytes
-    >>> over = overlay(image, maps["layer1"][0, 5], alpha=0.5, preprocess=bb.preprocess)
+    >>> over = overlay(image, maps["blocks.1"][0, 5], alpha=0.5, preprocess=bb.preprocess)
     >>> over.shape
     (224, 224, 3)
 """

@@ -106,7 +106,8 @@ class GridLayout:
 
         Example::
 
-            >>> layout.locate(60, 3)          # 56x56 maps, 1 px padding: the 2nd tile, 3rd row and column
+            >>> _, layout = render_grid(maps["blocks.1"][0], return_layout=True)     # 24 maps of 56x56
+            >>> layout.locate(60, 3)          # 1 px padding: the 2nd tile, 3rd row and column
             (1, 2, 2)
         """
         height, width = self.tile

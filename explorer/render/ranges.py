@@ -104,8 +104,8 @@ def value_range(
 
     Example::
 
-        >>> lo, hi = value_range([before["layer2"], after["layer2"]], clip=99.5)
-        >>> grid = render_grid(after["layer2"][0], norm="global", vrange=(lo, hi))
+        >>> lo, hi = value_range([before["blocks.2"], after["blocks.2"]], clip=99.5)
+        >>> grid = render_grid(after["blocks.2"][0], norm="global", vrange=(lo, hi))
     """
     clip = check_clip(clip)
     if isinstance(maps, dict):
