@@ -258,7 +258,9 @@ class Concepts:
                 f"No saved concepts at {shown(str(path))}. Pass a folder written by concepts.save_html()."
             ) from err
         except DAMAGED as err:
-            raise CacheError(f"The concepts at {folder} are damaged ({shown(str(err))}). Fit them again.") from err
+            raise CacheError(
+                f"The concepts at {folder} are damaged ({shown(str(err))}). Fit them again."
+            ) from err
         if backbone is not None and weights_digest(backbone.model) != info["weights_sha256"]:
             raise InvalidArgumentError(
                 f"These concepts were fitted on other weights of {info['spec']!r}; pass the backbone they were "
@@ -272,7 +274,7 @@ class Concepts:
         with the concepts, so :meth:`load` reads the folder back. Returns the path of ``index.html``."""
         from .concept_report import write_concepts_report
 
-        folder = self.save(Path(folder).expanduser())
+        folder = self.save(as_path(folder).expanduser())
         return write_concepts_report(self, folder)
 
     def __repr__(self) -> str:
@@ -400,7 +402,9 @@ def concepts(
         torch.Size([8, 16, 14, 14])
     """
     require(method)  # before any image is read
-    stage = text("stage", stage, hint="pass a stage name (bb.stage_names), or None for the last.", optional=True)
+    stage = text(
+        "stage", stage, hint="pass a stage name (bb.stage_names), or None for the last.", optional=True
+    )
     k, batch_size, shard_size, num_workers = check_options(
         k=k,
         cache=cache,

@@ -239,7 +239,9 @@ class Baseline:
         self.histogram = explorer.histogram(self.fmap)
         self.layout = explorer.render_grid(self.fmap, channels="first:4", return_layout=True)[1]
         self.pca = explorer.pca(bb, [self.image, self.image_path], stage="layer1")
-        self.similarity = explorer.similarity(bb, [self.image, self.image_path], stage="layer1", query=(0, 1, 1))
+        self.similarity = explorer.similarity(
+            bb, [self.image, self.image_path], stage="layer1", query=(0, 1, 1)
+        )
         vit = explorer.load_backbone("test_vit", pretrained=False, device="cpu")
         vit.preprocess = TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
         self.vit = vit

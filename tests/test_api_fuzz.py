@@ -108,7 +108,15 @@ def test_only_explorer_errors_escape_the_public_api(tmp_path):
     calls = {case["call"] for case in cases if "call" in case}
     commands = {case["cli"] for case in cases if "cli" in case}
     assert {"scan", "cam", "load_backbone", "render_grid", "scan.top", "bb.extract"} <= calls
-    assert {"pca", "similarity", "attention", "visualize", "concepts", "con.load", "attention_figure"} <= calls
+    assert {
+        "pca",
+        "similarity",
+        "attention",
+        "visualize",
+        "concepts",
+        "con.load",
+        "attention_figure",
+    } <= calls
     every = set(api_fuzz.cli_arguments(skipped={}))
     assert commands == every - set(api_fuzz.CLI_SKIPPED) and set(api_fuzz.CLI_SKIPPED) == {"lab"}
     assert set(summary(cases, [None] * len(cases))) == set(api_fuzz.FAMILIES)
