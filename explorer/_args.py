@@ -20,7 +20,7 @@ import reprlib
 
 from .errors import InvalidArgumentError
 
-__all__ = ["closest", "whole", "real", "finite_pair", "shown", "text", "torch_device"]
+__all__ = ["backbone", "closest", "whole", "real", "finite_pair", "shown", "text", "torch_device"]
 
 _SHORT = reprlib.Repr()
 _SHORT.maxlist = _SHORT.maxtuple = 12
@@ -113,3 +113,16 @@ def finite_pair(name: str, value: object) -> tuple[float, float]:
     if pair[0] > pair[1]:
         raise InvalidArgumentError(f"{name}={shown(value)}; the low end must not be above the high end.")
     return pair
+
+
+def backbone(value: object, *, call: str):
+    """``value`` if it is a loaded :class:`~explorer.Backbone`, else an :class:`~explorer.InvalidArgumentError`
+    showing ``call`` (``"pca(bb, images)"``) with one; the backbones package is imported here, on first use."""
+    from .backbones import Backbone
+
+    if not isinstance(value, Backbone):
+        raise InvalidArgumentError(
+            f"backbone={shown(value)} ({type(value).__name__}); pass a Backbone: bb = explorer.load_backbone(spec), "
+            f"then {call}."
+        )
+    return value

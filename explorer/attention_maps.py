@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._args import backbone as _backbone
 from ._args import shown
 from .errors import AttentionError, InvalidArgumentError
 from .images import ImageInput
@@ -137,7 +138,7 @@ def attention(
         >>> att.maps.shape, att.prefix_tokens, att.rollout.shape
         (torch.Size([6, 14, 14]), ('class',), torch.Size([14, 14]))
     """
-    blocks = backbone.attention_blocks()
+    blocks = _backbone(backbone, call="explorer.attention(bb, image)").attention_blocks()
     if not blocks:
         raise AttentionError(
             f"{backbone.spec} ({type(backbone.model).__name__}) has no attention blocks with a class token, so "

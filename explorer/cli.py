@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 from collections.abc import Sequence
@@ -235,7 +236,7 @@ def _query(text: str) -> tuple[int, int, int]:
     from .errors import InvalidArgumentError
 
     parts = text.split(",")
-    if len(parts) != 3 or not all(part.strip().lstrip("-").isdigit() for part in parts):
+    if len(parts) != 3 or not all(part.isascii() and part.strip().lstrip("-").isdigit() for part in parts):
         raise InvalidArgumentError(
             f"--query {text!r}: pass image,row,col as three whole numbers, e.g. 0,5,7."
         )
@@ -275,12 +276,17 @@ def _run_patches(args: argparse.Namespace) -> None:
     else:
         from .attention_maps import attention
 
-        block = int(args.block) if args.block and args.block.lstrip("-").isdigit() else args.block
+        digits = args.block and args.block.isascii() and args.block.lstrip("-").isdigit()
+        block = int(args.block) if digits else args.block
         result = attention(bb, images[0], block=block, rollout=args.rollout)
         figure = figures.attention_figure(result, views[0])
         shares = ", ".join(f"{float(v):.2f}" for v in result.prefix_share)
         summary = f"attention at {result.block}, prefix share per head {shares}"
-    figure.savefig(args.out)
+    from .files import write_atomic
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    write_atomic(Path(args.out), buffer.getvalue())
     print(f"{args.out}: {summary}")
 
 
@@ -296,11 +302,15 @@ def _visualize_parser(sub: argparse.ArgumentParser, with_model) -> None:
 
 
 def _run_visualize(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from .errors import InvalidArgumentError
+    from .export import save_image
     from .feature_vis import visualize
+    from .files import make_folder
 
     parts = [part.strip() for part in args.channel.split(",")]
-    if not all(part.isdigit() for part in parts):
+    if not all(part.isascii() and part.isdigit() for part in parts):
         raise InvalidArgumentError(
             f"--channel {args.channel}: pass channel indices, comma-separated: 3 or 3,5,17."
         )
@@ -315,11 +325,10 @@ def _run_visualize(args: argparse.Namespace) -> None:
         method=args.method,
         progress=True,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(Path(args.out))
     for result in results:
         path = out / f"{result.stage}_{result.objective.replace(' ', '')}_{result.method}.png"
-        result.image.save(path)
+        save_image(np.asarray(result.image), path)
         print(f"{path}: {result.stage} {result.objective}, activation {result.activation:.3f}")
     if bb.weights == "random":
         print("note: random weights; these images show nothing the model learnt")

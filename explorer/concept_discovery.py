@@ -47,16 +47,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ._args import backbone as _backbone
+from ._args import shown, text, whole
 from .backbones import Backbone, load_backbone
 from .dataset.local import plan_shards, scan_shards
 from .dataset.reservoir import Reservoir, StageSample
-from .dataset.results import Exemplar, Scan
-from .dataset.scanner import BACKENDS, _progress, scan
+from .dataset.results import Exemplar, Scan, _read_small
+from .dataset.scanner import _progress, check_options, scan
 from .dataset.sources import SourceT, open_source
-from .dataset.store import DEFAULT_CACHE, cache_key, weights_digest
+from .dataset.store import DAMAGED, DEFAULT_CACHE, cache_key, weights_digest
 from .dictionary import Dictionary, fit_dictionary, require
 from .errors import CacheError, DatasetError, InvalidArgumentError, LayerNotFoundError
-from .files import make_folder, write_atomic
+from .files import as_path, make_folder, write_atomic
 
 __all__ = ["DEFAULT_SAMPLES", "ONE_IMAGE_SHARE", "Concepts", "concepts"]
 
@@ -199,13 +201,7 @@ class Concepts:
         return _encode_map(self._dictionary, maps)
 
     def _concept(self, concept: int) -> int:
-        if (
-            isinstance(concept, bool)
-            or not isinstance(concept, (int, np.integer))
-            or not 0 <= concept < len(self)
-        ):
-            raise InvalidArgumentError(f"concept={concept!r}; pass an integer from 0 to {len(self) - 1}.")
-        return int(concept)
+        return whole("concept", concept, maximum=len(self) - 1)
 
     def top(self, concept: int) -> list[Exemplar]:
         """The concept's exemplars, best first, exactly as :meth:`explorer.Scan.top` (value: the concept's
@@ -243,19 +239,28 @@ class Concepts:
         """
         from safetensors.torch import load
 
-        folder = Path(path).expanduser()
+        folder = as_path(path, CacheError).expanduser()
+        if backbone is not None:
+            _backbone(backbone, call="explorer.Concepts.load(folder, backbone=bb)")
         try:
-            record = json.loads((folder / "concepts.json").read_text())
+            record = json.loads(_read_small(folder / "concepts.json"))
             dictionary = Dictionary.from_tensors(
                 record["method"], load((folder / "concepts.safetensors").read_bytes())
             )
+            info = record["info"]
+            if not (isinstance(info, dict) and isinstance(record["quality"], dict)):
+                raise ValueError("concepts.json holds no info or quality mapping")
+            for key in ("spec", "stage", "weights_sha256", "method"):
+                if not isinstance(info[key], str):
+                    raise ValueError(f"info[{key!r}] is not a string")
         except FileNotFoundError as err:
             raise CacheError(
-                f"No saved concepts at {path}. Pass a folder written by concepts.save_html()."
+                f"No saved concepts at {shown(str(path))}. Pass a folder written by concepts.save_html()."
             ) from err
-        except (OSError, ValueError, KeyError) as err:
-            raise CacheError(f"The concepts at {folder} are damaged ({err}). Fit them again.") from err
-        info = record["info"]
+        except DAMAGED as err:
+            raise CacheError(
+                f"The concepts at {folder} are damaged ({shown(str(err))}). Fit them again."
+            ) from err
         if backbone is not None and weights_digest(backbone.model) != info["weights_sha256"]:
             raise InvalidArgumentError(
                 f"These concepts were fitted on other weights of {info['spec']!r}; pass the backbone they were "
@@ -269,7 +274,7 @@ class Concepts:
         with the concepts, so :meth:`load` reads the folder back. Returns the path of ``index.html``."""
         from .concept_report import write_concepts_report
 
-        folder = self.save(Path(folder).expanduser())
+        folder = self.save(as_path(folder).expanduser())
         return write_concepts_report(self, folder)
 
     def __repr__(self) -> str:
@@ -278,12 +283,6 @@ class Concepts:
             f"{len(self.scan)} images, relative error {self.relative_error:.3f}, "
             f"sparsity {self.sparsity:.1%}, {len(self.warnings)} warnings)"
         )
-
-
-def _integer(name: str, value: int, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InvalidArgumentError(f"{name}={value!r}; pass an integer of at least {low}.")
-    return int(value)
 
 
 def _fit(
@@ -403,16 +402,23 @@ def concepts(
         torch.Size([8, 16, 14, 14])
     """
     require(method)  # before any image is read
-    if backend not in BACKENDS:
-        raise InvalidArgumentError(f"backend={backend!r}; choose one of: {', '.join(BACKENDS)}.")
-    n_concepts, k, seed = (
-        _integer("n_concepts", n_concepts, 1),
-        _integer("k", k, 1),
-        _integer("seed", seed, 0),
+    stage = text(
+        "stage", stage, hint="pass a stage name (bb.stage_names), or None for the last.", optional=True
     )
-    samples = _integer("samples", samples, 1)
-    shard_size, batch_size = _integer("shard_size", shard_size, 1), _integer("batch_size", batch_size, 1)
-    num_workers = _integer("num_workers", num_workers, 0)
+    k, batch_size, shard_size, num_workers = check_options(
+        k=k,
+        cache=cache,
+        backend=backend,
+        address=address,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shard_size=shard_size,
+        pretrained=pretrained,
+        progress=progress,
+    )
+    n_concepts = whole("n_concepts", n_concepts, minimum=1)
+    seed = whole("seed", seed, maximum=2**32 - 1, hint=" scikit-learn's seeds are 32-bit.")
+    samples = whole("samples", samples, minimum=1)
     images = open_source(source)
     if len(images) < k:
         raise DatasetError(

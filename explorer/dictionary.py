@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._args import shown
 from .errors import InvalidArgumentError, MissingDependencyError
 
 __all__ = ["METHODS", "NNLS_STEPS", "Dictionary", "fit_dictionary", "nnls_codes", "require"]
@@ -95,8 +96,8 @@ class Dictionary:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor by name (for saving)."""
-        return {"basis": self.basis, **self.extra}
+        """Every tensor by name (for saving: contiguous, as safetensors requires)."""
+        return {name: tensor.contiguous() for name, tensor in {"basis": self.basis, **self.extra}.items()}
 
     @classmethod
     def from_tensors(cls, method: str, tensors: dict[str, torch.Tensor]) -> Dictionary:
@@ -131,8 +132,8 @@ class Dictionary:
 def require(method: str) -> None:
     """Raise :class:`~explorer.InvalidArgumentError` for an unknown method, or
     :class:`~explorer.MissingDependencyError` when scikit-learn (which every method uses) is missing."""
-    if method not in METHODS:
-        raise InvalidArgumentError(f"method={method!r}; choose one of: {', '.join(METHODS)}.")
+    if not isinstance(method, str) or method not in METHODS:
+        raise InvalidArgumentError(f"method={shown(method)}; choose one of: {', '.join(METHODS)}.")
     try:
         import sklearn  # noqa: F401
     except ImportError as err:

@@ -180,6 +180,10 @@ def magnitude_spectrum(images: Sequence[ImageInput] | None = None, size: int = 2
         torch.Size([3, 128, 65])
     """
     size = whole("size", size, minimum=16, maximum=1024)
+    if images is not None and (not isinstance(images, Sequence) or isinstance(images, (str, bytes))):
+        raise InvalidArgumentError(
+            f"images={shown(images)} ({type(images).__name__}); pass a list of images, or None for the sample photos."
+        )
     photos = list(sample_images().values()) if images is None else [load_image(i) for i in images]
     if not photos:
         raise InvalidArgumentError("spectrum=[] holds no image; pass images, or None for the sample photos.")

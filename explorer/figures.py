@@ -294,11 +294,7 @@ def stage_grid_figure(
     grid, layout = render_grid(
         fmap, channels, norm=norm, cmap=cmap, clip=clip, vrange=vrange, cols=cols, pad=2, return_layout=True
     )
-    width = real("width", width, hint="pass the figure's width in inches, for example 6.")
-    dpi = whole("dpi", dpi, minimum=1, maximum=2400)
-    title = text("title", title, hint="pass a string or None.", optional=True)
-    if not 0 < width <= 200:
-        raise InvalidArgumentError(f"width={width}; pass a width in inches from 0 to 200, for example 6.")
+    title, width, dpi = _page(title, width, dpi)
     aspect = grid.shape[0] / grid.shape[1]
     figure = Figure(figsize=(width, width * aspect * 0.85 + 0.6), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
@@ -328,6 +324,43 @@ def stage_grid_figure(
     return figure
 
 
+def _page(title: object, width: object, dpi: object) -> tuple[str | None, float, int]:
+    """A matplotlib figure's title, width (inches) and resolution, checked."""
+    title = text("title", title, hint="pass a string or None.", optional=True)
+    width = real("width", width, hint="pass the figure's width in inches, for example 6.")
+    if not 0 < width <= 200:
+        raise InvalidArgumentError(f"width={width}; pass a width in inches from 0 to 200, for example 6.")
+    return title, width, whole("dpi", dpi, minimum=1, maximum=2400)
+
+
+def _result(result: object, kind: type, maker: str) -> None:
+    if not isinstance(result, kind):
+        raise InvalidArgumentError(
+            f"result={shown(result)} ({type(result).__name__}); pass the {kind.__name__} that {maker} returns."
+        )
+
+
+def _views(images: object, count: int) -> list[np.ndarray] | None:
+    """The images drawn under the maps, read as :func:`~explorer.load_image` reads any image: one per map."""
+    from .images import load_image
+
+    if images is None:
+        return None
+    if not isinstance(images, Sequence) or isinstance(images, (str, bytes)) or len(images) != count:
+        raise InvalidArgumentError(
+            f"images={shown(images)}; pass a list of {count} images (one per map, as the model saw them: "
+            "explorer.model_view(image, bb.preprocess)), or None."
+        )
+    return [np.asarray(load_image(image)) for image in images]
+
+
+def _cmap(cmap: object) -> str:
+    from .render import colormap_lut
+
+    colormap_lut(cmap)  # refuses what matplotlib does not name
+    return cmap
+
+
 def _panel_figure(count: int, width: float, dpi: int, rows: int = 1) -> tuple[Figure, list]:
     """A constrained-layout ``Figure`` (object API, Agg canvas) with ``rows`` x ``count`` axes, axes off."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -340,10 +373,6 @@ def _panel_figure(count: int, width: float, dpi: int, rows: int = 1) -> tuple[Fi
     for axis in axes.flat:
         axis.set_axis_off()
     return figure, axes
-
-
-def _pixels(image) -> np.ndarray | None:
-    return None if image is None else np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
 
 
 def patch_pca_figure(
@@ -369,12 +398,17 @@ def patch_pca_figure(
     import matplotlib
     from matplotlib.colors import LinearSegmentedColormap, Normalize
 
+    from .patch_views import PatchPCA
+
+    _result(result, PatchPCA, "explorer.pca()")
+    title, width, dpi = _page(title, width, dpi)
     count = result.rgb.shape[0]
-    rows = 2 if images is not None else 1
+    views = _views(images, count)
+    rows = 2 if views is not None else 1
     figure, axes = _panel_figure(count, width, dpi, rows)
     for index in range(count):
-        if images is not None:
-            axes[0, index].imshow(_pixels(images[index]))
+        if views is not None:
+            axes[0, index].imshow(views[index])
         axes[-1, index].imshow(result.rgb[index], interpolation="nearest")
     basis = result.basis
     for k in range(min(3, basis.components.shape[0])):
@@ -416,8 +450,14 @@ def similarity_figure(
     import matplotlib
     from matplotlib.colors import Normalize
 
+    from .patch_views import Similarity
+
+    _result(result, Similarity, "explorer.similarity()")
+    title, width, dpi = _page(title, width, dpi)
+    cmap = _cmap(cmap)
     maps = result.maps.float().cpu().numpy()
     count, height, width_cells = maps.shape
+    views = _views(images, count)
     low, high = float(maps.min()), float(maps.max())
     figure, axes = _panel_figure(count, width, dpi)
     query_image, query_row, query_col = result.query
@@ -425,8 +465,8 @@ def similarity_figure(
         axis = axes[0, index]
         extent = (-0.5, width_cells - 0.5, height - 0.5, -0.5)  # cell centres at integer positions
         alpha = 1.0
-        if images is not None:
-            axis.imshow(_pixels(images[index]), extent=extent)
+        if views is not None:
+            axis.imshow(views[index], extent=extent)
             alpha = 0.6
         axis.imshow(
             maps[index], cmap=cmap, vmin=low, vmax=high, alpha=alpha, extent=extent, interpolation="bilinear"
@@ -474,9 +514,15 @@ def attention_figure(
     import matplotlib
     from matplotlib.colors import Normalize
 
+    from .attention_maps import Attention
+
+    _result(result, Attention, "explorer.attention()")
+    title, width, dpi = _page(title, width, dpi)
+    cmap = _cmap(cmap)
+    view = None if image is None else _views([image], 1)[0]
     maps = result.maps.float().cpu().numpy()
     heads = maps.shape[0]
-    panels = [("image", None)] if image is not None else []
+    panels = [("image", None)] if view is not None else []
     panels += [(f"head {h}: {float(result.prefix_share[h]):.0%} to prefix", maps[h]) for h in range(heads)]
     if result.rollout is not None:
         panels.append(("rollout (own scale)", result.rollout.float().cpu().numpy()))
@@ -486,7 +532,7 @@ def attention_figure(
     low, high = float(maps.min()), float(maps.max())
     for axis, (label, values) in zip(axes.flat, panels):
         if values is None:
-            axis.imshow(_pixels(image))
+            axis.imshow(view)
         elif label.startswith("rollout"):
             axis.imshow(values, cmap=cmap, interpolation="nearest")
         else:

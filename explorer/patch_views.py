@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._args import backbone as _backbone
 from ._args import real, shown, whole
 from .errors import InvalidArgumentError
 from .hooks import FeatureMaps
@@ -370,6 +371,7 @@ def pca(
         >>> pca(bb, more_photos, stage="blocks.4", fit=pv.basis).rgb.shape     # the same colours
         (2, 14, 14, 3)
     """
+    _backbone(backbone, call="explorer.pca(bb, images)")
     if foreground is not None and foreground != "auto":
         real("foreground", foreground, hint='pass None, "auto" (Otsu) or a float threshold.')
     display = _size(size)
@@ -444,6 +446,7 @@ def similarity(
         >>> sim.maps.shape, sim.upsampled.shape, sim.best[0]
         (torch.Size([4, 14, 14]), torch.Size([4, 224, 224]), (4, 7))
     """
+    _backbone(backbone, call="explorer.similarity(bb, images, query=(0, row, col))")
     display = _size(size)
     name, fmap = stage_grid(backbone, images, stage)
     batch, _, height, width = fmap.shape

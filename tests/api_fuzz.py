@@ -42,7 +42,7 @@ FAMILIES: dict[str, list[str]] = {
 """The hostile value kinds, by family."""
 
 CLI_FAMILIES: dict[str, list[str]] = {
-    "wrong type": ["a word", "superscript"],
+    "wrong type": ["a word", "superscript", "superscript in a list"],
     "empty": [""],
     "huge": ["9" * 40],
     "negative": ["-1"],
@@ -57,30 +57,32 @@ SKIPPED = {
     "ExplorerState": "the panel's state; the panel tests cover it",
     "Backbone": "built by load_backbone(); its methods are generated instead",
     "Scan": "built by scan() and Scan.load(); its methods are generated instead",
-    "Concepts": "built by concepts() and Concepts.load()",
+    "Concepts": "built by concepts() and Concepts.load(); its methods are generated instead",
 }
-_NOT_YET = (
-    "added in this round; its hostile-input hardening is open (303 generated cases failed at the merge)"
-)
-SKIPPED |= dict.fromkeys(
-    [
-        "pca",
-        "similarity",
-        "attention",
-        "visualize",
-        "magnitude_spectrum",
-        "concepts",
-        "patch_pca_figure",
-        "similarity_figure",
-        "attention_figure",
-    ],
-    _NOT_YET,
-)
 """Public names that are not called directly, and why."""
 
-CLI_SKIPPED = {"lab": "starts JupyterLab in place of the process"} | dict.fromkeys(
-    ["pca", "similarity", "attention", "visualize", "concepts"], _NOT_YET
-)
+CLI_SKIPPED = {"lab": "starts JupyterLab in place of the process"}
+
+OWNERS = {
+    "Backbone": "bb",
+    "FeatureMaps": "maps",
+    "ChannelStats": "stats",
+    "ChannelDifference": "diff",
+    "Histogram": "histogram",
+    "Scan": "scan",
+    "Concepts": "con",
+}
+"""Public classes whose methods are called, and the name of the working instance (:meth:`Baseline.owner`).
+Every public class with public methods is here, in :data:`SKIPPED` or in :data:`NOT_YET_CALLED` (the test
+checks)."""
+
+NOT_YET_CALLED = {
+    "GridLayout": "box() and locate() take any value (14 generated cases fail); render.py is being split into "
+    "render/ by issue 24 this round, and its checks go in with the split",
+    "Preprocess": "normalize(), pixel_values() and view() pass anything to torchvision (21 generated cases "
+    "fail); the Preprocess classes are issue 18a's this round",
+}
+"""Public classes with methods that are not called yet, and why (each a known gap, listed in the report)."""
 
 
 def _nested(depth: int = 100_000) -> list:
@@ -137,28 +139,26 @@ def targets() -> list[tuple[str, list[tuple[str, bool]]]]:
             continue
         if callable(obj) and (signature := _signature(obj)) is not None:
             found.append((name, _parameters(signature)))
-    for owner, cls in (
-        ("bb", explorer.Backbone),
-        ("maps", explorer.FeatureMaps),
-        ("stats", explorer.ChannelStats),
-        ("scan", explorer.Scan),
-    ):
-        for attr, member in inspect.getmembers(cls):
-            if (
-                attr.startswith("_")
-                and attr != "__call__"
-                or not callable(member)
-                or isinstance(member, type)
-            ):
-                continue
-            if cls is explorer.FeatureMaps and hasattr(dict, attr):  # dict's own methods
-                continue
+    for class_name, owner in OWNERS.items():
+        for attr, member in methods(getattr(explorer, class_name)):
             signature = _signature(member)
             if signature is None:
                 continue
             parameters = [p for p in _parameters(signature) if p[0] not in ("self", "cls")]
             found.append((f"{owner}.{attr}", parameters))
     return found
+
+
+def methods(cls: type) -> list[tuple[str, object]]:
+    """The public methods of a public class (``__call__`` included; a dict's own methods left out)."""
+    return [
+        (attr, member)
+        for attr, member in inspect.getmembers(cls)
+        if (not attr.startswith("_") or attr == "__call__")
+        and callable(member)
+        and not isinstance(member, type)
+        and not (issubclass(cls, dict) and hasattr(dict, attr))
+    ]
 
 
 def _parameters(signature: inspect.Signature) -> list[tuple[str, bool]]:
@@ -185,9 +185,9 @@ def generate() -> list[dict]:
     return cases
 
 
-def cli_arguments() -> dict[str, list[str]]:
-    """Each subcommand of the ``explorer`` parser and its arguments that take a value (positional names and
-    option strings), read from the parser itself."""
+def cli_arguments(skipped: dict = CLI_SKIPPED) -> dict[str, list[str]]:
+    """Each subcommand of the ``explorer`` parser (but ``skipped``) and its arguments that take a value
+    (positional names and option strings), read from the parser itself."""
     import argparse
 
     from explorer.cli import _parser
@@ -196,7 +196,7 @@ def cli_arguments() -> dict[str, list[str]]:
     for action in _parser()._actions:
         if isinstance(action, argparse._SubParsersAction):
             for command, sub in action.choices.items():
-                if command in CLI_SKIPPED:
+                if command in skipped:
                     continue
                 found[command] = [
                     a.option_strings[-1] if a.option_strings else a.dest
@@ -242,6 +242,20 @@ class Baseline:
         self.scan = explorer.scan(bb, images, k=2, num_workers=0, cache=None, progress=False)
         self.saved_scan = self.scan.save(root / "saved-scan")
         self.maps_file = explorer.save_feature_maps(self.maps, root / "maps.safetensors")
+        self.diff = explorer.channel_difference(self.fmap, self.fmap.flip(-1))
+        self.histogram = explorer.histogram(self.fmap)
+        self.pca = explorer.pca(bb, [self.image, self.image_path], stage="layer1")
+        self.similarity = explorer.similarity(
+            bb, [self.image, self.image_path], stage="layer1", query=(0, 1, 1)
+        )
+        vit = explorer.load_backbone("test_vit", pretrained=False, device="cpu")
+        vit.preprocess = TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
+        self.vit = vit
+        self.attention = explorer.attention(vit, self.image, rollout=True)
+        self.concepts = explorer.concepts(
+            bb, images, stage="layer1", n_concepts=2, k=2, cache=None, num_workers=0, progress=False
+        )
+        self.saved_concepts = self.concepts.save(root / "saved-concepts")
         self.counter = 0
 
     def out(self, suffix: str) -> Path:
@@ -275,6 +289,15 @@ class Baseline:
             ("bb.layout", "name"): "layer1",
             ("overlay", "channel_map"): self.fmap[0],
             ("heatmap_figure", "channel_map"): self.fmap[0],
+            ("attention", "backbone"): self.vit,
+            ("con.encode", "maps"): self.maps,
+            ("con.load", "path"): self.saved_concepts,
+            ("con.save", "folder"): self.out(""),
+            ("con.save_html", "folder"): self.out(""),
+            ("channel_difference", "b"): self.fmap.flip(-1),
+            ("patch_pca_figure", "result"): self.pca,
+            ("similarity_figure", "result"): self.similarity,
+            ("attention_figure", "result"): self.attention,
         }
         if (call, parameter) in specific:
             return specific[call, parameter]
@@ -298,11 +321,21 @@ class Baseline:
             "cmap": "viridis",
             "spec": "test_resnet",
             "layers": ["layer1"],
+            "source": self.folder,
+            "concept": 0,
         }
         return general.get(parameter)
 
     def owner(self, name: str):
-        return {"bb": self.bb, "maps": self.maps, "stats": self.stats, "scan": self.scan}[name]
+        return {
+            "bb": self.bb,
+            "maps": self.maps,
+            "stats": self.stats,
+            "diff": self.diff,
+            "histogram": self.histogram,
+            "scan": self.scan,
+            "con": self.concepts,
+        }[name]
 
 
 def np_grid():
@@ -323,6 +356,21 @@ def resolve(call: str, baseline: Baseline):
     return getattr(explorer, call)
 
 
+def quiet_settings(call: str) -> dict:
+    """Settings that keep a working call offline, on the CPU, in memory, in this process, and small."""
+    quiet = {"pretrained": False, "device": "cpu", "cache": None, "progress": False, "num_workers": 0}
+    small = {
+        "concepts": {"stage": "layer1", "n_concepts": 2, "k": 2},
+        "visualize": {"steps": 1, "size": 16},
+        "magnitude_spectrum": {"size": 16},
+        "pca": {"stage": "layer1"},
+        "similarity": {"stage": "layer1"},
+    }
+    if call in ("load_backbone", "scan", "concepts"):
+        return quiet | small.get(call, {})
+    return small.get(call, {})
+
+
 def run_call(case: dict, baseline: Baseline, parameters: dict[str, list[tuple[str, bool]]]) -> dict:
     import explorer
 
@@ -333,12 +381,9 @@ def run_call(case: dict, baseline: Baseline, parameters: dict[str, list[tuple[st
             kwargs[name] = value(case["kind"])
         elif required:
             kwargs[name] = baseline.argument(case["call"], name)
-    quiet = {"pretrained": False, "device": "cpu", "cache": None, "progress": False, "num_workers": 0}
-    if case["call"] in ("load_backbone", "scan"):  # offline, on the CPU, in memory, in this process
-        names = {name for name, _ in parameters[case["call"]]} | {"pretrained", "device"}
-        for name, setting in quiet.items():
-            if name in names and name != case["param"]:
-                kwargs[name] = setting
+    for name, setting in quiet_settings(case["call"]).items():
+        if name != case["param"] and name in dict(parameters[case["call"]]):
+            kwargs[name] = setting
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -358,15 +403,24 @@ def cli_argv(command: str, baseline: Baseline, replace: str | None = None, word:
     sub = next(
         a.choices[command] for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict)
     )
+    folders = ("scan", "concepts", "visualize")  # write a folder, not one image
     working = {
-        "spec": "test_resnet",
+        "spec": "test_vit" if command == "attention" else "test_resnet",
         "image": str(baseline.image_path),
+        "images": str(baseline.image_path),
         "source": str(baseline.folder),
-        "--out": str(baseline.out(".png" if command != "scan" else "")),
+        "--out": str(baseline.out("" if command in folders else ".png")),
         "--device": "cpu",
         "--workers": "0",
         "--csv": str(baseline.out(".csv")),
+        "--query": "0,1,1",
+        "--channel": "0",
+        "--steps": "1",
+        "--size": "16",
+        "--n-concepts": "2",
     }
+    if command == "concepts":
+        working |= {"--k": "2", "--stage": "layer1"}
     argv = [command]
     for action in sub._actions:
         if action.nargs == 0:
@@ -393,6 +447,8 @@ def run_cli(case: dict, baseline: Baseline) -> dict:
         word = "zebra"
     elif word == "superscript":
         word = "²"
+    elif word == "superscript in a list":
+        word = "0,²,1"
     argv = cli_argv(case["cli"], baseline, case["arg"], word)
     err, out = io.StringIO(), io.StringIO()
     try:

@@ -83,15 +83,53 @@ def summary(cases: list[dict], results: list[dict | None]) -> dict[str, tuple[in
     return {family: (n, bad) for family, (n, bad) in counts.items()}
 
 
+def test_every_public_name_is_called_or_skipped_with_a_reason():
+    """Nothing public is left out silently: each function is called, each class with methods has a working
+    instance whose methods are called (or a reason in SKIPPED), and only the panel is skipped."""
+    import explorer
+
+    called = {name for name, _ in api_fuzz.targets()}
+    for name in explorer.__all__:
+        obj = getattr(explorer, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            continue
+        if isinstance(obj, type):
+            covered = (
+                name in api_fuzz.OWNERS
+                or name in api_fuzz.SKIPPED
+                or name in api_fuzz.NOT_YET_CALLED
+                or not api_fuzz.methods(obj)
+            )
+            assert covered, f"{name} has public methods but no working instance in api_fuzz.OWNERS"
+        else:
+            assert name in called or name in api_fuzz.SKIPPED, name
+    assert set(api_fuzz.SKIPPED) == {"Explorer", "ExplorerState", "Backbone", "Scan", "Concepts"}
+    assert {"Backbone", "Scan", "Concepts"} <= set(api_fuzz.OWNERS)
+    assert set(api_fuzz.NOT_YET_CALLED) == {"GridLayout", "Preprocess"}
+
+
 @pytest.mark.slow
 def test_only_explorer_errors_escape_the_public_api(tmp_path):
     cases = api_fuzz.generate()
     calls = {case["call"] for case in cases if "call" in case}
     commands = {case["cli"] for case in cases if "cli" in case}
     assert {"scan", "cam", "load_backbone", "render_grid", "scan.top", "bb.extract"} <= calls
-    assert commands == {"stages", "render", "stats", "scan", "cam"}  # and api_fuzz.CLI_SKIPPED
+    assert {
+        "pca",
+        "similarity",
+        "attention",
+        "visualize",
+        "concepts",
+        "con.load",
+        "attention_figure",
+    } <= calls
+    every = set(api_fuzz.cli_arguments(skipped={}))
+    assert commands == every - set(api_fuzz.CLI_SKIPPED) and set(api_fuzz.CLI_SKIPPED) == {"lab"}
     assert set(summary(cases, [None] * len(cases))) == set(api_fuzz.FAMILIES)
     results = run_cases(cases, tmp_path)
+    counts = summary(cases, results)
+    print("\ngenerated cases per family (cases, failed):", json.dumps(counts))
+    (tmp_path / "counts.json").write_text(json.dumps(counts))
     failed = [
         f"{case.get('call') or case.get('cli')}({case.get('param') or case.get('arg')}={case.get('kind') or case.get('word')!r:.30}): {why}"
         for case, result in zip(cases, results)

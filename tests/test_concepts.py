@@ -367,7 +367,7 @@ def test_bad_input_names_the_fix(bb, folder, arguments, error, match):
 
 
 def test_bad_concept_or_maps(con):
-    with pytest.raises(explorer.InvalidArgumentError, match="pass an integer from 0 to 5"):
+    with pytest.raises(explorer.InvalidArgumentError, match="concept=6; pass a whole number from 0 to 5"):
         con.top(6)
     with pytest.raises(explorer.InvalidArgumentError, match=r"takes \(N, 128, h, w\) maps"):
         con.encode(torch.zeros(128, 8, 8))

@@ -7,6 +7,7 @@ hostile message costs is measured in a fresh interpreter.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import subprocess
@@ -160,6 +161,32 @@ def test_uploads_in_flight_are_bounded_and_unfinished_ones_expire():
     send(upload, *chunks(b"xy", key="g")[0])  # any message expires the stale ones first
     assert upload.pending_bytes == 0 and recorder.files == [("f.png", b"xy")]
     assert sum("stopped before it was complete" in e for e in recorder.errors) == MAX_IN_FLIGHT
+
+
+def test_an_unfinished_upload_is_dropped_by_the_timer_with_no_further_message():
+    """In a kernel the timer runs on the event loop: the file is dropped and reported although the browser never
+    sends another message; a file that completes in time is delivered and leaves no timer behind."""
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        dropped = asyncio.Event()
+        upload = Upload(
+            on_file=lambda name, data: recorder.files.append((name, data)),
+            on_refused=lambda *_: None,
+            on_error=lambda message: (recorder.errors.append(message), dropped.set()),
+            chunk_bytes=CHUNK,
+            timeout=0.05,
+        )
+        send(upload, *chunks(bytes(3000), key="stalled")[0])
+        assert upload.pending_bytes == CHUNK and upload._timer is not None
+        await asyncio.wait_for(dropped.wait(), timeout=60)  # a bound on a hang, not a timing
+        assert upload.pending_bytes == 0 and upload._timer is None
+        for message in chunks(b"whole", key="quick"):
+            send(upload, *message)
+        assert upload._timer is None and recorder.files == [("f.png", b"whole")]
+
+    asyncio.run(scenario())
+    assert len(recorder.errors) == 1 and "stopped before it was complete" in recorder.errors[0]
 
 
 def test_pending_bytes_are_capped_across_files():

@@ -92,7 +92,7 @@ def _saved_folder(path: str | os.PathLike) -> Path:
 def _read_small(path: Path) -> str:
     size = path.stat().st_size
     if size > MAX_RECORD_BYTES:
-        raise ValueError(f"scan.json is {size:,} bytes, over {MAX_RECORD_BYTES:,}")
+        raise ValueError(f"{path.name} is {size:,} bytes, over {MAX_RECORD_BYTES:,}")
     return path.read_text(encoding="utf-8")
 
 

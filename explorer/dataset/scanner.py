@@ -34,7 +34,7 @@ from .results import Scan
 from .sources import SourceT, open_source
 from .store import DEFAULT_CACHE, FORMAT_VERSION, ShardResult, ShardStore, cache_key, weights_digest
 
-__all__ = ["BACKENDS", "scan"]
+__all__ = ["BACKENDS", "check_options", "scan"]
 
 _log = logging.getLogger(__name__)
 
@@ -136,6 +136,58 @@ def _progress(total: int, initial: int, progress: bool | Callable[[int, int], No
     )
 
 
+def check_options(
+    *,
+    k: object,
+    cache: object,
+    backend: object,
+    address: object,
+    batch_size: object,
+    num_workers: object,
+    shard_size: object,
+    pretrained: object,
+    progress: object,
+) -> tuple[int, int, int, int]:
+    """Check the options every scan takes (:func:`scan`'s, and those :func:`~explorer.concepts` passes on)
+    before anything is read or allocated; returns ``(k, batch_size, shard_size, num_workers)`` as ints.
+
+    Raises:
+        InvalidArgumentError: the first option of the wrong type or out of range, with the fix.
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise InvalidArgumentError(f"backend={shown(backend)}; choose one of: {', '.join(BACKENDS)}.")
+    k = whole("k", k, minimum=1, maximum=MAX_K, hint=" A channel's exemplars past the first few add little.")
+    batch_size = whole("batch_size", batch_size, minimum=1, maximum=_MOST)
+    shard_size = whole("shard_size", shard_size, minimum=1, maximum=_MOST)
+    cpus = os.cpu_count() or 1
+    num_workers = whole(
+        "num_workers",
+        num_workers,
+        minimum=0,
+        maximum=max(8, 4 * cpus),
+        hint=f" This machine has {cpus} CPUs; 0 reads in this process.",
+    )
+    if address is not None and not isinstance(address, str):
+        raise InvalidArgumentError(
+            f"address={shown(address)}; pass a Ray address such as 'ray://head:10001'."
+        )
+    if not isinstance(pretrained, bool):
+        raise InvalidArgumentError(f"pretrained={shown(pretrained)}; pass True or False.")
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise InvalidArgumentError(
+            f"progress={shown(progress)}; pass True, False or a function (done, total)."
+        )
+    if cache is not None and not isinstance(cache, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"cache={shown(cache)}; pass a folder, or None to keep the scan in memory."
+        )
+    if cache is not None and ("\x00" in str(cache) or not str(cache).strip()):
+        raise InvalidArgumentError(
+            f"cache={shown(str(cache))} is empty or holds a NUL byte; pass a folder, or None."
+        )
+    return k, batch_size, shard_size, num_workers
+
+
 def scan(
     backbone: str | os.PathLike | Backbone,
     source: SourceT,
@@ -205,37 +257,17 @@ def scan(
         >>> scan.top("blocks.2", 17)[0]
         Exemplar(source='photos/cat.jpg', index=3, value=9.43, cell=(3, 20), box=(144, 8, 184, 48))
     """
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise InvalidArgumentError(f"backend={shown(backend)}; choose one of: {', '.join(BACKENDS)}.")
-    k = whole("k", k, minimum=1, maximum=MAX_K, hint=" A channel's exemplars past the first few add little.")
-    batch_size = whole("batch_size", batch_size, minimum=1, maximum=_MOST)
-    shard_size = whole("shard_size", shard_size, minimum=1, maximum=_MOST)
-    cpus = os.cpu_count() or 1
-    num_workers = whole(
-        "num_workers",
-        num_workers,
-        minimum=0,
-        maximum=max(8, 4 * cpus),
-        hint=f" This machine has {cpus} CPUs; 0 reads in this process.",
+    k, batch_size, shard_size, num_workers = check_options(
+        k=k,
+        cache=cache,
+        backend=backend,
+        address=address,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shard_size=shard_size,
+        pretrained=pretrained,
+        progress=progress,
     )
-    if address is not None and not isinstance(address, str):
-        raise InvalidArgumentError(
-            f"address={shown(address)}; pass a Ray address such as 'ray://head:10001'."
-        )
-    if not isinstance(pretrained, bool):
-        raise InvalidArgumentError(f"pretrained={shown(pretrained)}; pass True or False.")
-    if not (isinstance(progress, bool) or callable(progress)):
-        raise InvalidArgumentError(
-            f"progress={shown(progress)}; pass True, False or a function (done, total)."
-        )
-    if cache is not None and not isinstance(cache, (str, os.PathLike)):
-        raise InvalidArgumentError(
-            f"cache={shown(cache)}; pass a folder, or None to keep the scan in memory."
-        )
-    if cache is not None and ("\x00" in str(cache) or not str(cache).strip()):
-        raise InvalidArgumentError(
-            f"cache={shown(str(cache))} is empty or holds a NUL byte; pass a folder, or None."
-        )
     if project is not None and not isinstance(getattr(project, "digest", None), str):
         raise InvalidArgumentError(
             "project= needs a digest attribute (a string that changes with what it computes) for the cache key."

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -98,6 +99,19 @@ class ImageView(anywidget.AnyWidget):
                 self.on_pick(*at)
 
 
+MAX_IN_FLIGHT = 3
+"""Files the kernel assembles at once (the browser sends one file at a time)."""
+
+MAX_PENDING_BYTES = 2 * MAX_UPLOAD_BYTES
+"""Bytes the kernel holds for unfinished files, in all."""
+
+UPLOAD_TIMEOUT = 120.0
+"""Seconds without a chunk after which an unfinished file is dropped (the default of ``Upload(timeout=...)``)."""
+
+MAX_NAME = 1024
+"""Longest file name taken."""
+
+
 class Upload(anywidget.AnyWidget):
     """A file button; ``on_file(name, data)`` is called for each file received, ``on_refused(name, size)`` for
     each file over ``max_bytes`` (nothing of it was sent), ``on_error(message)`` for a message the kernel refuses.
@@ -105,7 +119,8 @@ class Upload(anywidget.AnyWidget):
     The kernel trusts nothing the browser says: every chunk message is checked (its id, name, declared size, chunk
     count and index, and the chunk's length against ``chunk_bytes``) before any of it is kept; a file's declared
     size is capped at ``max_bytes`` here too; at most :data:`MAX_IN_FLIGHT` files are assembled at once, holding
-    at most :data:`MAX_PENDING_BYTES` in all; a file with no chunk for :data:`UPLOAD_TIMEOUT` seconds is dropped.
+    at most :data:`MAX_PENDING_BYTES` in all; a file with no chunk for ``timeout`` seconds is dropped, by a timer
+    on the kernel's event loop (so on the kernel's thread) armed while files are unfinished, and at every message.
     A refused message drops its file and is reported through ``on_error`` (the panel's status line).
 
     Example::
@@ -126,12 +141,14 @@ class Upload(anywidget.AnyWidget):
         on_refused: Callable[[str, int], None],
         on_error: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        timeout: float = UPLOAD_TIMEOUT,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.on_file, self.on_refused, self.on_error = on_file, on_refused, on_error
-        self._clock = clock
+        self._clock, self._timeout = clock, timeout
         self._files: dict[str, _Partial] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self.on_msg(self._on_message)
 
     @property
@@ -149,13 +166,34 @@ class Upload(anywidget.AnyWidget):
             _log.warning("upload message refused: %s", err)
             if self.on_error is not None:
                 self.on_error(f"Upload refused: {err}. Choose the file again.")
+        self._arm()
+
+    def _arm(self) -> None:
+        """Schedule the next expiry check on the running event loop (the kernel's) for the oldest unfinished
+        file; none without unfinished files or outside a loop (then every message checks)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._files:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        due = min(partial.last for partial in self._files.values()) + self._timeout - self._clock()
+        self._timer = loop.call_later(max(due, 0.0), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._expire()
+        self._arm()
 
     def _expire(self) -> None:
         now = self._clock()
         for key, partial in list(self._files.items()):
-            if now - partial.last > UPLOAD_TIMEOUT:
+            if now - partial.last >= self._timeout:
                 del self._files[key]
-                _log.warning("upload of %s dropped: no chunk for %.0f s", partial.name, UPLOAD_TIMEOUT)
+                _log.warning("upload of %s dropped: no chunk for %.0f s", partial.name, self._timeout)
                 if self.on_error is not None:
                     self.on_error(
                         f"The upload of {partial.name} stopped before it was complete; choose the file again."
@@ -210,19 +248,6 @@ class Upload(anywidget.AnyWidget):
         if len(partial.parts) == count:
             del self._files[key]
             self.on_file(name, b"".join(partial.parts[i] for i in range(count)))
-
-
-MAX_IN_FLIGHT = 3
-"""Files the kernel assembles at once (the browser sends one file at a time)."""
-
-MAX_PENDING_BYTES = 2 * MAX_UPLOAD_BYTES
-"""Bytes the kernel holds for unfinished files, in all."""
-
-UPLOAD_TIMEOUT = 120.0
-"""Seconds without a chunk after which an unfinished file is dropped (checked at every message)."""
-
-MAX_NAME = 1024
-"""Longest file name taken."""
 
 
 class _Malformed(Exception):
