@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._args import shown, whole
+from .._args import real, shown, whole
 from ..errors import InvalidArgumentError
 from ..stats import STAT_NAMES, ChannelStats, channel_stats
 from .channels import ChannelsT, select_channels
@@ -95,6 +95,8 @@ class GridLayout:
 
     def box(self, position: int) -> tuple[int, int, int, int]:
         """``(top, left, bottom, right)`` pixel bounds (end exclusive) of the tile at ``position``."""
+        last = len(self.channels) - 1
+        position = whole("position", position, maximum=last, hint=f" Tiles are numbered 0 to {last}.")
         row, col = divmod(position, self.cols)
         top = self.pad + row * (self.tile[0] + self.pad)
         left = self.pad + col * (self.tile[1] + self.pad)
@@ -110,9 +112,11 @@ class GridLayout:
             >>> layout.locate(60, 3)          # 1 px padding: the 2nd tile, 3rd row and column
             (1, 2, 2)
         """
+        hint = "pass the pixel's coordinates in the grid image, x to the right and y down."
+        x, y = math.floor(real("x", x, hint=hint)), math.floor(real("y", y, hint=hint))
         height, width = self.tile
-        col, dx = divmod(int(x) - self.pad, width + self.pad)
-        row, dy = divmod(int(y) - self.pad, height + self.pad)
+        col, dx = divmod(x - self.pad, width + self.pad)
+        row, dy = divmod(y - self.pad, height + self.pad)
         position = row * self.cols + col
         if min(col, row, dx, dy) < 0 or dx >= width or dy >= height or col >= self.cols:
             return None
