@@ -153,8 +153,8 @@ class HFBackbone(Backbone):
         refused = [name for name in self._out_features if name not in self.served]
         if refused:
             raise StageSelectionError(
-                f"This {type(self.model).__name__} was built to output {self.served} only, so {refused} cannot be "
-                "selected. " + self.why_served
+                f"This {type(self.model).__name__} outputs {self.served} only; {refused} cannot be selected. "
+                + self.why_served
             )
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
