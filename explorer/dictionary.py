@@ -35,10 +35,11 @@ import numpy as np
 import torch
 
 from .errors import InvalidArgumentError, MissingDependencyError
+from .vocabulary import CONCEPT_METHODS
 
 __all__ = ["METHODS", "NNLS_STEPS", "Dictionary", "fit_dictionary", "nnls_codes", "require"]
 
-METHODS = ("nmf", "semi-nmf", "topk-sae")
+METHODS = CONCEPT_METHODS
 """The values ``method=`` takes."""
 
 NNLS_STEPS = 200

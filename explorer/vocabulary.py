@@ -10,10 +10,13 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["NORMS", "STAT_NAMES"]
+__all__ = ["CONCEPT_METHODS", "NORMS", "STAT_NAMES"]
 
 NORMS = ("channel", "stage", "global", "symmetric")
 """The normalisations :func:`explorer.render_grid` accepts."""
 
 STAT_NAMES = ("mean", "std", "min", "max", "l2", "sparsity", "positive", "nonfinite")
 """The per-channel statistics of :class:`explorer.ChannelStats`, in table order."""
+
+CONCEPT_METHODS = ("nmf", "semi-nmf", "topk-sae")
+"""The dictionaries :func:`explorer.concepts` fits (its ``method=``)."""
