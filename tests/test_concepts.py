@@ -411,7 +411,7 @@ def test_cli_writes_the_report_and_refuses_bad_input(folder, tmp_path, capsys):
         main(
             [
                 *arguments,
-                "--n-concepts",
+                "--n",  # the spelling; --n-concepts below
                 "4",
                 "--method",
                 "semi-nmf",
