@@ -14,9 +14,10 @@ as ``codes @ basis`` with non-negative ``codes``. How the codes are found depend
   ``codes = TopK(ReLU(A @ encoder + encoder_bias))``, ``A ≈ codes @ basis`` (no decoder bias, so a concept is a
   direction from the origin as in the NMFs); trained with Adam on unit-norm directions.
 
-Overcomplete (the library gathering these for vision) is not used: its wheel requires ``opencv-python``, which
-clobbers the ``opencv-python-headless`` that grad-cam's extra installs (both own the ``cv2`` package), and
-``import overcomplete`` loads its whole model zoo and plotting stack. The algorithms are short; they are here.
+Overcomplete (the library gathering these for vision) is not used: its wheel (0.3.0 on PyPI) requires
+``opencv-python`` (and torchvision, einops, matplotlib), which clobbers the ``opencv-python-headless`` that
+grad-cam's extra installs (both own the ``cv2`` package), and ``import overcomplete`` loads its whole model zoo
+and plotting stack. The algorithms are short; they are here.
 
 Example::
 
