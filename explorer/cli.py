@@ -141,7 +141,9 @@ def _concepts_parser(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("spec", help='checkpoint: "default", a timm name, "hf:...", "hf-hub:...", a path')
     sub.add_argument("source", help="a folder of images (recursive)")
     sub.add_argument("--stage", help="stage name (default: the last stage)")
-    sub.add_argument("--n-concepts", type=int, default=32, help="concepts to learn (default 32)")
+    sub.add_argument(
+        "--n", "--n-concepts", dest="n_concepts", type=int, default=32, help="concepts to learn (default 32)"
+    )
     sub.add_argument(
         "--method", default="nmf", help="nmf (non-negative stages), semi-nmf or topk-sae (default nmf)"
     )

@@ -285,6 +285,17 @@ class Concepts:
         )
 
 
+def _passes(progress: bool | Callable[[int, int], None]) -> tuple:
+    """The progress of pass 1 and of pass 2: a callable hears both as one count of ``2 N`` image reads (pass 1
+    from 0 to ``N``, the fit at ``N``, pass 2 from ``N`` to ``2 N``; a cached fit starts at ``N``)."""
+    if not callable(progress):
+        return progress, progress
+    return (
+        lambda done, total: progress(done, 2 * total),
+        lambda done, total: progress(total + done, 2 * total),
+    )
+
+
 def _fit(
     bb: Backbone,
     images,
@@ -383,7 +394,9 @@ def concepts(
         active: ``"topk-sae"`` only: concepts active per location (default ``max(1, n_concepts // 8)``).
         cache: the scan cache folder (the fit is cached there too); None keeps everything in memory.
         backend: ``"local"`` or ``"ray"`` for the exemplar pass (pass 1 samples locally).
-        address, batch_size, num_workers, shard_size, device, pretrained, progress: as :func:`explorer.scan`.
+        address, batch_size, num_workers, shard_size, device, pretrained: as :func:`explorer.scan`.
+        progress: as :func:`explorer.scan` (a bar per pass); a callable ``(done, total)`` hears both passes as
+            one count of ``2 N`` image reads: pass 1 up to ``N``, the fit at ``N``, pass 2 up to ``2 N``.
 
     Returns:
         :class:`Concepts`: ``basis``, ``encode``, ``top``, ``crops``, ``save_html``, quality figures.
@@ -439,11 +452,12 @@ def concepts(
             f"n_concepts={n_concepts}, but {stage} has {channels} channels and {method} finds at most that many. "
             f'Pass n_concepts <= {channels}, a wider stage, or method="topk-sae" (overcomplete).'
         )
+    first, second = _passes(progress)
     options = {
         "batch_size": batch_size,
         "num_workers": num_workers,
         "shard_size": shard_size,
-        "progress": progress,
+        "progress": first,
     }
     parts = {
         "format": FIT_FORMAT,
@@ -480,7 +494,7 @@ def concepts(
         backend=backend,
         address=address,
         device=device,
-        progress=progress,
+        progress=second,
         project=_Codes(dictionary, stage),
         **{name: options[name] for name in ("batch_size", "num_workers", "shard_size")},
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._args import closest, shown
 from .errors import InvalidArgumentError
 
-__all__ = ["NORMS", "STAT_NAMES", "colormap_name", "page_count"]
+__all__ = ["CONCEPT_METHODS", "NORMS", "STAT_NAMES", "colormap_name", "page_count"]
 
 NORMS = ("channel", "stage", "global", "symmetric")
 """The normalisations :func:`explorer.render_grid` accepts."""
@@ -50,3 +50,7 @@ def page_count(count: int, page_size: int) -> int:
         (12, 2)
     """
     return -(-count // page_size) if page_size else 0
+
+
+CONCEPT_METHODS = ("nmf", "semi-nmf", "topk-sae")
+"""The dictionaries :func:`explorer.concepts` fits (its ``method=``)."""

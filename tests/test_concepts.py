@@ -177,6 +177,33 @@ def test_exemplars_equal_brute_force_over_encode(con, bb, folder):
         )
 
 
+def test_exemplar_ties_go_by_image_order(bb, tmp_path):
+    # one picture under three names (scan order: dup_a, img..., zz_dup): equal codes, so equal values everywhere
+    paths = write_images(tmp_path, 5)
+    picture = Image.open(paths[1]).convert("RGB")
+    for name in ("dup_a.png", "zz_dup.png", "zz_dup2.png"):
+        picture.save(tmp_path / name)
+    found = explorer.concepts(bb, tmp_path, STAGE, 4, "semi-nmf", cache=None, **{**OPTIONS, "k": 8})
+    codes = found.encode(bb.capture(_pixels(bb, tmp_path), [STAGE]))
+    best = codes.flatten(2).max(-1).values
+    ties = 0
+    for concept in range(len(found)):
+        ranked = sorted(range(len(best)), key=lambda i: (-float(best[i, concept]), i))  # full stable sort
+        top = found.top(concept)
+        assert [e.index for e in top] == ranked[:8]
+        values = [e.value for e in top]
+        ties += sum(a == b for a, b in zip(values, values[1:]))
+    assert ties >= 2 * len(found)  # the copies are ranked side by side, by image order
+
+
+def test_fewer_readable_images_than_k_is_refused(bb, tmp_path):
+    write_images(tmp_path, 3)
+    for i in range(3):
+        (tmp_path / f"broken{i}.png").write_bytes(b"not an image")
+    with pytest.raises(explorer.DatasetError, match=r"Only 3 of the 6 images could be read, fewer than k=4"):
+        explorer.concepts(bb, tmp_path, STAGE, 2, "semi-nmf", cache=None, **{**OPTIONS, "k": 4})
+
+
 def test_nmf_basis_and_codes_equal_scikit_learn_on_the_same_reservoir(bb, folder):
     from sklearn.decomposition import MiniBatchNMF
 
@@ -223,6 +250,8 @@ def test_a_concept_living_in_one_image_is_warned_about():
     warnings = concept_discovery._warnings(quality)
     assert quality["top_image"][2] == "img12.png" and quality["top_image_share"][2] == pytest.approx(1.0)
     assert quality["dead"] == [False, True, False]
+    # each concept's share of the concepts' energy: codes equal the vectors here, so 8, 0 and 25 of 33
+    assert quality["share"] == pytest.approx([8 / 33, 0.0, 25 / 33], abs=1e-6)
     assert len(warnings) == 2
     assert warnings[0].startswith("concept 1 never fires")
     assert warnings[1].startswith("concept 2: 100% of its sampled activation is in one image (img12.png)")
@@ -382,7 +411,7 @@ def test_cli_writes_the_report_and_refuses_bad_input(folder, tmp_path, capsys):
         main(
             [
                 *arguments,
-                "--n-concepts",
+                "--n",  # the issue's spelling; --n-concepts below
                 "4",
                 "--method",
                 "semi-nmf",

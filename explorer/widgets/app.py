@@ -252,6 +252,10 @@ class Explorer(widgets.VBox):
     cam_method = _choice("cam_method", "CAM: the method (explorer.cam_methods()).")
     cam_target = _choice("cam_target", "CAM: the class explained; None for the top prediction.")
     dataset_source = _choice("dataset_source", "Dataset: the folder or saved scan scanned; 'samples:N'.")
+    dataset_mode = _choice("dataset_mode", "Dataset: channels or concepts.")
+    concepts_n = _choice("concepts_n", "Dataset, concepts: how many are learnt.")
+    concepts_method = _choice("concepts_method", "Dataset, concepts: nmf, semi-nmf or topk-sae.")
+    concept = _choice("concept", "Dataset, concepts: the concept shown.")
     patch_mode = _choice("patch_mode", "Patches: pca, similarity or attention.")
     patch_query = _choice(
         "patch_query", "Patches: the similarity query (image, row, col); None for the centre."

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from traitlets import Any, Bool, Enum, Float, HasTraits, Int, List, TraitError, Tuple, Unicode, validate
 
-from ..vocabulary import NORMS, STAT_NAMES
+from ..vocabulary import CONCEPT_METHODS, NORMS, STAT_NAMES
 
 __all__ = [
     "COMPARE_MODES",
+    "CONCEPT_METHODS",
+    "DATASET_MODES",
     "DEVICES",
     "DRAW",
     "CAPTURE",
@@ -44,6 +46,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PAGE_SIZES = (16, 32, 64, 128, 256)
 COMPARE_MODES = ("off", "images", "checkpoints")
 PATCH_MODES = ("pca", "similarity", "attention")
+DATASET_MODES = ("channels", "concepts")
 
 DRAW, CAPTURE, LOAD = 1, 2, 3
 _LEVELS = {"draw": DRAW, "capture": CAPTURE, "load": LOAD}
@@ -122,6 +125,24 @@ class ExplorerState(HasTraits):
             help="Dataset tab: the folder scanned (or a saved scan); 'samples:N' for N sample images; '' for none.",
         )
     )
+    dataset_mode = _draw(
+        Enum(
+            DATASET_MODES,
+            default_value="channels",
+            help="Dataset tab: exemplars of the channel on show, or of concepts learnt at the stage on show.",
+        )
+    )
+    concepts_n = _draw(
+        Int(8, help="Dataset tab, concepts: how many concepts are learnt (explorer.concepts).")
+    )
+    concepts_method = _draw(
+        Enum(
+            CONCEPT_METHODS,
+            default_value="semi-nmf",
+            help="Dataset tab, concepts: the dictionary; 'nmf' needs a stage without negative values.",
+        )
+    )
+    concept = _draw(Int(0, help="Dataset tab, concepts: the concept shown, from 0."))
     patch_mode = _draw(
         Enum(
             PATCH_MODES,
@@ -185,10 +206,16 @@ class ExplorerState(HasTraits):
             )
         return proposal["value"]
 
-    @validate("page", "channel", "image_index", "compare_image_index")
+    @validate("page", "channel", "image_index", "compare_image_index", "concept")
     def _non_negative(self, proposal):
         if proposal["value"] < 0:
             raise TraitError(f"{proposal['trait'].name} must be 0 or more, got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("concepts_n")
+    def _concepts_n(self, proposal):
+        if proposal["value"] < 1:
+            raise TraitError(f"concepts_n must be 1 or more, got {proposal['value']}")
         return proposal["value"]
 
     @validate("page_size")

@@ -7,7 +7,8 @@ buttons set it. The scan runs in the engine's worker, only while the tab is on s
 status line; it scans every map the panel captures (the selected stages and any added layers), and is kept by
 content, so choosing another stage or channel only redraws the exemplars: their receptive-field crops with the
 channel overlaid (all the same size), with values and sources. A source that cannot be scanned is refused: the
-previous one stays and the status line says why.
+previous one stays and the status line says why. The Concepts mode (``dataset_mode``) shows concepts learnt at
+the stage instead of channels: :mod:`.dataset_concepts`.
 
 Example::
 
@@ -29,6 +30,7 @@ import ipywidgets as widgets
 
 from ..engine import Frame, Scene
 from . import View, register
+from .dataset_concepts import PROGRESS, ConceptsData, ConceptsMode, compute_concepts, concepts_code
 from .html import status_html
 
 __all__ = ["DatasetData", "DatasetView", "SAMPLES"]
@@ -130,17 +132,42 @@ class DatasetView(View):
         self._slots: list[widgets.VBox] = []  # one per exemplar, made once and reused
         self.crops_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.crops_box.add_class("explorer-crops")
+        self._build_concepts_mode(controls)
         self.widget = widgets.VBox(
             [
+                self.mode_buttons,
                 widgets.HBox([self.source_box, self.scan_button, self.samples_button, self.scan_progress]),
                 self.scan_status,
                 self.crops_box,
+                self.concepts_mode.widget,
             ]
         )
         self.scan = None  # the explorer.Scan on show
         self._shown: DatasetData | None = None
         controls.state.observe(self._show_source, names="dataset_source")
         self._show_source()
+
+    # -- the Concepts mode (dataset_concepts.py) --------------------------------------------------------------
+    def _build_concepts_mode(self, controls) -> None:
+        self.mode_buttons = widgets.ToggleButtons(
+            options=(("Channels", "channels"), ("Concepts", "concepts")), layout=widgets.Layout(width="auto")
+        )
+        controls.link("dataset_mode", self.mode_buttons)
+        self.concepts_mode = ConceptsMode(controls, CROP_SIZE)
+
+    def _update_concepts_mode(self, frame: Frame, data) -> bool:
+        """Show the mode on show; True when ``data`` was the Concepts mode's (and is now drawn)."""
+        concepts = isinstance(data, ConceptsData)
+        self.crops_box.layout.display = "none" if concepts else ""
+        self.concepts_mode.show(concepts)
+        if concepts:
+            if not frame.status.error and data is not self._shown:
+                self.scan_status.value = status_html(*data.message)
+            self._shown = data
+            if data.concepts is not None:
+                self.scan_progress.max = self.scan_progress.value = 2 * max(1, len(data.concepts.scan))
+            self.concepts_mode.update(data)
+        return concepts
 
     def _show_source(self, _change=None) -> None:
         self.source_box.value = self.controls.state.dataset_source
@@ -158,6 +185,8 @@ class DatasetView(View):
         from ...render import to_png
 
         s = scene.state
+        if s.dataset_mode == "concepts":
+            return compute_concepts(scene, DatasetView.cache)
         if not s.dataset_source:
             return DatasetData(None, (), (), ("ok", "Point at a folder and press Scan, or scan the samples."))
         names = tuple(scene.maps)
@@ -187,6 +216,8 @@ class DatasetView(View):
 
     @staticmethod
     def code(frame: Frame, data: DatasetData) -> tuple[list[str], list[int], bytes] | None:
+        if isinstance(data, ConceptsData):
+            return concepts_code(frame, data)
         s = frame.state
         if data.scan is None or not data.crops:
             return None
@@ -217,10 +248,12 @@ class DatasetView(View):
     def update(self, frame: Frame) -> None:
         data = self.data(frame)
         status = frame.status
-        if status.kind == "busy" and status.progress and status.html.startswith("Scanning"):
+        if status.kind == "busy" and status.progress and status.html.startswith(("Scanning", PROGRESS)):
             self.scan_progress.max, self.scan_progress.value = max(1, status.progress[1]), status.progress[0]
         if status.error and frame.state.get("tab") == self.title:
             self.scan_status.value = status_html("error", status.error)
+        if self._update_concepts_mode(frame, data):
+            return
         if data is None or data is self._shown:
             return
         self._shown, self.scan = data, data.scan
