@@ -184,3 +184,14 @@ def test_code_for_every_tab_runs_as_given_in_a_fresh_interpreter(tmp_path):
     pngs = [bytes.fromhex(h) for h in json.loads(result.stdout.strip().splitlines()[-1])]
     for (tab, _, shown), png in zip(cases, pngs):
         assert png == shown, tab
+
+
+def test_hidden_tabs_are_built_on_first_show():
+    app = explorer.Explorer(
+        "resnet18", pretrained=False, device="cpu", display=False, images=[np.zeros((32, 32, 3))]
+    )
+    assert set(app.views.built) == {"Grid"}
+    assert not app.tabs.children[1].children  # a placeholder until the tab is shown
+    app.tabs.selected_index = 1
+    assert app.tab == "Statistics" and app.tabs.children[1] is app.views.built["Statistics"].widget
+    assert app.views.built["Statistics"].stats_table.value  # the frame on show is drawn at once

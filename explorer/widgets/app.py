@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import ipywidgets as widgets
 from traitlets import TraitError
@@ -30,7 +30,7 @@ from .engine import Controller, Frame
 from .engine.codegen import IMAGE_FOLDER, script
 from .engine.gallery import LIVE
 from .state import ExplorerState
-from .views import VIEWS
+from .views import VIEWS, View
 from .views.html import STYLE
 
 __all__ = ["Explorer"]
@@ -55,6 +55,41 @@ def _choice(name: str, doc: str) -> property:
         self._set(name, list(value) if isinstance(value, (tuple, range)) else value)
 
     return property(get, set, doc=doc)
+
+
+class Views(Mapping):
+    """The panel's views by title, each built on first use (its tab first shown, or read from code), so that
+    the panel shows before the widgets of the tabs not on show exist.
+
+    Example::
+
+        >>> "Statistics" in app.views.built                # not shown yet: no widgets
+        False
+        >>> table = app.views["Statistics"].stats_table   # reading a view builds it (and draws the frame on show)
+        >>> "Statistics" in app.views.built
+        True
+    """
+
+    def __init__(self, controls: Controls, built: Callable[[int, View], None]) -> None:
+        self._types = {view.title: view for view in VIEWS}
+        self._controls, self._on_built = controls, built
+        self.built: dict[str, View] = {}
+
+    def __getitem__(self, title: str) -> View:
+        if title not in self.built:
+            self.built[title] = view = self._types[title](self._controls)  # KeyError: no such tab
+            self._on_built(list(self._types).index(title), view)
+        return self.built[title]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def type(self, title: str) -> type[View] | None:
+        """The view class of the tab ``title`` (its ``code``), without building it."""
+        return self._types.get(title)
 
 
 class Explorer(widgets.VBox):
@@ -101,9 +136,11 @@ class Explorer(widgets.VBox):
             quick={view.title for view in VIEWS if view.quick},
         )
         self.controls = Controls(self.state, self.controller.report, self.controller.add_upload)
-        self.views = {view.title: view(self.controls) for view in VIEWS}
+        self.views = Views(self.controls, self._built)
         titles = list(self.views)
-        self.tabs = widgets.Tab(children=[view.widget for view in self.views.values()], titles=titles)
+        self.tabs = widgets.Tab(children=[widgets.Box() for _ in titles], titles=titles)
+        self.tabs.observe(lambda change: self._tab_shown(change["new"]), names="selected_index")
+        self._tab_shown(self.tabs.selected_index)
         self.controls.link("tab", self.tabs, lambda i: titles[i or 0], titles.index, trait="selected_index")
         self.code_button = widgets.Button(
             description="Code for this view", icon="code", layout=widgets.Layout(width="auto")
@@ -171,8 +208,19 @@ class Explorer(widgets.VBox):
         if change["new"]:
             self.controller.report(f"No camera: {change['new']}")
 
+    def _tab_shown(self, index: int | None) -> None:
+        """A tab is shown (on the kernel's thread): its view is built the first time."""
+        self.views[list(self.views)[index or 0]]
+
+    def _built(self, index: int, view: View) -> None:
+        """A view was just built: it takes its placeholder's place in the tabs and shows the frame on show."""
+        children = list(self.tabs.children)
+        children[index] = view.widget
+        self.tabs.children = children
+        view.update(self.controller.frame)
+
     def _show(self, frame: Frame) -> None:
-        for view in self.views.values():
+        for view in list(self.views.built.values()):
             view.update(frame)
         if self.code_view.value and frame.status.kind != "busy":
             self._show_code(frame)  # the code on show follows the view
@@ -194,7 +242,7 @@ class Explorer(widgets.VBox):
         from ..errors import InvalidArgumentError
 
         for title in (frame.state.get("tab", "Grid"), "Grid"):
-            view, data = self.views.get(title), frame.views.get(title)
+            view, data = self.views.type(title), frame.views.get(title)
             made = view.code(frame, data) if view is not None and view.code and data is not None else None
             if made is not None:
                 return made
@@ -205,10 +253,15 @@ class Explorer(widgets.VBox):
         return script(frame, body, indices, folder), png
 
     def __getattr__(self, name: str):
-        """The controls and the views' widgets by name (``app.cmap_box``, ``app.stats_table``)."""
-        for part in (self.__dict__.get("controls"), *self.__dict__.get("views", {}).values()):
-            if part is not None and name in vars(part):
-                return vars(part)[name]
+        """The controls and the views' widgets by name (``app.cmap_box``, ``app.stats_table``); views not built
+        yet are built in tab order until one has it."""
+        controls, views = self.__dict__.get("controls"), self.__dict__.get("views")
+        if controls is not None and name in vars(controls):
+            return vars(controls)[name]
+        if views is not None and not name.startswith("_"):
+            for title in [*views.built, *(title for title in views if title not in views.built)]:
+                if name in vars(views[title]):
+                    return vars(views[title])[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- scripting ---------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class CAMView(View):
         self.method_link = controls.link("cam_method", self.method_box)
         self.target_link = controls.link("cam_target", self.target_box)
         controls.state.observe(self._offer, names="cam_method")
+        self._offer({"new": controls.state.cam_method})  # built after a method was set from code
         self.result = None  # the explorer.CAM on show
         self._shown: CAMData | None = None
 
