@@ -25,6 +25,7 @@ from torch import nn
 from ._args import shown, whole
 from .errors import InvalidArgumentError
 from .images import ImageInput, load_image, sample_images
+from .vocabulary import VIS_METHODS
 
 __all__ = [
     "COLOR_CORRELATION",
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 MethodT = Literal["fft", "maco"]
-METHODS = ("fft", "maco")
+METHODS = VIS_METHODS
 """``method=`` names: Lucid's Fourier parameterisation, or MaCo's phase-only one."""
 
 COLOR_CORRELATION = torch.tensor(

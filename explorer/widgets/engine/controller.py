@@ -262,6 +262,14 @@ class Controller:
         status = Status("busy", message, (step, steps), self._error)
         post(dataclasses.replace(self._built, corrections={}, status=status, failed=False))
 
+    def _preview(
+        self, post: Callable[[Frame], None], title: str, data: Any, message: str, done: int, of: int
+    ) -> None:
+        """The frame on show with one view's data replaced (a partial result) and the progress on the status."""
+        views = MappingProxyType({**self._built.views, title: data})
+        status = Status("busy", message, (done, of), self._error)
+        post(dataclasses.replace(self._built, corrections={}, views=views, status=status, failed=False))
+
     def _read_gallery(self, post: Callable[[Frame], None], corrected: dict) -> tuple[Gallery, list[str]]:
         """The gallery with any new source read and uploads decoded (the first new image is shown), and the
         reasons of uploads refused."""
@@ -281,7 +289,7 @@ class Controller:
     ) -> tuple[Frame, dict[str, object], list[str]]:
         """The frame for ``snap``, the values it corrected, and the reasons of uploads refused."""
         corrected: dict[str, object] = {}
-        previous = self._built
+        previous, started = self._built, dict(snap)
         gallery, refused = self._read_gallery(post, corrected)
         if corrected:
             snap = {**snap, **corrected}
@@ -348,6 +356,10 @@ class Controller:
             view=view_image,
             capture_id=self._capture_id,
             progress=lambda message, done, of: self._busy(post, message, done, of),
+            changed=lambda: rules.differs(self._snapshot(), started),
+            preview=lambda title, data, message, done, of: self._preview(
+                post, title, data, message, done, of
+            ),
         )
         views = dict(previous.views)
         compute = self.views.get(snap["tab"])
