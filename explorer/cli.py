@@ -111,6 +111,13 @@ def _scan_parser(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--workers", type=int, default=2, help="DataLoader processes reading images (default 2)")
     sub.add_argument("--random", action="store_true", help="random weights instead of pretrained ones")
     sub.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    sub.add_argument(
+        "--visualize",
+        action="store_true",
+        help="put each channel's optimised image (explorer.visualize) beside its exemplars in the report",
+    )
+    sub.add_argument("--vis-steps", type=int, default=256, help="optimisation steps with --visualize (256)")
+    sub.add_argument("--vis-size", type=int, default=128, help="image side with --visualize (default 128)")
 
 
 def _run_scan(args: argparse.Namespace) -> None:
@@ -130,7 +137,9 @@ def _run_scan(args: argparse.Namespace) -> None:
         device=args.device,
         pretrained=not args.random,
     )
-    index = result.save_html(args.out)
+    index = result.save_html(
+        args.out, visualize=args.visualize, vis_steps=args.vis_steps, vis_size=args.vis_size
+    )
     print(f"{index}: {result}")
     for source, reason in result.skipped:
         print(f"skipped {source}: {reason}")
@@ -296,7 +305,10 @@ def _visualize_parser(sub: argparse.ArgumentParser, with_model) -> None:
 
 
 def _run_visualize(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from .errors import InvalidArgumentError
+    from .export import save_png
     from .feature_vis import visualize
 
     parts = [part.strip() for part in args.channel.split(",")]
@@ -319,7 +331,7 @@ def _run_visualize(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for result in results:
         path = out / f"{result.stage}_{result.objective.replace(' ', '')}_{result.method}.png"
-        result.image.save(path)
+        save_png(np.asarray(result.image), path)  # atomic
         print(f"{path}: {result.stage} {result.objective}, activation {result.activation:.3f}")
     if bb.weights == "random":
         print("note: random weights; these images show nothing the model learnt")

@@ -39,9 +39,7 @@ def _app(model: str = "test_resnet", pretrained: bool = False, **state):
         device="cpu",
         out_indices=[1],
         display=False,
-        vis_steps=STEPS,
-        vis_size=SIZE,
-        **state,
+        **{"vis_steps": STEPS, "vis_size": SIZE, **state},
     )
 
 
