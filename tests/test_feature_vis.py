@@ -245,6 +245,49 @@ def test_the_model_is_left_as_found(tiny):
         frozen.requires_grad_(True)
 
 
+def test_progress_true_draws_a_progress_bar(tiny, capsys):
+    """progress=True: tqdm's bar (a widget in a notebook, text here) counts the steps to the end."""
+    explorer.visualize(tiny, stage="layer1", channel=0, steps=5, size=32, progress=True)
+    err = capsys.readouterr().err
+    assert "visualize" in err and "5/5" in err
+    explorer.visualize(tiny, stage="layer1", channel=0, steps=5, size=32)
+    assert "visualize" not in capsys.readouterr().err  # off by default
+
+
+def test_a_concept_from_concepts_is_an_objective(tmp_path):
+    """The basis rows of concepts learnt by explorer.concepts are directions visualize() optimises in one batch:
+    the projection rises, and activation is the image's mean projection onto its own concept."""
+    from test_scan import write_images
+
+    folder = tmp_path / "images"
+    write_images(folder, 6)
+    torch.manual_seed(0)
+    bb = explorer.load_backbone(TINY, pretrained=False, device="cpu")
+    con = explorer.concepts(
+        bb,
+        folder,
+        "layer2",
+        3,
+        "semi-nmf",
+        k=2,
+        seed=0,
+        samples=200,
+        batch_size=3,
+        shard_size=3,
+        num_workers=0,
+        progress=False,
+        cache=None,
+    )
+    results = explorer.visualize(bb, stage="layer2", direction=con.basis[:2], steps=16, size=48)
+    assert [r.objective for r in results] == ["direction 0", "direction 1"]
+    for i, result in enumerate(results):
+        assert result.activation > result.history[0]
+        pixels = _seen_as_optimised(bb, [result.image], 48)
+        fmap = bb.capture(pixels, layers=["layer2"])["layer2"][0]
+        projections = torch.einsum("chw,kc->k", fmap, con.basis[:2].float()) / fmap[0].numel()
+        assert float(projections[i]) == pytest.approx(result.activation, rel=1e-3, abs=1e-4)
+
+
 def test_previews_refine_and_the_last_is_not_the_result(tiny):
     """preview gets every Nth step's images (what the panel shows live); they change as the image refines."""
     seen: list[tuple[int, list]] = []

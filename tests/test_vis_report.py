@@ -17,8 +17,8 @@ from explorer import cli
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
-    write_images(folder, 3)
-    (folder / "000.png").rename(folder / 'a&b <c> "d".png')  # a name that must be escaped
+    first = write_images(folder, 3)[0]
+    first.rename(first.with_name('a&b <c> "d"' + first.suffix))  # a name that must be escaped
     bb = explorer.load_backbone("test_resnet", pretrained=False, device="cpu")
     result = explorer.scan(
         bb, folder, out_features=["layer1"], k=2, num_workers=0, cache=None, progress=False
@@ -52,7 +52,7 @@ def test_each_channels_picture_stands_first_beside_its_exemplars(scanned, tmp_pa
         shown = float(re.search(r"<figcaption>optimised · ([-\d.e+]+)</figcaption>", rows[channel]).group(1))
         assert shown == pytest.approx(alone.activation, rel=1e-2, abs=1e-3)
     assert "Random weights: these pictures mean nothing" in page
-    assert "a&amp;b &lt;c&gt; &quot;d&quot;.png" in page and '<c> "d"' not in page
+    assert "a&amp;b &lt;c&gt; &quot;d&quot;" in page and '<c> "d"' not in page
     assert not list(index.parent.rglob("*.partial")) and not list(index.parent.rglob(".*tmp*"))
 
 
