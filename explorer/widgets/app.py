@@ -246,7 +246,8 @@ class Explorer(widgets.VBox):
     attention_head = _choice("attention_head", "Patches: the attention head; None for the mean over heads.")
     attention_rollout = _choice("attention_rollout", "Patches: also show attention rollout.")
     vis_target = _choice(
-        "vis_target", "Grid, Dataset: the (stage, channel) to visualise (the Visualise button); None for none."
+        "vis_target",
+        "Grid, Dataset: the (stage, channel) to visualise (the Visualise button); None for none.",
     )
     vis_method = _choice("vis_method", "Visualise: fft (Lucid) or maco.")
     vis_steps = _choice("vis_steps", "Visualise: optimisation steps.")
