@@ -525,19 +525,19 @@ class Scan:
         from ..vocabulary import VIS_METHODS
         from .report import write_report
 
-        options = None
-        if visualize:
-            if vis_method not in VIS_METHODS:
-                raise InvalidArgumentError(
-                    f"vis_method={shown(vis_method)}; choose one of: {', '.join(VIS_METHODS)}."
-                )
-            options = {
-                "steps": whole("vis_steps", vis_steps, minimum=1, maximum=100_000),
-                "size": whole("vis_size", vis_size, minimum=16, maximum=1024),
-                "method": vis_method,
-                "seed": 0,
-            }
-        return write_report(self, as_path(folder).expanduser(), options)
+        if not isinstance(visualize, bool):
+            raise InvalidArgumentError(f"visualize={shown(visualize)}; pass True or False.")
+        if not isinstance(vis_method, str) or vis_method not in VIS_METHODS:
+            raise InvalidArgumentError(
+                f"vis_method={shown(vis_method)}; choose one of: {', '.join(VIS_METHODS)}."
+            )
+        options = {
+            "steps": whole("vis_steps", vis_steps, minimum=1, maximum=100_000),
+            "size": whole("vis_size", vis_size, minimum=16, maximum=1024),
+            "method": vis_method,
+            "seed": 0,
+        }
+        return write_report(self, as_path(folder).expanduser(), options if visualize else None)
 
     def __repr__(self) -> str:
         stages = ", ".join(f"{name} ({self.channels(name)} ch)" for name in self.stages)

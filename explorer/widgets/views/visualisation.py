@@ -176,7 +176,6 @@ class VisBox:
             format="png", layout=widgets.Layout(width=f"{WIDTH}px", height=f"{WIDTH}px", display="none")
         )
         self.caption = widgets.HTML(layout=widgets.Layout(width=f"{WIDTH}px"))
-        self.caption.add_class("explorer-caption")
         self.widget = widgets.VBox(
             [widgets.HBox([self.button, self.method_box, self.steps_box]), self.image, self.caption]
         )
@@ -194,4 +193,4 @@ class VisBox:
             return
         self.image.value = vis.png
         self.image.layout.display = ""
-        self.caption.value = f'<div class="explorer-caption">{vis.caption}</div>'
+        self.caption.value = f'<div class="explorer-vis-caption">{vis.caption}</div>'
