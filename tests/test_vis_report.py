@@ -68,12 +68,13 @@ def test_without_the_option_no_picture_is_made(scanned, tmp_path):
     [
         ({"vis_method": "lucid"}, "vis_method='lucid'; choose one of: fft, maco"),
         ({"vis_steps": 0}, "vis_steps=0"),
+        ({"visualize": "yes"}, "visualize='yes'; pass True or False"),
     ],
 )
 def test_bad_options_name_the_fix(scanned, tmp_path, kwargs, match):
     _, result = scanned
     with pytest.raises(explorer.InvalidArgumentError, match=re.escape(match)):
-        result.save_html(tmp_path / "bad", visualize=True, **kwargs)
+        result.save_html(tmp_path / "bad", **{"visualize": True, **kwargs})
 
 
 def test_scan_command_visualize_flag(tmp_path, capsys):
