@@ -258,16 +258,9 @@ class Controller:
             )
         )
 
-    def _busy(self, post: Callable[[Frame], None], message: str, step: int, steps: int = 4) -> None:
+    def _busy(self, post: Callable, message: str, step: int, steps: int = 4, views: dict | None = None):
         status = Status("busy", message, (step, steps), self._error)
-        post(dataclasses.replace(self._built, corrections={}, status=status, failed=False))
-
-    def _preview(
-        self, post: Callable[[Frame], None], title: str, data: Any, message: str, done: int, of: int
-    ) -> None:
-        """The frame on show with one view's data replaced (a partial result) and the progress on the status."""
-        views = MappingProxyType({**self._built.views, title: data})
-        status = Status("busy", message, (done, of), self._error)
+        views = MappingProxyType({**self._built.views, **(views or {})})  # partial results shown meanwhile
         post(dataclasses.replace(self._built, corrections={}, views=views, status=status, failed=False))
 
     def _read_gallery(self, post: Callable[[Frame], None], corrected: dict) -> tuple[Gallery, list[str]]:
@@ -333,12 +326,8 @@ class Controller:
                 (self._capture_id, "view"), lambda: model_view(images[0], selected.preprocess)
             )
         else:
-            selected, maps, compare_maps, view_image = (
-                previous.backbone,
-                previous.maps,
-                previous.compare_maps,
-                previous.view,
-            )
+            p = previous
+            selected, maps, compare_maps, view_image = p.backbone, p.maps, p.compare_maps, p.view
         corrected.update(rules.fit_display(maps, snap, self._applied, level))
         snap = {**snap, **corrected}
         if snap["tab"] not in self.views and self.views:
@@ -355,11 +344,8 @@ class Controller:
             image_key=gallery.keys[snap["image_index"]],
             view=view_image,
             capture_id=self._capture_id,
-            progress=lambda message, done, of: self._busy(post, message, done, of),
+            progress=lambda message, done, of, views=None: self._busy(post, message, done, of, views),
             changed=lambda: rules.differs(self._snapshot(), started),
-            preview=lambda title, data, message, done, of: self._preview(
-                post, title, data, message, done, of
-            ),
         )
         views = dict(previous.views)
         compute = self.views.get(snap["tab"])

@@ -96,9 +96,8 @@ class Scene:
         self.image_key: int = parts["image_key"]
         self.view: Image.Image = parts["view"]
         self.capture_id: int = parts["capture_id"]
-        self.progress: Callable[[str, int, int], None] = parts.get("progress", lambda *_: None)
+        self.progress: Callable[..., None] = parts.get("progress", lambda *_: None)
         self._changed: Callable[[], bool] = parts.get("changed", lambda: False)
-        self._preview: Callable[[str, Any, str, int, int], None] = parts.get("preview", lambda *_: None)
 
     def changed(self) -> bool:
         """Whether the user changed a choice since this scene's work began: long work (an optimisation) stops
@@ -108,7 +107,7 @@ class Scene:
     def preview(self, title: str, data: Any, message: str, done: int, of: int) -> None:
         """Show ``data`` in the view ``title`` before the frame is done (an image refining while it optimises),
         with ``message`` and the progress on the status line; it goes to the kernel's thread as frames do."""
-        self._preview(title, data, message, done, of)
+        self.progress(message, done, of, {title: data})
 
     def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
         """``compute()``, once per capture and ``key``."""
