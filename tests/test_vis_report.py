@@ -49,7 +49,9 @@ def test_each_channels_picture_stands_first_beside_its_exemplars(scanned, tmp_pa
         alone = explorer.visualize(bb, stage="layer1", channel=channel, steps=3, size=32, seed=0)
         saved = np.asarray(Image.open(index.parent / "layer1" / f"c{channel:04d}_vis.png").convert("RGB"))
         assert np.abs(saved.astype(int) - np.asarray(alone.image).astype(int)).max() <= 2
-        shown = float(re.search(r"<figcaption>optimised · ([-\d.e+]+)</figcaption>", rows[channel]).group(1))
+        shown = float(
+            re.search(r"<figcaption>optimised · mean ([-\d.e+]+)</figcaption>", rows[channel]).group(1)
+        )
         assert shown == pytest.approx(alone.activation, rel=1e-2, abs=1e-3)
     assert "Random weights: these pictures mean nothing" in page
     assert "a&amp;b &lt;c&gt; &quot;d&quot;" in page and '<c> "d"' not in page

@@ -95,7 +95,7 @@ def _visuals(
         for channel, result in zip(chunk, visualize(backbone, stage=stage, channel=chunk, **options)):
             name = f"c{channel:04d}_vis.png"
             save_png(np.asarray(result.image), folder / stem / name)
-            caption = f"optimised · {result.activation:.3g}"
+            caption = f"optimised · mean {result.activation:.3g}"
             what = (
                 f"the image channel {channel} responds to most: {result.method}, {len(result.history)} steps, "
                 f"seed {result.seed}; its mean activation on it {result.activation:.3g}"
