@@ -9,8 +9,15 @@ For each model (the default with its packaged weights, resnet50 with random weig
   included (the spectrum, colours, transforms, normalisation, Adam, the final 8-bit pass);
 - batch: 16 channels in one call against 16 calls of one channel (``BATCH_STEPS`` steps each).
 
+``--ratio`` measures correctness instead: on the pretrained default, for ``--channels`` channels spread over each
+stage, the optimised image's activation (``--ratio-steps`` steps, 128 px) over the best of the sample photos seen
+at the same size; it prints the median, the smallest ratio and the share above 1 per stage.
+
 Options::
 
+    --ratio            the activation ratio instead of the timings
+    --channels N       channels per stage for --ratio (default 16)
+    --ratio-steps N    steps for --ratio (default 128)
     --quick            fewer repeats (a smoke run)
     --device cpu|cuda  where the models run
     --threads N        torch CPU threads (default 2)
@@ -66,16 +73,50 @@ def _floor(bb, stage: str, size: int):
     return run
 
 
+def ratio(channels: int, steps: int, size: int = 128) -> dict[str, dict[str, float]]:
+    """Per stage of the pretrained default: optimised activation / best sample photo's, over ``channels``."""
+    import numpy as np
+    from PIL import ImageOps
+
+    bb = explorer.load_backbone("default", device="cpu")
+    photos = [ImageOps.fit(image, (size, size)) for image in explorer.sample_images().values()]
+    pixels = torch.from_numpy(np.stack([np.asarray(p, dtype=np.float32) for p in photos])).permute(0, 3, 1, 2)
+    pixels = bb.preprocess.normalize(pixels / 255)  # as visualize() feeds its own images
+    rows = {}
+    for stage in bb.stage_names:
+        count = next(s.channels for s in bb.all_stages if s.name == stage)
+        picked = sorted({int(c) for c in np.linspace(0, count - 1, channels).round()})
+        results = explorer.visualize(bb, stage=stage, channel=picked, steps=steps, size=size, seed=0)
+        best = bb.capture(pixels, layers=[stage])[stage].mean((2, 3)).amax(0)
+        ratios = np.array([r.activation / max(float(best[c]), 1e-6) for c, r in zip(picked, results)])
+        rises = np.mean([r.history[-1] > r.history[0] for r in results])
+        rows[stage] = {
+            "channels": len(picked),
+            "median_ratio": float(np.median(ratios)),
+            "min_ratio": float(ratios.min()),
+            "share_above_1": float(np.mean(ratios > 1)),
+            "share_rising": float(rises),
+        }
+        print(json.dumps({stage: rows[stage]}), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.feature_vis", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ratio", action="store_true")
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--ratio-steps", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.ratio:
+        ratio(args.channels, args.ratio_steps)
+        return 0
     repeats = 2 if args.quick else 5
     results = {}
     for spec, (stage, pretrained) in MODELS.items():

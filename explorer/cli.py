@@ -112,6 +112,13 @@ def _scan_parser(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--workers", type=int, default=2, help="DataLoader processes reading images (default 2)")
     sub.add_argument("--random", action="store_true", help="random weights instead of pretrained ones")
     sub.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    sub.add_argument(
+        "--visualize",
+        action="store_true",
+        help="put each channel's optimised image (explorer.visualize) beside its exemplars in the report",
+    )
+    sub.add_argument("--vis-steps", type=int, default=256, help="optimisation steps with --visualize (256)")
+    sub.add_argument("--vis-size", type=int, default=128, help="image side with --visualize (default 128)")
 
 
 def _run_scan(args: argparse.Namespace) -> None:
@@ -131,7 +138,9 @@ def _run_scan(args: argparse.Namespace) -> None:
         device=args.device,
         pretrained=not args.random,
     )
-    index = result.save_html(args.out)
+    index = result.save_html(
+        args.out, visualize=args.visualize, vis_steps=args.vis_steps, vis_size=args.vis_size
+    )
     print(f"{index}: {result}")
     for source, reason in result.skipped:
         print(f"skipped {source}: {reason}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._args import closest, shown
 from .errors import InvalidArgumentError
 
-__all__ = ["CONCEPT_METHODS", "NORMS", "STAT_NAMES", "colormap_name", "page_count"]
+__all__ = ["CONCEPT_METHODS", "NORMS", "STAT_NAMES", "VIS_METHODS", "colormap_name", "page_count"]
 
 NORMS = ("channel", "stage", "global", "symmetric")
 """The normalisations :func:`explorer.render_grid` accepts."""
@@ -54,3 +54,6 @@ def page_count(count: int, page_size: int) -> int:
 
 CONCEPT_METHODS = ("nmf", "semi-nmf", "topk-sae")
 """The dictionaries :func:`explorer.concepts` fits (its ``method=``)."""
+
+VIS_METHODS = ("fft", "maco")
+"""The ``method=`` names of :func:`explorer.visualize`: Lucid's Fourier parameterisation, MaCo's phase-only one."""

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 
 import explorer
-from explorer import feature_vis as fv
+from explorer import feature_images as fi
 from explorer.backbones.timm import TimmPreprocess
 
 TINY = "test_resnet"  # timm's own tiny test network: 0.5 M parameters
@@ -38,13 +38,13 @@ def test_fft_parameterisation_inverts_the_real_fft():
     """An image's spectrum, divided by Lucid's 1/f scale, gives back the image exactly."""
     size = 32
     image = torch.randn(2, 3, size, size, dtype=torch.float64)
-    scale = fv.fft_scale(size, size).double()
+    scale = fi.fft_scale(size, size).double()
     spectrum = torch.view_as_real(torch.fft.rfft2(image * 4.0, norm="ortho") / scale)
-    torch.testing.assert_close(fv.fft_image(spectrum, scale, size), image)
+    torch.testing.assert_close(fi.fft_image(spectrum, scale, size), image)
 
 
 def test_fft_scale_is_lucids_one_over_f():
-    scale = fv.fft_scale(8, 8)
+    scale = fi.fft_scale(8, 8)
     assert scale.shape == (8, 5)
     assert scale[0, 0] == pytest.approx(8.0)  # the DC bin is clamped at 1 / max(h, w)
     assert scale[0, 1] == pytest.approx(8.0)  # f = 1/8
@@ -55,10 +55,12 @@ def test_fft_scale_is_lucids_one_over_f():
 def test_colours_match_horamas_lucid_matrix():
     from horama.common import get_color_correlation_svd_sqrt, recorrelate_colors
 
-    torch.testing.assert_close(fv._COLOR.T, get_color_correlation_svd_sqrt("cpu"), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        fi.COLOR_NORMALIZED.T, get_color_correlation_svd_sqrt("cpu"), atol=1e-4, rtol=0
+    )
     image = torch.randn(1, 3, 6, 6)
     expected = torch.sigmoid(recorrelate_colors(image[0], "cpu"))
-    torch.testing.assert_close(fv.to_rgb(image)[0], expected, atol=2e-5, rtol=0)
+    torch.testing.assert_close(fi.to_rgb(image)[0], expected, atol=2e-5, rtol=0)
 
 
 def test_maco_image_matches_horamas_preconditioner():
@@ -67,7 +69,7 @@ def test_maco_image_matches_horamas_preconditioner():
     generator = torch.Generator().manual_seed(1)
     phase = torch.randn(1, 3, 16, 9, generator=generator)
     magnitude = torch.rand(3, 16, 9, generator=generator) + 0.1
-    ours = fv.to_rgb(fv.maco_image(phase, magnitude))[0]
+    ours = fi.to_rgb(fi.maco_image(phase, magnitude))[0]
     theirs = maco_preconditioner(magnitude, phase[0], (0.0, 1.0), "cpu")
     torch.testing.assert_close(ours, theirs, atol=2e-4, rtol=0)
 
@@ -78,7 +80,7 @@ def test_maco_keeps_the_given_magnitude_exactly():
     generator = torch.Generator().manual_seed(2)
     magnitude = torch.rand(3, 32, 17, generator=generator) + 0.5
     phase = torch.randn(2, 3, 32, 17, generator=generator)
-    spectrum = torch.fft.rfft2(fv.maco_image(phase, magnitude)).abs()[..., 1:16]
+    spectrum = torch.fft.rfft2(fi.maco_image(phase, magnitude)).abs()[..., 1:16]
     ratio = spectrum / magnitude[..., 1:16]
     for b in range(2):
         torch.testing.assert_close(
@@ -182,7 +184,7 @@ def test_a_class_logit_rises(default):
 
 
 def test_any_layer_by_its_dotted_name(tiny):
-    assert not fv._is_vit(tiny.model)
+    assert not fi.is_vit(tiny.model)
     layer = "layer2.0.conv1"
     assert layer in explorer.list_layers(tiny)
     result = explorer.visualize(tiny, stage=layer, channel=0, steps=8, size=32)
@@ -192,7 +194,7 @@ def test_any_layer_by_its_dotted_name(tiny):
 def test_vit_stage_and_mlp_hidden_unit():
     torch.manual_seed(0)
     bb = explorer.load_backbone("test_vit", pretrained=False, device="cpu")
-    assert fv._is_vit(bb.model)  # transforms="auto" gives ViTs the stronger set
+    assert fi.is_vit(bb.model)  # transforms="auto" gives ViTs the stronger set
     for stage in ("blocks.1", "blocks.1.mlp.fc1"):
         start = explorer.visualize(bb, stage=stage, channel=3, steps=1, size=160, transforms="lucid")
         result = explorer.visualize(bb, stage=stage, channel=3, steps=32, size=160, transforms="lucid")
@@ -241,6 +243,90 @@ def test_the_model_is_left_as_found(tiny):
         assert {name: p.requires_grad for name, p in model.named_parameters()} == before
     finally:
         frozen.requires_grad_(True)
+
+
+def test_progress_true_draws_a_progress_bar(tiny, capsys):
+    """progress=True: tqdm's bar (a widget in a notebook, text here) counts the steps to the end."""
+    explorer.visualize(tiny, stage="layer1", channel=0, steps=5, size=32, progress=True)
+    err = capsys.readouterr().err
+    assert "visualize" in err and "5/5" in err
+    explorer.visualize(tiny, stage="layer1", channel=0, steps=5, size=32)
+    assert "visualize" not in capsys.readouterr().err  # off by default
+
+
+def test_a_concept_from_concepts_is_an_objective(tmp_path):
+    """The basis rows of concepts learnt by explorer.concepts are directions visualize() optimises in one batch:
+    the projection rises, and activation is the image's mean projection onto its own concept."""
+    from test_scan import write_images
+
+    folder = tmp_path / "images"
+    write_images(folder, 6)
+    torch.manual_seed(0)
+    bb = explorer.load_backbone(TINY, pretrained=False, device="cpu")
+    con = explorer.concepts(
+        bb,
+        folder,
+        "layer2",
+        3,
+        "semi-nmf",
+        k=2,
+        seed=0,
+        samples=200,
+        batch_size=3,
+        shard_size=3,
+        num_workers=0,
+        progress=False,
+        cache=None,
+    )
+    results = explorer.visualize(bb, stage="layer2", direction=con.basis[:2], steps=16, size=48)
+    assert [r.objective for r in results] == ["direction 0", "direction 1"]
+    for i, result in enumerate(results):
+        assert result.activation > result.history[0]
+        pixels = _seen_as_optimised(bb, [result.image], 48)
+        fmap = bb.capture(pixels, layers=["layer2"])["layer2"][0]
+        projections = torch.einsum("chw,kc->k", fmap, con.basis[:2].float()) / fmap[0].numel()
+        assert float(projections[i]) == pytest.approx(result.activation, rel=1e-3, abs=1e-4)
+
+
+def test_previews_refine_and_the_last_is_not_the_result(tiny):
+    """preview gets every Nth step's images (what the panel shows live); they change as the image refines."""
+    seen: list[tuple[int, list]] = []
+    result = explorer.visualize(
+        tiny,
+        stage="layer2",
+        channel=[1, 4],
+        steps=9,
+        size=32,
+        preview=lambda d, ims: seen.append((d, ims)),
+        preview_every=3,
+    )
+    assert [done for done, _ in seen] == [3, 6]  # never after the last step: the result is the last picture
+    assert all(len(images) == 2 and images[0].size == (32, 32) for _, images in seen)
+    assert np.abs(_pixels(seen[0][1][0]) - _pixels(seen[1][1][0])).max() > 0
+    assert np.abs(_pixels(seen[1][1][0]) - _pixels(result[0].image)).max() > 0
+
+
+def test_a_preview_that_raises_stops_it_and_leaves_the_model_as_found(tiny):
+    """The panel cancels by raising from preview: the optimisation stops there, hooks and flags restored."""
+    model = tiny.model
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    calls = []
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, _images):
+        calls.append(done)
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        explorer.visualize(
+            tiny, stage="layer3", channel=0, steps=50, size=32, preview=cancel, preview_every=2
+        )
+    assert calls == [2]
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -2,7 +2,8 @@
 
 Each stage page lists every channel: its dataset statistics (mean, std, max, sparsity), its histogram as a small
 inline SVG, and its exemplars: the receptive-field crops with the channel overlaid, each captioned with its
-value, map cell and source. Crops are PNG files beside the pages; the scan itself is saved in the same folder
+value, map cell and source. With ``visualize=`` options, each channel's optimised image
+(:func:`explorer.visualize`, channels batched per stage) stands first in its row, beside its exemplars. Crops are PNG files beside the pages; the scan itself is saved in the same folder
 (``scan.json``, ``scan.parquet``), so ``explorer.Scan.load(folder)`` reads it back.
 
 Example::
@@ -15,8 +16,10 @@ Example::
 from __future__ import annotations
 
 import html
+import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,12 @@ import numpy as np
 from ..export import save_png
 from ..files import make_folder, write_atomic
 
-__all__ = ["html_page", "write_report"]
+__all__ = ["VIS_BATCH", "html_page", "write_report"]
+
+_log = logging.getLogger(__name__)
+
+VIS_BATCH = 32
+"""Channels optimised in one batch for the report (a batch gives the images one run per channel gives)."""
 
 CROP_DISPLAY = 112
 """Pixels each crop is shown at (the file keeps the crop's own size)."""
@@ -37,6 +45,7 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 10px; text-align: 
 .row {{ display: flex; flex-wrap: wrap; gap: 6px; align-items: flex-start; }}
 figure {{ margin: 0; width: {CROP_DISPLAY}px; font-size: 11px; color: #444; }}
 figure img {{ width: {CROP_DISPLAY}px; height: {CROP_DISPLAY}px; object-fit: contain; background: #eee; display: block; }}
+figure.vis img {{ outline: 2px solid #4a7ab5; }}
 figcaption {{ overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }}
 svg {{ vertical-align: middle; }}
 """
@@ -73,11 +82,37 @@ def _sparkline(counts: np.ndarray, width: int = 160, height: int = 28) -> str:
     )
 
 
-def _stage_page(scan, stage: str, folder: Path) -> str:
+def _visuals(
+    scan, stage: str, channels: range, folder: Path, stem: str, options: Mapping[str, object]
+) -> dict[int, str]:
+    """Each channel's optimised image, saved as PNG beside its crops: ``{channel: <figure> HTML}``."""
+    from ..feature_vis import visualize
+
+    backbone, figures = scan.backbone(), {}
+    for start in range(0, len(channels), VIS_BATCH):
+        chunk = list(channels[start : start + VIS_BATCH])
+        _log.info("report: visualising %s channels %d-%d", stage, chunk[0], chunk[-1])
+        for channel, result in zip(chunk, visualize(backbone, stage=stage, channel=chunk, **options)):
+            name = f"c{channel:04d}_vis.png"
+            save_png(np.asarray(result.image), folder / stem / name)
+            caption = f"optimised · mean {result.activation:.3g}"
+            what = (
+                f"the image channel {channel} responds to most: {result.method}, {len(result.history)} steps, "
+                f"seed {result.seed}; its mean activation on it {result.activation:.3g}"
+            )
+            figures[channel] = (
+                f'<figure class="vis"><img src="{_e(stem)}/{_e(name)}" alt="{_e(what)}" title="{_e(what)}">'
+                f"<figcaption>{_e(caption)}</figcaption></figure>"
+            )
+    return figures
+
+
+def _stage_page(scan, stage: str, folder: Path, visualize: Mapping[str, object] | None = None) -> str:
     stem = _file_stem(stage)
     crops_folder = folder / stem
     make_folder(crops_folder)
     channels = range(scan.channels(stage))
+    visuals = _visuals(scan, stage, channels, folder, stem, visualize) if visualize is not None else {}
     files: dict[tuple[int, int], str] = {}
     for channel, rank, crop in scan.exemplar_crops(stage, list(channels)):
         name = f"c{channel:04d}_{rank:02d}.png"
@@ -86,7 +121,7 @@ def _stage_page(scan, stage: str, folder: Path) -> str:
     stats = scan.stats(stage)
     sections = []
     for channel in channels:
-        figures = []
+        figures = [visuals[channel]] if channel in visuals else []
         for rank, exemplar in enumerate(scan.top(stage, channel)):
             source = (
                 os.path.basename(str(exemplar.source))
@@ -115,16 +150,30 @@ def _stage_page(scan, stage: str, folder: Path) -> str:
         f"{_e(info['input_size'][0])} model input) "
         "with the channel overlaid, from its dataset mean (dark) to its best value (bright).</p>"
     )
+    if visuals:
+        head += (
+            "<p>The outlined picture first in each row is the image the channel responds to most, found by "
+            "optimisation (explorer.visualize): it drives the channel hard, it is not what the channel means; "
+            "read it beside the exemplars."
+            + (
+                " <b>Random weights: these pictures mean nothing</b> (only the architecture's biases)."
+                if info["weights"] == "random"
+                else ""
+            )
+            + "</p>"
+        )
     return html_page(f"{stage} · {info['spec']}", head + "\n".join(sections))
 
 
-def write_report(scan, folder: Path) -> Path:
-    """Write the report of ``scan`` into ``folder``; returns the path of ``index.html``."""
+def write_report(scan, folder: Path, visualize: Mapping[str, object] | None = None) -> Path:
+    """Write the report of ``scan`` into ``folder``; returns the path of ``index.html``. ``visualize``: the
+    :func:`explorer.visualize` options (steps, size, method, seed) of every channel's optimised image, or None for
+    none."""
     scan.save(folder)
     rows = []
     for stage in scan.stages:
         page = f"{_file_stem(stage)}.html"
-        write_atomic(folder / page, _stage_page(scan, stage, folder).encode())
+        write_atomic(folder / page, _stage_page(scan, stage, folder, visualize).encode())
         height, width = scan.stats(stage).shape[2:]
         rows.append(
             f'<tr><td><a href="{_e(page)}">{_e(stage)}</a></td><td>{_e(scan.channels(stage))}</td>'

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .._args import shown
+from .._args import shown, whole
 from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
 from ..files import as_path, make_folder, write_atomic
 from ..histograms import Histogram
@@ -495,13 +495,50 @@ class Scan:
         found = open_source(source) if source is not None else None
         return cls(info, reduction, names, skipped, backbone=backbone, source=found, project=project)
 
-    def save_html(self, folder: str | os.PathLike) -> Path:
+    def save_html(
+        self,
+        folder: str | os.PathLike,
+        visualize: bool = False,
+        *,
+        vis_steps: int = 256,
+        vis_size: int = 128,
+        vis_method: str = "fft",
+    ) -> Path:
         """A static report: ``index.html`` and one page per stage with every channel's exemplar crops, readable
-        with no kernel; the scan itself is saved beside it, so ``Scan.load(folder)`` reads it back. Returns the
-        path of ``index.html``."""
+        with no kernel; the scan itself is saved beside it, so ``Scan.load(folder)`` reads it back.
+
+        Args:
+            folder: where the report goes.
+            visualize: also put each channel's optimised image (:func:`explorer.visualize`, seed 0) beside its
+                exemplars, every channel of every stage (batched per stage): ``channels x vis_steps`` optimisation
+                steps in all, so minutes on a CPU for a stage of hundreds of channels.
+            vis_steps, vis_size, vis_method: the optimisation's steps, image side and method (``"fft"``,
+                ``"maco"``).
+
+        Returns:
+            The path of ``index.html``.
+
+        Example::
+
+            >>> scan.save_html("report/", visualize=True, vis_steps=128)
+            PosixPath('report/index.html')
+        """
+        from ..vocabulary import VIS_METHODS
         from .report import write_report
 
-        return write_report(self, as_path(folder).expanduser())
+        if not isinstance(visualize, bool):
+            raise InvalidArgumentError(f"visualize={shown(visualize)}; pass True or False.")
+        if not isinstance(vis_method, str) or vis_method not in VIS_METHODS:
+            raise InvalidArgumentError(
+                f"vis_method={shown(vis_method)}; choose one of: {', '.join(VIS_METHODS)}."
+            )
+        options = {
+            "steps": whole("vis_steps", vis_steps, minimum=1, maximum=100_000),
+            "size": whole("vis_size", vis_size, minimum=16, maximum=1024),
+            "method": vis_method,
+            "seed": 0,
+        }
+        return write_report(self, as_path(folder).expanduser(), options if visualize else None)
 
     def __repr__(self) -> str:
         stages = ", ".join(f"{name} ({self.channels(name)} ch)" for name in self.stages)

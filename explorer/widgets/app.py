@@ -316,6 +316,13 @@ class Explorer(widgets.VBox):
     attention_block = _choice("attention_block", "Patches: the attention block ('' for the last).")
     attention_head = _choice("attention_head", "Patches: the attention head; None for the mean over heads.")
     attention_rollout = _choice("attention_rollout", "Patches: also show attention rollout.")
+    vis_target = _choice(
+        "vis_target",
+        "Grid, Dataset: the (stage, channel) to visualise (the Visualise button); None for none.",
+    )
+    vis_method = _choice("vis_method", "Visualise: fft (Lucid) or maco.")
+    vis_steps = _choice("vis_steps", "Visualise: optimisation steps.")
+    vis_size = _choice("vis_size", "Visualise: side of the optimised image, in pixels.")
 
     def refresh(self) -> None:
         """Do any pending work now (load, capture, draw); errors go to the status line."""

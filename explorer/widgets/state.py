@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from traitlets import Any, Bool, Enum, Float, HasTraits, Int, List, TraitError, Tuple, Unicode, validate
 
-from ..vocabulary import CONCEPT_METHODS, NORMS, STAT_NAMES
+from ..vocabulary import CONCEPT_METHODS, NORMS, STAT_NAMES, VIS_METHODS
 
 __all__ = [
     "COMPARE_MODES",
@@ -37,6 +37,7 @@ __all__ = [
     "PRECISIONS",
     "SORT_KEYS",
     "STAT_NAMES",
+    "VIS_METHODS",
     "ExplorerState",
 ]
 
@@ -170,6 +171,21 @@ class ExplorerState(HasTraits):
         )
     )
     attention_rollout = _draw(Bool(False, help="Patches tab: also show attention rollout up to the block."))
+    vis_target = _draw(
+        Tuple(
+            Unicode(),
+            Int(),
+            default_value=None,
+            allow_none=True,
+            help="Grid and Dataset tabs: the (stage, channel) the Visualise button asked an optimised image for "
+            "(explorer.visualize); None for none. Showing another channel stops it.",
+        )
+    )
+    vis_method = _draw(
+        Enum(VIS_METHODS, default_value="fft", help="Visualise: Lucid's Fourier image, or MaCo's phase only.")
+    )
+    vis_steps = _draw(Int(128, help="Visualise: optimisation steps (Lucid uses 512)."))
+    vis_size = _draw(Int(128, help="Visualise: side of the optimised image, in pixels (Lucid uses 128)."))
 
     @classmethod
     def work(cls, name: str) -> int:
@@ -222,6 +238,20 @@ class ExplorerState(HasTraits):
     def _page_size(self, proposal):
         if proposal["value"] not in PAGE_SIZES:
             raise TraitError(f"page_size must be one of {PAGE_SIZES}, got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("vis_steps")
+    def _vis_steps(self, proposal):
+        if not 1 <= proposal["value"] <= 4096:
+            raise TraitError(f"vis_steps is between 1 and 4096 (Lucid uses 512); got {proposal['value']}")
+        return proposal["value"]
+
+    @validate("vis_size")
+    def _vis_size(self, proposal):
+        if not 16 <= proposal["value"] <= 512:
+            raise TraitError(
+                f"vis_size is between 16 and 512 pixels (Lucid uses 128); got {proposal['value']}"
+            )
         return proposal["value"]
 
     @validate("cmap")

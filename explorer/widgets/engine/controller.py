@@ -266,10 +266,11 @@ class Controller(ModelWork):
             )
         )
 
-    def _busy(self, post: Callable[[Frame], None], message: str, step: int, steps: int = 4) -> None:
+    def _busy(self, post: Callable, message: str, step: int, steps: int = 4, views: dict | None = None):
         status = Status("busy", message, (step, steps), self._error)
         self._busy_status = status
-        post(dataclasses.replace(self._built, corrections={}, status=status, failed=False))
+        views = MappingProxyType({**self._built.views, **(views or {})})  # partial results shown meanwhile
+        post(dataclasses.replace(self._built, corrections={}, views=views, status=status, failed=False))
 
     def _read_gallery(self, post: Callable[[Frame], None], corrected: dict) -> tuple[Gallery, list[str]]:
         """The gallery with any new source read and uploads decoded (the first new image is shown), and the
@@ -291,7 +292,7 @@ class Controller(ModelWork):
         """The frame for ``snap``, the values it corrected, and the reasons of uploads refused (an ``interim``
         draw leaves new images and uploads to the pass it interrupts)."""
         corrected: dict[str, object] = {}
-        previous = self._built
+        previous, started = self._built, dict(snap)
         if interim:
             gallery, refused = previous.gallery, []
         else:
@@ -330,12 +331,8 @@ class Controller(ModelWork):
                 (self._capture_id, "view"), lambda: model_view(images[0], selected.preprocess)
             )
         else:
-            selected, maps, compare_maps, view_image = (
-                previous.backbone,
-                previous.maps,
-                previous.compare_maps,
-                previous.view,
-            )
+            p = previous
+            selected, maps, compare_maps, view_image = p.backbone, p.maps, p.compare_maps, p.view
         corrected.update(rules.fit_display(maps, snap, self._applied, level))
         snap = {**snap, **corrected}
         if snap["tab"] not in self.views and self.views:
@@ -352,7 +349,8 @@ class Controller(ModelWork):
             image_key=gallery.keys[snap["image_index"]],
             view=view_image,
             capture_id=self._capture_id,
-            progress=lambda message, done, of: self._busy(post, message, done, of),
+            progress=lambda message, done, of, views=None: self._busy(post, message, done, of, views),
+            changed=lambda: rules.differs(self._snapshot(), started),
         )
         views = dict(previous.views)
         compute = self.views.get(snap["tab"])

@@ -96,7 +96,18 @@ class Scene:
         self.image_key: int = parts["image_key"]
         self.view: Image.Image = parts["view"]
         self.capture_id: int = parts["capture_id"]
-        self.progress: Callable[[str, int, int], None] = parts.get("progress", lambda *_: None)
+        self.progress: Callable[..., None] = parts.get("progress", lambda *_: None)
+        self._changed: Callable[[], bool] = parts.get("changed", lambda: False)
+
+    def changed(self) -> bool:
+        """Whether the user changed a choice since this scene's work began: long work (an optimisation) stops
+        early, and the next round of work redoes what is still asked for."""
+        return self._changed()
+
+    def preview(self, title: str, data: Any, message: str, done: int, of: int) -> None:
+        """Show ``data`` in the view ``title`` before the frame is done (an image refining while it optimises),
+        with ``message`` and the progress on the status line; it goes to the kernel's thread as frames do."""
+        self.progress(message, done, of, {title: data})
 
     def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
         """``compute()``, once per capture and ``key``."""

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import html
 import os
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..engine import Frame, Scene
 from . import View, register
 from .dataset_concepts import PROGRESS, ConceptsData, ConceptsMode, compute_concepts, concepts_code
 from .html import status_html
+from .visualisation import VisBox, VisData, vis_code, visualise
 
 __all__ = ["DatasetData", "DatasetView", "SAMPLES"]
 
@@ -53,6 +55,7 @@ class DatasetData:
     crops: tuple[bytes, ...]
     captions: tuple[tuple[str, str], ...]  # (text, full source)
     message: tuple[str, str]  # (kind, HTML)
+    vis: VisData | None = None  # the channel's optimised image beside its exemplars (the Visualise button)
 
 
 def _sample_count(source: str) -> int | None:
@@ -133,12 +136,13 @@ class DatasetView(View):
         self.crops_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.crops_box.add_class("explorer-crops")
         self._build_concepts_mode(controls)
+        self.vis = VisBox(controls)
         self.widget = widgets.VBox(
             [
                 self.mode_buttons,
                 widgets.HBox([self.source_box, self.scan_button, self.samples_button, self.scan_progress]),
                 self.scan_status,
-                self.crops_box,
+                _beside_exemplars(self.crops_box, self.vis),
                 self.concepts_mode.widget,
             ]
         )
@@ -212,7 +216,9 @@ class DatasetView(View):
             f"{html.escape(s.stage)} · channel {s.channel}: top {len(crops)} of {len(found)} images "
             "(receptive-field crops, channel overlaid)"
         )
-        return DatasetData(found, crops, tuple(_caption(e) for e in exemplars), ("ok", message))
+        return _with_vis(
+            scene, DatasetData(found, crops, tuple(_caption(e) for e in exemplars), ("ok", message))
+        )
 
     @staticmethod
     def code(frame: Frame, data: DatasetData) -> tuple[list[str], list[int], bytes] | None:
@@ -240,6 +246,7 @@ class DatasetView(View):
                 line,
                 f"crops = scan.crops({s['stage']!r}, {s['channel']!r})",
                 "png = explorer.to_png(np.asarray(crops[0]))",
+                *vis_code(data.vis),
             ],
             [],
             data.crops[0],
@@ -286,3 +293,20 @@ class DatasetView(View):
                 f"{html.escape(text)}</div>"  # cut with an ellipsis at the crop's width; the title says it all
             )
         self.crops_box.children = tuple(self._slots[: len(data.crops)])
+        self.vis.update(data.vis)
+
+
+# ----------------------------------------------------------------------------------------------- Visualise
+
+
+def _with_vis(scene: Scene, data: DatasetData) -> DatasetData:
+    """The exemplars with the channel's optimised image beside them, when the Visualise button asked for it
+    (previews shown while it optimises)."""
+    vis = visualise(scene, DatasetView.title, lambda partial: dataclasses.replace(data, vis=partial))
+    return dataclasses.replace(data, vis=vis) if vis is not None else data
+
+
+def _beside_exemplars(crops_box: widgets.Box, vis: VisBox) -> widgets.Box:
+    """The exemplars, with the Visualise button and its picture to their right."""
+    crops_box.layout.flex = "1 1 auto"
+    return widgets.HBox([crops_box, vis.widget], layout=widgets.Layout(align_items="flex-start"))

@@ -5,6 +5,7 @@ Hovering the grid shows the channel, position and value under the pointer; click
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import ipywidgets as widgets
@@ -13,6 +14,7 @@ from ..elements import ImageView
 from ..engine import GRID_SIZE, Frame, Grid, Scene
 from . import View, register
 from .images import jpeg, show_grid
+from .visualisation import VisBox, VisData, vis_code, visualise
 
 __all__ = ["GridData", "GridView"]
 
@@ -30,6 +32,7 @@ class GridData:
     title: str
     zoom_title: str
     fmap: object  # the shown (C, H, W) map, for the values under the pointer
+    vis: VisData | None = None  # the zoomed channel's optimised image, when the Visualise button asked for it
 
 
 def _arguments(grid: Grid) -> str:
@@ -66,8 +69,12 @@ class GridView(View):
         self.overlay_image = widgets.Image(
             format="jpeg", layout=widgets.Layout(width="224px", display="none")
         )
+        self.vis = VisBox(controls)
         self.widget = widgets.HBox(
-            [self.grid_view, widgets.VBox([self.zoom_view, self.overlay_image, controls.alpha_slider])],
+            [
+                self.grid_view,
+                widgets.VBox([self.zoom_view, self.overlay_image, controls.alpha_slider, self.vis.widget]),
+            ],
             layout=widgets.Layout(align_items="flex-start", flex_flow="row nowrap"),
         )
         self.grid_view.layout = widgets.Layout(
@@ -80,6 +87,12 @@ class GridView(View):
 
     @staticmethod
     def compute(scene: Scene) -> GridData:
+        data = GridView._maps(scene)
+        vis = visualise(scene, GridView.title, lambda partial: dataclasses.replace(data, vis=partial))
+        return dataclasses.replace(data, vis=vis) if vis is not None else data
+
+    @staticmethod
+    def _maps(scene: Scene) -> GridData:
         from ...render import overlay
 
         s = scene.state
@@ -112,6 +125,7 @@ class GridView(View):
                 f"maps = bb.capture(bb.pixel_values(images), layers={list(frame.maps)!r})",
                 f"grid = explorer.render_grid(maps[{grid.stage!r}][0].float(), {_arguments(grid)})",
                 "png = explorer.to_png(grid)",
+                *vis_code(data.vis),
             ],
             indices,
             grid.png,
@@ -130,3 +144,4 @@ class GridView(View):
         if old is None or data.overlay is not old.overlay:
             self.overlay_image.value = data.overlay
             self.overlay_image.layout.display = "" if data.overlay else "none"  # no broken-image icon
+        self.vis.update(data.vis)

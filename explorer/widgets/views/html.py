@@ -29,6 +29,8 @@ STYLE = """
 .explorer-status .explorer-error { margin-top: 2px; color: #7a1010; }
 .explorer-refused input { border-color: #c00 !important; background: #fde8e8; }
 .explorer-caption { font-size: 11px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.explorer-vis-caption { font-size: 11px; line-height: 1.35; white-space: normal; }
+.explorer-vis-caption b.random { color: #b00000; }
 </style>
 """
 
