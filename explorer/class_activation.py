@@ -46,7 +46,7 @@ from .errors import (
     LayerNotFoundError,
     MissingDependencyError,
 )
-from .hooks import LayerLayout, _token_grid, list_layers, tap
+from .hooks import LayerLayout, list_layers, tap, token_grid
 from .images import ImageInput
 
 __all__ = ["CAM", "cam", "cam_methods", "METHODS"]
@@ -178,7 +178,7 @@ def _layout_of(output: object, known: LayerLayout, input_hw: tuple[int, int], na
         if tensor.ndim in (3, 4) and (known.channels is None or channels == known.channels):
             if tensor.ndim == 4:
                 return _Layout(path, "nhwc" if known.channels_last else "nchw")
-            prefix, h, w = _token_grid(tensor.shape[1], input_hw, known.reduction, known.prefix_tokens)
+            prefix, h, w = token_grid(tensor.shape[1], input_hw, known.reduction, known.prefix_tokens)
             return _Layout(path, "tokens", prefix, (h, w))
     shapes = [tuple(t.shape) for _, t in _tensors(output)]
     raise CAMError(
