@@ -340,6 +340,8 @@ class HFPreprocess(Preprocess):
             raise CheckpointError(str(err)) from err
         self.settings = {"source": "transformers", "class": name, **json.loads(processor.to_json_string())}
         self.input_size = tuple(int(v) for v in self.pixel_values([Image.new("RGB", (512, 512))]).shape[-2:])
+        wide = tuple(int(v) for v in self.pixel_values([Image.new("RGB", (512, 256))]).shape[-2:])
+        self.fixed_size = wide == self.input_size
 
     def _run(self, images: Sequence[Image.Image], **options) -> torch.Tensor:
         name = type(self.processor).__name__

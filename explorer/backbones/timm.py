@@ -90,6 +90,9 @@ def build_timm(arch: str, **kwargs) -> nn.Module:
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
 
 
+_CROP_MODES = ("center", "squash", "border")  # timm.data.transforms_imagenet_eval's modes
+
+
 class TimmPreprocess(Preprocess):
     """timm's own eval transform, ``timm.data.create_transform(**data_config)``; every crop mode timm has.
 
@@ -135,6 +138,18 @@ class TimmPreprocess(Preprocess):
                 raise InvalidArgumentError(
                     f"input_size={shown(config.get('input_size'))}; pass (3, height, width)."
                 )
+            # timm reads an unknown crop_mode as "center" and a zero crop_pct as its default: refuse, not replace
+            if config.get("crop_mode") not in (None, *_CROP_MODES):
+                raise InvalidArgumentError(
+                    f"crop_mode={shown(config.get('crop_mode'))} is no crop mode timm knows; use one of "
+                    f"{', '.join(_CROP_MODES)}."
+                )
+            if config.get("crop_pct") is not None:
+                real("crop_pct", config["crop_pct"], hint="pass a fraction above 0, e.g. 0.875.")
+                if config["crop_pct"] <= 0:
+                    raise InvalidArgumentError(
+                        f"crop_pct={shown(config['crop_pct'])}; pass a fraction above 0, e.g. 0.875."
+                    )
             self.transform = timm.data.create_transform(**config, is_training=False)
         except KeyError as err:  # timm's own lookup of the interpolation name
             raise CheckpointError(
