@@ -262,3 +262,30 @@ def test_every_layer_of_a_few_transformers_backbones(model_type, tmp_path):
 def test_every_layer_of_every_transformers_backbone(model_type, tmp_path):
     cases, bad = _hf_case(model_type, tmp_path)
     assert cases > 5 and not bad, "\n".join(bad)
+
+
+def test_a_stage_with_a_container_forward_intermediates_walks_through():
+    """``stages`` is called by forward() only: asked with a stage (read from forward_intermediates) it is still
+    captured, with forward()'s own output."""
+    torch.manual_seed(0)
+    # conv_mlp=False: the block permutes to channels-last before its norm (timm's convnext.py)
+    bb = explorer.load_backbone("convnext_atto", pretrained=False, device="cpu", conv_mlp=False)
+    x = torch.randn(1, 3, 64, 96)
+    expected = _hooked_forward(bb.model, x)
+    maps = bb.capture(x, ["stages.1", "stages", "stages.0.blocks.0.norm"])
+    assert torch.equal(maps["stages"], expected["stages"])
+    assert torch.equal(maps["stages.0.blocks.0.norm"], expected["stages.0.blocks.0.norm"].permute(0, 3, 1, 2))
+    assert maps["stages.1"].shape == (1, 80, 8, 12)  # convnext_atto: 80 channels at stride 8
+    assert all(maps.aligned.values())
+
+
+def test_outputs_of_more_than_four_axes_are_flagged_not_refused():
+    """SKNet's split attention is (B, 2, C, 1, 1); Twins' local windows (B, h, w, wh, ww, C)."""
+    torch.manual_seed(0)
+    bb = explorer.load_backbone("skresnet18", pretrained=False, device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    layer = "layer1.0.conv1.attn"
+    raw = _hooked_forward(bb.model, x)[layer]
+    maps = bb.capture(x, [layer])
+    assert raw.ndim == 5 and not maps.aligned[layer] and "5-D" in maps.unaligned[layer]
+    assert torch.equal(maps[layer], raw.reshape(1, -1, *raw.shape[-2:]))
