@@ -289,3 +289,20 @@ def test_outputs_of_more_than_four_axes_are_flagged_not_refused():
     maps = bb.capture(x, [layer])
     assert raw.ndim == 5 and not maps.aligned[layer] and "5-D" in maps.unaligned[layer]
     assert torch.equal(maps[layer], raw.reshape(1, -1, *raw.shape[-2:]))
+
+
+def test_reductions_come_from_the_maps_a_windowed_vit_outputs(tmp_path):
+    """LW-DETR's ViT holds its hidden states window by window: read as one grid they give twice the true stride;
+    the feature maps the model outputs give the stride itself."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.AutoConfig.for_model("lw_detr_vit", **TYPES["lw_detr_vit"])
+    model = transformers.AutoBackbone._model_mapping[type(config)](config).eval()
+    model.save_pretrained(tmp_path)
+    bb = explorer.load_backbone(f"hf:{tmp_path}", pretrained=True, device="cpu")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        (last,) = model(x).feature_maps
+    assert (
+        [stage.reduction for stage in bb.all_stages] == [64 // last.shape[-2]] * len(bb.all_stages) == [8] * 4
+    )
+    assert torch.equal(bb(x)[bb.out_features[-1]], last)

@@ -215,11 +215,7 @@ def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stag
     modules = _stage_modules(backbone, len(names))
     stages = []
     for index, (name, state) in enumerate(zip(names, hidden)):
-        fmap = (
-            outputs[name]
-            if name in outputs
-            else to_nchw(state, (height, width), LayerLayout(channels[index]))
-        )
+        fmap = to_nchw(outputs.get(name, state), (height, width), LayerLayout(channels[index]))
         reduction = max(1, round(height / fmap.shape[-2]))
         stages.append(Stage(name, index, int(fmap.shape[1]), reduction, modules[index]))
     return stages
