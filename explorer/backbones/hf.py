@@ -215,7 +215,12 @@ def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stag
     modules = _stage_modules(backbone, len(names))
     stages = []
     for index, (name, state) in enumerate(zip(names, hidden)):
-        fmap = to_nchw(outputs.get(name, state), (height, width), LayerLayout(channels[index]))
+        if (
+            name in outputs
+        ):  # NCHW (BackboneOutput's rule), or ViTPose's tokens; num_features can be off by one
+            fmap = to_nchw(outputs[name], (height, width))
+        else:
+            fmap = to_nchw(state, (height, width), LayerLayout(channels[index]))
         reduction = max(1, round(height / fmap.shape[-2]))
         stages.append(Stage(name, index, int(fmap.shape[1]), reduction, modules[index]))
     return stages
