@@ -217,7 +217,8 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
 
     Accepted forms: ``(B, C, H, W)``; ``(B, H, W, C)`` (``layout.channels_last``, or detected from
     ``layout.channels``); ViT-style tokens ``(B, N, C)`` with class/register prefix tokens, which become the
-    ``(B, C, h, w)`` grid of patch tokens (non-square inputs too); pooled ``(B, C)`` becomes ``(B, C, 1, 1)``.
+    ``(B, C, h, w)`` grid of patch tokens (non-square inputs too); pooled ``(B, C)`` becomes ``(B, C, 1, 1)``;
+    an output of more axes that ``layout.unaligned`` flags keeps its last two, the others folded into channels.
     A tuple or model output uses its first tensor.
 
     Example::
