@@ -35,8 +35,10 @@ __all__ = [
     "PROBE_SCALE",
     "capture",
     "find_layouts",
+    "grid_stride",
     "layout_from_shapes",
     "tap",
+    "token_grid",
     "list_layers",
     "resolve_layers",
     "to_nchw",
@@ -175,12 +177,26 @@ def _first_tensor(output: object) -> torch.Tensor | None:
     return hidden if isinstance(hidden, torch.Tensor) else None
 
 
-def _token_grid(
+def token_grid(
     tokens: int, input_hw: tuple[int, int], reduction: int | None, prefix_tokens: int | None = None
 ) -> tuple[int, int, int]:
-    """Find ``(prefix, h, w)`` with ``prefix + h * w == tokens`` and ``h / w`` matching the input's shape.
+    """The ``(prefix, h, w)`` grid of ``tokens`` ViT-style tokens for a ``(height, width)`` input: ``prefix`` class,
+    register or distillation tokens first, then ``h * w`` patch tokens, ``h`` and ``w`` the input's sides divided by
+    ``reduction`` (rounded down or up; every stride up to 64 when None).
 
-    ``prefix_tokens``, when the model declares it, is used as given; only a bare module's is inferred.
+    Args:
+        tokens: the token count ``N`` of a ``(B, N, C)`` output.
+        input_hw: the input's ``(height, width)``.
+        reduction: the patch size (stride), when known.
+        prefix_tokens: the model's own prefix count, used as given; None tries 0 to 8.
+
+    Raises:
+        CaptureError: no such grid.
+
+    Example::
+
+        >>> token_grid(1 + 4 + 14 * 10, (224, 160), 16, 5)      # class and 4 register tokens
+        (5, 14, 10)
     """
     height, width = input_hw
     strides = [reduction] if reduction else list(range(1, 65))
@@ -201,7 +217,8 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
 
     Accepted forms: ``(B, C, H, W)``; ``(B, H, W, C)`` (``layout.channels_last``, or detected from
     ``layout.channels``); ViT-style tokens ``(B, N, C)`` with class/register prefix tokens, which become the
-    ``(B, C, h, w)`` grid of patch tokens (non-square inputs too); pooled ``(B, C)`` becomes ``(B, C, 1, 1)``.
+    ``(B, C, h, w)`` grid of patch tokens (non-square inputs too); pooled ``(B, C)`` becomes ``(B, C, 1, 1)``;
+    an output of more axes that ``layout.unaligned`` flags keeps its last two, the others folded into channels.
     A tuple or model output uses its first tensor.
 
     Example::
@@ -222,7 +239,7 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
     if tensor.ndim == 3:
         batch, tokens, dim = tensor.shape
         try:
-            prefix, h, w = _token_grid(tokens, input_hw, layout.reduction, layout.prefix_tokens)
+            prefix, h, w = token_grid(tokens, input_hw, layout.reduction, layout.prefix_tokens)
         except CaptureError:
             if not layout.unaligned:
                 raise
@@ -232,6 +249,8 @@ def to_nchw(output: object, input_hw: tuple[int, int], layout: LayerLayout = Lay
         return tensor[:, prefix:, :].transpose(1, 2).reshape(batch, dim, h, w)
     if tensor.ndim == 2:
         return tensor[:, :, None, None]
+    if tensor.ndim > 4 and layout.unaligned:  # flagged: the leading axes folded into channels, as it came
+        return tensor.reshape(tensor.shape[0], -1, *tensor.shape[-2:])
     raise CaptureError(
         f"The layer's output has shape {tuple(tensor.shape)}, which is not an image-like map. "
         "Pick a layer whose output is (B, C, H, W), (B, H, W, C) or (B, tokens, C)."
@@ -243,8 +262,7 @@ def unaligned_reason(
 ) -> str | None:
     """Why ``fmap`` (made from ``output``) is not a spatial map of a ``(B, H, W)`` input; None when it is.
 
-    A map is image-aligned when it has the input's batch size and a grid the input's size divided by one stride
-    gives (give or take the few pixels unpadded convolutions lose).
+    A map is image-aligned when it has the input's batch size and is a grid of the input (:func:`grid_stride`).
 
     Example::
 
@@ -263,10 +281,8 @@ def unaligned_reason(
             "the batch"
         )
     h, w = int(fmap.shape[-2]), int(fmap.shape[-1])
-    for stride in range(1, 65):
-        slack_h, slack_w = max(1.0, 0.05 * height / stride), max(1.0, 0.05 * width / stride)
-        if -1 <= height / stride - h <= slack_h and -1 <= width / stride - w <= slack_w:
-            return None
+    if grid_stride(h, w, (height, width)) is not None:
+        return None
     return f"a {h}x{w} grid is no stride of the {height}x{width} input (attention weights, or tokens)"
 
 
@@ -424,19 +440,14 @@ def capture(
 
 # ------------------------------------------------------------------------------------------- layouts by probing
 PROBE_SCALE = (2, 3)
-"""The second probe's input is the first one's height times 2 and width times 3: axes that double are rows,
-axes that triple are columns."""
+"""The second probe's input is the first one's height times 2 and width times 3: the two neighbouring axes that
+grow so are rows and columns, a token axis grows with both."""
 
 
-def _axes(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[list[int], list[int], list[int]]:
-    """The axes that changed like rows (about x2) and like columns (about x3), and those that changed otherwise."""
-    rows, cols, other = [], [], []
-    for axis, (a, b) in enumerate(zip(first, second)):
-        if a == b:
-            continue
-        ratio = b / a if a else float("inf")
-        (rows if 1.5 <= ratio < 2.5 else cols if 2.5 <= ratio <= 3.5 else other).append(axis)
-    return rows, cols, other
+def _follows(before: int, after: int, scale: int) -> bool:
+    """An axis of ``before`` cells is ``after`` cells once the input side is ``scale`` times longer, give or take
+    the border unpadded convolutions cut (up to a tenth of the side, and two cells)."""
+    return abs(after - scale * before) <= (scale - 1) * (2 + 0.1 * before)
 
 
 def _tokens_layout(
@@ -480,31 +491,30 @@ def layout_from_shapes(
         )
     if second is None:  # one size only: what the shape alone says, flagged where it cannot say
         return _one_size_layout(first, size, prefix_tokens)
-    rows, cols, other = _axes(first, second)
-    if 0 in rows + cols + other:
+    changed = [axis for axis, (a, b) in enumerate(zip(first, second)) if a != b]
+    if 0 in changed:
         return LayerLayout(
             unaligned=f"batch of {first[0]} for 1 input image: windows or heads folded into the batch"
         )
     if len(first) == 3:
-        if rows + cols + other == [1]:
+        if changed == [1]:
             found = _tokens_layout(first[1], second[1], size, prefix_tokens)
             if found is not None:
                 return LayerLayout(first[2], False, found.reduction, found.prefix_tokens)
-        what = "no grid of the input" if (rows + cols + other) else "a size that does not follow the input's"
+        what = "no grid of the input" if changed else "a size that does not follow the input's"
         return LayerLayout(unaligned=f"tokens {first} with {what}")
-    if other or len(rows) != 1 or len(cols) != 1:
-        if not (rows or cols or other):
-            return LayerLayout(unaligned=f"a {first[1:]} map whose size does not follow the input's")
+    if not changed:
+        return LayerLayout(unaligned=f"a {first[1:]} map whose size does not follow the input's")
+    # rows before columns, next to each other: (B, C, H, W) or (B, H, W, C)
+    if changed not in ([2, 3], [1, 2]) or not all(
+        _follows(first[axis], second[axis], scale) for axis, scale in zip(changed, PROBE_SCALE)
+    ):
         return LayerLayout(unaligned=f"a {first[1:]} map whose axes are no grid of the input")
-    height = first[rows[0]]
-    reduction = max(1, round(size[0] / height))
-    if (rows[0], cols[0]) == (2, 3):
+    rows = changed[0]
+    reduction = max(1, round(size[0] / first[rows]))
+    if rows == 2:
         return LayerLayout(first[1], False, reduction)
-    if (rows[0], cols[0]) == (1, 2):
-        return LayerLayout(first[3], True, reduction)
-    return LayerLayout(
-        unaligned=f"a {first[1:]} map with rows on axis {rows[0]} and columns on axis {cols[0]}"
-    )
+    return LayerLayout(first[3], True, reduction)
 
 
 def _one_size_layout(first: tuple[int, ...], size: tuple[int, int], prefix_tokens: int | None) -> LayerLayout:
@@ -513,13 +523,13 @@ def _one_size_layout(first: tuple[int, ...], size: tuple[int, int], prefix_token
     if len(first) == 3:
         for known in dict.fromkeys([prefix_tokens, 0]):  # the model's prefix tokens; none (a patch embedding)
             try:
-                prefix, h, _ = _token_grid(first[1], size, None, known)
+                prefix, h, _ = token_grid(first[1], size, None, known)
             except CaptureError:
                 continue
             return LayerLayout(first[2], False, max(1, round(size[0] / h)), prefix)
         return LayerLayout(unaligned=f"{first[1]} tokens make no grid of the {size[0]}x{size[1]} input")
-    nchw = _grid_stride(first[2], first[3], size)
-    nhwc = _grid_stride(first[1], first[2], size)
+    nchw = grid_stride(first[2], first[3], size)
+    nhwc = grid_stride(first[1], first[2], size)
     if nchw and nhwc:
         return LayerLayout(
             unaligned=f"a {first[1:]} map: either axes could be the grid, and the model runs at one size only"
@@ -531,12 +541,29 @@ def _one_size_layout(first: tuple[int, ...], size: tuple[int, int], prefix_token
     return LayerLayout(unaligned=f"a {first[1:]} map that is no grid of the {size[0]}x{size[1]} input")
 
 
-def _grid_stride(h: int, w: int, size: tuple[int, int]) -> int | None:
-    """The stride that makes ``(h, w)`` the grid of a ``size`` input (give or take unpadded borders)."""
+def grid_stride(h: int, w: int, size: tuple[int, int]) -> int | None:
+    """The stride at which an ``(h, w)`` map is the grid of a ``size = (height, width)`` input; None if none is.
+
+    Each axis holds ``side / stride`` cells rounded either way, less the border that unpadded convolutions cut:
+    the same number of input pixels on both axes (within a stride), at most a tenth of the smaller side. A 1x1 map
+    is a pooled vector, no grid.
+
+    Example::
+
+        >>> grid_stride(51, 47, (107, 99))      # inception's valid convolutions: 5 pixels lost on both axes
+        2
+        >>> grid_stride(6, 6, (96, 64)) is None
+        True
+    """
     height, width = size
+    if h * w <= 1:
+        return None
     for stride in range(1, 65):
-        slack_h, slack_w = max(1.0, 0.05 * height / stride), max(1.0, 0.05 * width / stride)
-        if -1 <= height / stride - h <= slack_h and -1 <= width / stride - w <= slack_w:
+        lost_h, lost_w = height - stride * h, width - stride * w
+        small = all(
+            -stride < lost < stride or 0 < lost <= 0.1 * min(height, width) for lost in (lost_h, lost_w)
+        )
+        if small and abs(lost_h - lost_w) < stride:
             return stride
     return None
 
@@ -571,14 +598,44 @@ def find_layouts(
 
     first = shapes(size)
     larger: dict[str, tuple[int, ...]] = {}
+    scaled = (size[0] * PROBE_SCALE[0], size[1] * PROBE_SCALE[1])
     if second:
         try:
-            larger = shapes((size[0] * PROBE_SCALE[0], size[1] * PROBE_SCALE[1]))
+            larger = shapes(scaled)
         except (
             Exception
         ) as err:  # the model refuses the size: its own assert, a reshape, a position embedding
             _log.debug("layouts from one size only (%s)", err)
+    if (
+        larger
+        and all(larger[name] == first[name] for name in layers)
+        and _resizes_input(run, model, size, scaled)
+    ):
+        larger = {}  # the model resizes every input to its own size (CrossViT): it sees one size only
     return {name: layout_from_shapes(first[name], larger.get(name), size, prefix_tokens) for name in layers}
+
+
+def _resizes_input(
+    run: Callable[[tuple[int, int]], None], model: nn.Module, size: tuple[int, int], scaled: tuple[int, int]
+) -> bool:
+    """No module of ``model`` gives another shape at ``scaled`` than at ``size``: the model resizes its input."""
+
+    def every_shape(at: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+        found: dict[str, tuple[int, ...]] = {}
+        try:
+            with tap(model, list_layers(model), keep=lambda _n, out: _shape_or_none(out)) as found:
+                run(at)
+        except CaptureError:  # modules the forward pass never runs
+            pass
+        return found
+
+    at_size, at_scaled = every_shape(size), every_shape(scaled)
+    return bool(at_size) and all(at_scaled.get(name) == shape for name, shape in at_size.items())
+
+
+def _shape_or_none(output: object) -> tuple[int, ...] | None:
+    tensor = _first_tensor(output)
+    return None if tensor is None else tuple(int(v) for v in tensor.shape)
 
 
 def _shape(output: object) -> tuple[int, ...]:

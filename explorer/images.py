@@ -105,6 +105,8 @@ class Preprocess:
         input_size: ``(height, width)`` of the input a square image becomes (the checkpoint's nominal size; a
             processor that keeps the aspect ratio gives other sizes to other images).
         settings: the settings that decide the result, JSON-able (cache keys, reports).
+        fixed_size: every image becomes ``input_size``; False for a processor that keeps the aspect ratio or pads
+            (DETR's), whose maps and overlays follow each image's own size.
 
     Example::
 
@@ -116,6 +118,7 @@ class Preprocess:
 
     input_size: tuple[int, int]
     settings: dict
+    fixed_size: bool = True
 
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The float ``(B, 3, H, W)`` batch the source's own transform makes of RGB images."""

@@ -93,8 +93,10 @@ def _variations(cls) -> dict[str, dict]:
     default = _build(cls)
     has = {key: getattr(default, key, None) is not None for key in vars(default)}
     variations = {"default": {}, "no-normalize": {"do_normalize": False}, "no-resize": {"do_resize": False}}
-    if has.get("resample"):
-        variations.update({f"resample-{mode}": {"resample": mode} for mode in (0, 2, 3)})
+    if has.get(
+        "resample"
+    ):  # every PIL filter; NEAREST runs as torchvision's NEAREST_EXACT in the fast classes
+        variations.update({f"resample-{mode}": {"resample": mode} for mode in range(6)})
     if has.get("do_center_crop"):
         variations["crop-toggled"] = {"do_center_crop": not default.do_center_crop}
     if has.get("keep_aspect_ratio"):
@@ -145,7 +147,10 @@ def test_pixel_values_are_the_image_processors_own(name, variation, tmp_path):
         CheckpointError
     ) as err:  # refused at load: the size guard, or the processor fails on a square image
         assert type(oracle).__name__ in str(err) or "MAX_INPUT_SIDE" in str(err) or "2048" in str(err), err
-        assert "2048" in str(err) or _oracle(oracle, Image.new("RGB", (512, 512))) is None, err
+        # explorer runs the processor on a square and a wide blank image at load (its nominal size, whether sizes
+        # vary): refused when the processor itself fails on one (Segformer's fast class cannot resize with BOX)
+        fails = any(_oracle(oracle, Image.new("RGB", size)) is None for size in ((512, 512), (512, 256)))
+        assert "2048" in str(err) or fails, err
         return
     for image_name in _images_for(f"{name}-{variation}", variation == "default"):
         if variation == "no-resize" and image_name == "huge":
@@ -179,6 +184,30 @@ def test_aspect_keeping_processors_give_maps_the_real_size():
     wide, tall = pre.pixel_values([_image("wide")]), pre.pixel_values([_image("tall")])
     assert wide.shape[-1] > 1.4 * wide.shape[-2] and tall.shape[-2] > 3 * tall.shape[-1]
     assert pre.view(_image("tall")).size == (tall.shape[-1], tall.shape[-2])
+
+
+def test_maps_follow_the_real_size_and_a_scan_says_it_cannot(tiny_hf_folder, tmp_path):
+    """A DETR processor keeps the aspect ratio: capture gives each image its own map size, overlays the same
+    size; a scan (cells of one map size) refuses it up front instead of failing in its batches."""
+    import shutil
+
+    folder = tmp_path / "detr-processor"
+    shutil.copytree(tiny_hf_folder, folder)
+    transformers.DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
+    bb = explorer.load_backbone(f"hf:{folder}", device="cpu")
+    assert not bb.preprocess.fixed_size
+    wide, tall = bb.extract([_image("wide")]), bb.extract([_image("tall")])
+    stage = bb.out_features[0]
+    assert wide[stage].shape[-1] > wide[stage].shape[-2] and tall[stage].shape[-2] > tall[stage].shape[-1]
+    view = explorer.images.model_view(_image("tall"), bb.preprocess)
+    assert view.size == tuple(bb.pixel_values([_image("tall")]).shape[-1:-3:-1])
+    paths = [tmp_path / "wide.png", tmp_path / "tall.png"]
+    _image("wide").save(paths[0])
+    _image("tall").save(paths[1])
+    with pytest.raises(explorer.DatasetError, match="its own size"):
+        explorer.scan(bb, paths, cache=None)
+    transformers.ViTImageProcessor().save_pretrained(folder)
+    assert explorer.load_backbone(f"hf:{folder}", device="cpu").preprocess.fixed_size
 
 
 def test_a_processor_that_needs_more_than_images_is_refused(tmp_path):
@@ -256,6 +285,39 @@ def test_a_models_own_config_is_used():
     assert torch.equal(_preprocess(model).pixel_values([image]), expected(image)[None])
 
 
-def test_a_bogus_interpolation_is_refused_not_replaced():
-    with pytest.raises(CheckpointError, match="interpolation='bogus'"):
-        TimmPreprocess({"input_size": (3, 32, 32), "interpolation": "bogus"})
+# every crop mode x crop_pct below, at and above 1 x every interpolation timm has, on a non-square input
+TIMM_GRID = [
+    (mode, pct, interpolation)
+    for mode in ("center", "squash", "border")
+    for pct in (0.5, 0.875, 1.0, 1.15)
+    for interpolation in timm.data.transforms._str_to_torch_interpolation
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "pct", "interpolation"), TIMM_GRID, ids=["-".join(map(str, c)) for c in TIMM_GRID]
+)
+def test_every_crop_mode_crop_pct_and_interpolation(mode, pct, interpolation):
+    config = {"input_size": (3, 48, 64), "crop_pct": pct, "crop_mode": mode, "interpolation": interpolation}
+    oracle, pre = timm.data.create_transform(**config), TimmPreprocess(config)
+    for image_name in _images_for(f"{mode}{pct}{interpolation}", False):
+        image = _image(image_name)
+        got = pre.pixel_values([image])
+        assert torch.equal(got, oracle(image)[None]), image_name
+        assert pre.view(image).size == (64, 48)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("interpolation", "bogus"),  # timm's lookup fails
+        ("interpolation", "random"),  # a training-time choice
+        ("crop_mode", "bogus"),  # timm would read it as "center"
+        ("crop_pct", 0),  # timm would use its default 0.875
+        ("crop_pct", -1.0),
+        ("crop_pct", float("nan")),
+    ],
+)
+def test_a_setting_timm_cannot_honour_is_refused_not_replaced(setting, value):
+    with pytest.raises(CheckpointError, match=f"{setting}="):
+        TimmPreprocess({"input_size": (3, 32, 32), setting: value})

@@ -715,7 +715,22 @@ class Backbone:
         unaligned = {
             name: raw.unaligned[module] for name, module in modules.items() if module in raw.unaligned
         }
-        return FeatureMaps(((name, raw[module]) for name, module in modules.items()), unaligned=unaligned)
+        maps = FeatureMaps(((name, raw[module]) for name, module in modules.items()), unaligned=unaligned)
+        return self._flag_reordered(maps)
+
+    def _reordered(self) -> dict[str, str]:
+        """Modules whose outputs, and their submodules', hold tokens in an order other than the image's, with the
+        reason (Hiera's unrolled mask units, window-major tokens); sources that know such models name them."""
+        return {}
+
+    def _flag_reordered(self, maps: FeatureMaps) -> FeatureMaps:
+        """``maps`` with the layers inside :meth:`_reordered` modules flagged: no grid of the image."""
+        stages = {stage.name for stage in self.all_stages}  # stage maps are put back in image order
+        for prefix, reason in self._reordered().items():
+            for name in maps:
+                if name not in stages and (name == prefix or name.startswith(prefix + ".")):
+                    maps.unaligned.setdefault(name, reason)
+        return maps
 
     def _on_select(self) -> None:
         """Called after every (re-)selection; sources that hold their own selection sync it here."""

@@ -35,7 +35,7 @@ from ..errors import (
     UnknownBackboneError,
     WeightsUnavailableError,
 )
-from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
+from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw, token_grid
 from ..images import MAX_INPUT_SIDE, Preprocess
 from ._base import AttentionWeights, Backbone, Head, Stage
 from ._checkpoint import find_weights_file, load_weights, read_state_dict
@@ -179,10 +179,24 @@ class HFBackbone(Backbone):
         def stage_map(stage: Stage) -> torch.Tensor:
             return to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction))
 
-        return FeatureMaps(
+        maps = FeatureMaps(
             ((name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers),
             unaligned=raw.unaligned,
         )
+        return self._flag_reordered(maps)
+
+    def _reordered(self) -> dict[str, str]:
+        """Hiera's encoder runs on unrolled tokens (its ``reroll`` puts them back for the stage maps only); a
+        windowed ViT's encoder (LW-DETR, RF-DETR) on tokens window by window."""
+        found = {
+            name: "tokens in Hiera's unrolled order, not in image order"
+            for name, module in self.model.named_modules()
+            if hasattr(module, "reroll")
+        }
+        config = getattr(self.model, "config", None)
+        if int(getattr(config, "num_windows", 1) or 1) > 1 and hasattr(self.model, "encoder"):
+            found["encoder"] = "tokens window by window, not in image order"
+        return found
 
     def attention_blocks(self) -> list[str]:
         """ViT backbones with a class token (DINOv2, with or without registers): ``stage<i>`` is encoder layer
@@ -209,7 +223,7 @@ class HFBackbone(Backbone):
         prefix = ("class", *(f"register {i}" for i in range(registers)))
         tokens = attentions[0].shape[-1]
         patch = self.all_stages[1].reduction
-        _, height, width = _token_grid(tokens, tuple(pixel_values.shape[-2:]), patch, len(prefix))
+        _, height, width = token_grid(tokens, tuple(pixel_values.shape[-2:]), patch, len(prefix))
         return AttentionWeights(weights, prefix, (height, width))
 
 
@@ -226,11 +240,19 @@ def _probe_stages(backbone: nn.Module, input_size: tuple[int, int]) -> list[Stag
             f"({type(err).__name__}: {err}). Check the config's sizes and depths, or save it again."
         ) from err
     hidden = getattr(output, "reshaped_hidden_states", None) or output.hidden_states
+    # the maps the model outputs are the truth (windowed ViTs hold their hidden states per window); hidden
+    # states tell the stages it does not output
+    outputs = dict(zip(backbone.out_features, output.feature_maps))
     channels = list(getattr(backbone, "num_features", None) or [None] * len(names))
     modules = _stage_modules(backbone, len(names))
     stages = []
     for index, (name, state) in enumerate(zip(names, hidden)):
-        fmap = to_nchw(state, (height, width), LayerLayout(channels[index]))
+        if (
+            name in outputs
+        ):  # NCHW (BackboneOutput's rule), or ViTPose's tokens; num_features can be off by one
+            fmap = to_nchw(outputs[name], (height, width))
+        else:
+            fmap = to_nchw(state, (height, width), LayerLayout(channels[index]))
         reduction = max(1, round(height / fmap.shape[-2]))
         stages.append(Stage(name, index, int(fmap.shape[1]), reduction, modules[index]))
     return stages
@@ -353,6 +375,8 @@ class HFPreprocess(Preprocess):
             raise CheckpointError(str(err)) from err
         self.settings = {"source": "transformers", "class": name, **json.loads(processor.to_json_string())}
         self.input_size = tuple(int(v) for v in self.pixel_values([Image.new("RGB", (512, 512))]).shape[-2:])
+        wide = tuple(int(v) for v in self.pixel_values([Image.new("RGB", (512, 256))]).shape[-2:])
+        self.fixed_size = wide == self.input_size
 
     def _run(self, images: Sequence[Image.Image], **options) -> torch.Tensor:
         name = type(self.processor).__name__

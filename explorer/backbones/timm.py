@@ -37,7 +37,7 @@ from ..errors import (
     UnknownBackboneError,
     WeightsUnavailableError,
 )
-from ..hooks import FeatureMaps, LayerLayout, _token_grid, capture, to_nchw
+from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw, token_grid
 from ..images import MAX_INPUT_SIDE, Preprocess
 from ._base import AttentionWeights, Backbone, Head, Stage
 from ._checkpoint import find_weights_file, folder_config, load_weights, read_state_dict
@@ -91,6 +91,9 @@ def build_timm(arch: str, **kwargs) -> nn.Module:
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor")
 
 
+_CROP_MODES = ("center", "squash", "border")  # timm.data.transforms_imagenet_eval's modes
+
+
 class TimmPreprocess(Preprocess):
     """timm's own eval transform, ``timm.data.create_transform(**data_config)``; every crop mode timm has.
 
@@ -136,6 +139,18 @@ class TimmPreprocess(Preprocess):
                 raise InvalidArgumentError(
                     f"input_size={shown(config.get('input_size'))}; pass (3, height, width)."
                 )
+            # timm reads an unknown crop_mode as "center" and a zero crop_pct as its default: refuse, not replace
+            if config.get("crop_mode") not in (None, *_CROP_MODES):
+                raise InvalidArgumentError(
+                    f"crop_mode={shown(config.get('crop_mode'))} is no crop mode timm knows; use one of "
+                    f"{', '.join(_CROP_MODES)}."
+                )
+            if config.get("crop_pct") is not None:
+                real("crop_pct", config["crop_pct"], hint="pass a fraction above 0, e.g. 0.875.")
+                if config["crop_pct"] <= 0:
+                    raise InvalidArgumentError(
+                        f"crop_pct={shown(config['crop_pct'])}; pass a fraction above 0, e.g. 0.875."
+                    )
             self.transform = timm.data.create_transform(**config, is_training=False)
         except KeyError as err:  # timm's own lookup of the interpolation name
             raise CheckpointError(
@@ -314,7 +329,7 @@ class TimmBackbone(Backbone):
         extra = [name for name in layers if name not in stages]
         intermediates = getattr(model, "forward_intermediates", None)
         if intermediates is None or not wanted:
-            return self._flag_unrolled(super()._forward(pixel_values, layers, model), extra)
+            return super()._forward(pixel_values, layers, model)
         indices = [stage.index for stage in wanted]
         if not extra:
             found = intermediates(pixel_values, indices=indices, intermediates_only=True, stop_early=True)
@@ -325,15 +340,15 @@ class TimmBackbone(Backbone):
                 final, found = intermediates(pixel_values, indices=indices, stop_early=False)
                 if len(raw) < len(extra):  # a head layer: run the head as forward() would
                     model.forward_head(final)
+                if len(raw) < len(extra):  # a container that forward_intermediates walks through (``stages``)
+                    model(pixel_values)  # forward() calls it; layers already seen keep their first output
         hw = tuple(pixel_values.shape[-2:])
         maps = {
             stage.name: to_nchw(fmap, hw, LayerLayout(stage.channels, False, stage.reduction))
             for stage, fmap in zip(wanted, found)
         }
         maps.update(raw)
-        return self._flag_unrolled(
-            FeatureMaps(((n, maps[n]) for n in layers), unaligned=raw.unaligned), extra
-        )
+        return self._flag_reordered(FeatureMaps(((n, maps[n]) for n in layers), unaligned=raw.unaligned))
 
     def _attention_modules(self) -> dict[str, str]:
         """Per stage with one attention module (a ViT block), that module's path; only for class-token ViTs.
@@ -379,7 +394,7 @@ class TimmBackbone(Backbone):
             try:
                 if found.ndim != 4 or found.shape[-2] != found.shape[-1]:
                     raise CaptureError("not token-to-token attention")
-                _, grid_h, grid_w = _token_grid(found.shape[-1], (height, width), patch, len(prefix))
+                _, grid_h, grid_w = token_grid(found.shape[-1], (height, width), patch, len(prefix))
             except CaptureError:
                 raise AttentionError(
                     f"{self.spec}: the attention at {name} is {tuple(found.shape)}, not over the {len(prefix)} prefix "
@@ -388,13 +403,13 @@ class TimmBackbone(Backbone):
                 ) from None
         return AttentionWeights(weights, prefix, (grid_h, grid_w))
 
-    def _flag_unrolled(self, maps: FeatureMaps, extra: list[str]) -> FeatureMaps:
-        """Hiera's blocks hold their tokens unrolled (:meth:`out_of_order`)."""
-        for name in extra:
-            reason = self.out_of_order(name) if name.startswith("blocks.") else ""
-            if reason and name not in maps.unaligned:
-                maps.unaligned[name] = reason
-        return maps
+    def _reordered(self) -> dict[str, str]:
+        """Hiera's blocks hold their tokens unrolled (its ``reroll`` puts them back for the stages only)."""
+        return (
+            {"blocks": "tokens in Hiera's unrolled order, not in image order"}
+            if hasattr(self.model, "reroll")
+            else {}
+        )
 
 
 def load_timm(

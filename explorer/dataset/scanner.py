@@ -284,6 +284,12 @@ def scan(
         bb = load_backbone(backbone, out_indices, out_features, pretrained=pretrained, device=device)
         chosen = False
     names = _names(bb, out_indices, out_features, layers, chosen)
+    if not getattr(bb.preprocess, "fixed_size", True):
+        raise DatasetError(
+            f"{bb.spec}: its image processor gives each image its own size (it keeps the aspect ratio or pads), "
+            "and a scan ranks cells of one map size. Save the processor with a fixed size (size={'height': H, "
+            "'width': W}) to scan; bb.extract, capture and overlays follow each image's real size."
+        )
     _check_batch(bb, len(images), batch_size, shard_size)
     parts = {
         "format": FORMAT_VERSION,
