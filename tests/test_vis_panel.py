@@ -151,7 +151,7 @@ def test_the_dataset_tab_shows_the_picture_beside_the_exemplars(tmp_path, monkey
     expected = explorer.visualize(app.backbone, stage="layer1", channel=6, steps=STEPS, size=SIZE, seed=0)
     assert view.vis.image.value == _png(expected.image)
     assert "channel 6" in view.vis.caption.value and "RANDOM WEIGHTS" in view.vis.caption.value
-    box = view.widget.children[-1]
+    (box,) = [child for child in view.widget.children if view.crops_box in getattr(child, "children", ())]
     assert list(box.children) == [view.crops_box, view.vis.widget]  # beside the exemplars
     runs = app.forward_passes
     app.tab = "Grid"  # the Grid tab shows the same picture at once, from the cache
