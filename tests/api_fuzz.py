@@ -285,6 +285,7 @@ class Baseline:
             ("select_stages", "stage_names"): ["a", "b"],
             ("model_view", "config"): self.bb.preprocess,
             ("bb.capture", "layers"): ["layer1.0.conv1"],
+            ("bb.stage_maps", "names"): ["layer1"],
             ("bb.stage", "name"): "layer1",
             ("bb.layout", "name"): "layer1",
             ("overlay", "channel_map"): self.fmap[0],

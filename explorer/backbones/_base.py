@@ -585,8 +585,8 @@ class Backbone:
             >>> with torch.enable_grad():
             ...     bb.stage_maps(x.requires_grad_(), ["layer4"])["layer4"].sum().backward()
         """
-        unknown = [name for name in names if name not in self.stage_names]
-        if isinstance(names, str) or unknown:
+        listed = isinstance(names, (list, tuple)) and all(isinstance(name, str) for name in names)
+        if not listed or not names or any(name not in self.stage_names for name in names):
             raise InvalidArgumentError(
                 f"names={shown(names)}; pass a list of stage names from {', '.join(self.stage_names)}."
             )
