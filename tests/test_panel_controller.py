@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from fresh_interpreter import pngs_of
 from PIL import Image
 from traitlets import TraitError
 
@@ -340,29 +340,7 @@ def test_code_round_trips_in_a_fresh_interpreter():
     app.top_by = "std"
     second = (app.code(), app.grid_png)
     assert "blocks.2.0.conv_pw" in second[0] and "top:16" in second[0]
-    script = textwrap.dedent(
-        """
-        import json, sys
-        pngs = []
-        for code in json.loads(sys.stdin.read()):
-            scope = {}
-            exec(code, scope)
-            pngs.append(scope["png"].hex())
-        print(json.dumps(pngs))
-        """
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps([first[0], second[0]]),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    pngs = [bytes.fromhex(h) for h in json.loads(result.stdout.strip().splitlines()[-1])]
+    pngs = pngs_of([first[0], second[0]], ROOT, timeout=600)
     assert pngs == [first[1], second[1]]
 
 

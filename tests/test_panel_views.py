@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import os
 import re
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+from fresh_interpreter import pngs_of
 from PIL import Image
 
 import explorer
 from explorer.widgets.views.charts import bar_chart
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -160,28 +155,7 @@ def test_code_for_every_tab_runs_as_given_in_a_fresh_interpreter(tmp_path):
         assert "saved by the panel as" in code or tab == "Dataset"
     saved = os.listdir(images)
     assert all(re.fullmatch(r"[A-Za-z0-9_-]+-[0-9a-f]{10}\.png", name) for name in saved) and len(saved) == 2
-    script = textwrap.dedent(
-        """
-        import json, sys
-        pngs = []
-        for code in json.loads(sys.stdin.read()):
-            scope = {}
-            exec(code, scope)
-            pngs.append(scope["png"].hex())
-        print(json.dumps(pngs))
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps([code for _, code, _ in cases]),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=ROOT),
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr
-    pngs = [bytes.fromhex(h) for h in json.loads(result.stdout.strip().splitlines()[-1])]
+    pngs = pngs_of([code for _, code, _ in cases], tmp_path, timeout=900)
     for (tab, _, shown), png in zip(cases, pngs):
         assert png == shown, tab
 

@@ -4,21 +4,13 @@ library code for the mode on show."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import torch
+from fresh_interpreter import pngs_of
 
 import explorer
 from explorer.widgets.engine.gallery import LIVE
 from explorer.widgets.views.patches import similarity_options
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _click(view, image: int, row: int, col: int) -> None:
@@ -147,29 +139,7 @@ def test_code_for_pca_and_similarity_round_trips_in_a_fresh_interpreter(tmp_path
     app.patch_query = (1, 2, 3)
     made.append((app.code(folder=tmp_path / "images"), app.png))
     assert "query=(1, 2, 3)" in made[1][0] and made[0][1] != made[1][1]
-    script = textwrap.dedent(
-        """
-        import json, sys
-        pngs = []
-        for code in json.loads(sys.stdin.read()):
-            scope = {}
-            exec(code, scope)
-            pngs.append(scope["png"].hex())
-        print(json.dumps(pngs))
-        """
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        input=json.dumps([code for code, _ in made]),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    pngs = [bytes.fromhex(h) for h in json.loads(result.stdout.strip().splitlines()[-1])]
+    pngs = pngs_of([code for code, _ in made], tmp_path, timeout=600)
     assert pngs == [png for _, png in made]
 
 
