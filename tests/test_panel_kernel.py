@@ -150,3 +150,83 @@ def test_widget_messages_come_from_the_kernels_thread_only(kernel, tmp_path):
     assert eval(held) == (True, False)  # noqa: S307 - the upload was taken while the load was held
     spec, shown, status = eval(after)  # noqa: S307
     assert spec == "resnet34" and "during-load.png" in str(shown) and "updated in" in status
+
+
+MODULE_SPY = """
+import threading
+import torch
+
+module_threads = set()  # the thread of every module call (a forward pass, its layers, a backward's recompute)
+_module_call = torch.nn.Module.__call__
+
+main_calls = []  # where the kernel's thread called a module, if it did
+
+def _module_call_spy(self, *args, **kwargs):
+    module_threads.add(threading.current_thread().name)
+    if threading.current_thread().name == "MainThread" and not main_calls:
+        import traceback
+        main_calls.append(type(self).__name__ + "".join(traceback.format_stack(limit=12)))
+    return _module_call(self, *args, **kwargs)
+
+torch.nn.Module.__call__ = _module_call_spy
+"""
+
+
+def test_the_newer_views_run_models_in_the_engine_and_write_widgets_from_the_kernels_thread(kernel, tmp_path):
+    """Patch views (PCA, a similarity click, attention with rollout), camera frames, a concepts fit and a
+    feature visualisation: every module call in the engine's threads, every widget message from the kernel's."""
+    folder = tmp_path / "images"
+    write_images(folder, 6)
+    kernel(SPY)
+    kernel(MODULE_SPY)
+    shown = kernel(
+        f"""
+        import io
+        import numpy as np
+        from PIL import Image
+        import explorer
+
+        app = explorer.Explorer("resnet18", pretrained=False, device="cpu", out_indices=[2, 3])
+        app.controller.wait()
+        module_threads.clear()  # from here on, only the views' own work
+        app.tab = "Patches"; app.patch_mode = "pca"; app.controller.wait()
+        pca = app.views["Patches"].result
+        app.patch_mode = "similarity"; app.patch_query = (1, 2, 3); app.controller.wait()
+        query = app.views["Patches"].result.query
+
+        app.camera_button.value = True                            # a live camera...
+        frame = io.BytesIO()
+        Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(frame, "JPEG")
+        for seq in range(3):                                      # ...sends frames as the browser does
+            app.camera._on_message(app.camera, {{"event": "frame", "seq": seq}}, [frame.getvalue()])
+            app.controller.wait()
+        camera_shown = app.image_box.label
+        app.camera_button.value = False
+
+        app.tab = "Dataset"
+        type(app.views["Dataset"]).cache = None
+        app.dataset_mode = "concepts"; app.concepts_n = 3
+        app.dataset_source = {str(folder)!r}                       # a concepts fit, both passes
+        app.controller.wait()
+        concepts = app.views["Dataset"].concepts_mode._shown.concepts
+
+        app.tab = "Grid"; app.vis_steps = 8; app.vis_size = 64
+        app.channel = 1; app.vis_target = (app.stage, 1)          # Visualise
+        app.controller.wait()
+        picture = len(app.views["Grid"].vis.image.value)
+
+        app.model = "vit_tiny_patch16_224"; app.out_indices = [11]; app.controller.wait()
+        app.tab = "Patches"; app.patch_mode = "attention"; app.attention_rollout = True
+        app.controller.wait()
+        attention = app.views["Patches"].result
+        print(repr((type(pca).__name__, tuple(query), camera_shown, len(concepts.basis), picture,
+                    type(attention).__name__, app.status)))
+        """
+    )
+    pca, query, camera, n_concepts, picture, attention, status = eval(shown.splitlines()[-1])  # noqa: S307
+    assert pca == "PatchPCA" and query == (1, 2, 3) and camera == "camera frame"
+    assert n_concepts == 3 and picture > 1000 and attention == "Attention", status
+    assert "error" not in status.lower(), status
+    senders, threads = eval(kernel("app.controller.wait(); print(repr((senders, module_threads)))"))  # noqa: S307
+    assert len(senders) > 50 and {thread for thread, _ in senders} == {"MainThread"}
+    assert threads and threads <= {"explorer-engine", "explorer-model"}, kernel("print(main_calls[0])")

@@ -326,7 +326,7 @@ class Controls:
             backbone = frame.backbone
             self._stage_names = backbone.stage_names
             self.links["out_indices"].set_options(backbone.stage_names)
-            table = backbone.stage_table()
+            table = frame.stage_table  # probed in the worker: the kernel's thread runs no model
             self.stage_table.value = html_table(
                 [{k: row[k] for k in ("index", "name", "channels", "reduction", "shape")} for row in table],
                 selected=[row["selected"] for row in table],

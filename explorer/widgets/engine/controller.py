@@ -372,6 +372,9 @@ class Controller(ModelWork):
             views=MappingProxyType(views),
             devices=devices(),
             layers=self.runtime.part((self._capture_id, "layers"), lambda: tuple(list_layers(selected))),
+            stage_table=self.runtime.part(
+                (self._capture_id, "stage table"), lambda: tuple(selected.stage_table())
+            ),
         )
         return frame, corrected, refused
 

@@ -198,6 +198,7 @@ class Frame:
         status: the status line.
         devices: the devices this kernel offers.
         layers: every layer name the backbone offers (for suggestions).
+        stage_table: ``backbone.stage_table()`` (its shapes come from a probe: built in the worker, never drawn).
         update_ms: how long the last update took; ``ran``: whether it ran the model.
         failed: the frame says a change was refused (its corrections go back to what is shown).
     """
@@ -215,6 +216,7 @@ class Frame:
     status: Status = Status("busy", "Starting...")
     devices: tuple[str, ...] = ("auto", "cpu")
     layers: tuple[str, ...] = ()
+    stage_table: tuple[Mapping[str, object], ...] = ()
     update_ms: float = 0.0
     ran: bool = False
     failed: bool = False
