@@ -1,6 +1,7 @@
 """The panel in a real kernel (jupyter_client): every widget message leaves from the kernel's own thread and every
-forward pass runs in the engine's worker, through loads, captures, a class-activation map, a scan and an upload; a
-model set during the first load ends with the previous model shown and the error on the status line."""
+module call runs in the engine's threads, through loads, captures, a class-activation map, a scan, an upload, the
+patch views, camera frames, a concepts fit and a feature visualisation; a model set during the first load ends with
+the previous model shown and the error on the status line."""
 
 from __future__ import annotations
 
@@ -41,6 +42,26 @@ Backbone.capture = _capture_spy
 """
 
 
+MODULE_SPY = """
+import threading
+import torch
+
+module_threads = set()  # the thread of every module call (a forward pass, its layers, a backward's recompute)
+_module_call = torch.nn.Module.__call__
+
+main_calls = []  # where the kernel's thread called a module, if it did
+
+def _module_call_spy(self, *args, **kwargs):
+    module_threads.add(threading.current_thread().name)
+    if threading.current_thread().name == "MainThread" and not main_calls:
+        import traceback
+        main_calls.append(type(self).__name__ + "".join(traceback.format_stack(limit=12)))
+    return _module_call(self, *args, **kwargs)
+
+torch.nn.Module.__call__ = _module_call_spy
+"""
+
+
 @pytest.fixture
 def kernel():
     jupyter_client = pytest.importorskip("jupyter_client")
@@ -78,6 +99,7 @@ def test_widget_messages_come_from_the_kernels_thread_only(kernel, tmp_path):
         buffer, "PNG"
     )
     kernel(SPY)
+    kernel(MODULE_SPY)
     first = kernel(
         """
         import explorer
@@ -115,6 +137,8 @@ def test_widget_messages_come_from_the_kernels_thread_only(kernel, tmp_path):
     # model work never on the kernel's thread: in the engine's worker, or its helper for loads and forwards
     assert len(forwards) >= 4 and set(forwards) <= {"explorer-engine", "explorer-model"}
     assert "explorer-model" in forwards
+    threads = eval(kernel("print(repr(module_threads))"))  # noqa: S307 - every module call, CAM's and the scan's too
+    assert threads <= {"explorer-engine", "explorer-model"}, kernel("print(main_calls[0])")
 
     # An upload while a checkpoint loads: the kernel takes it at once (the load holds no lock it needs), and the
     # upload is shown once the new checkpoint has loaded.
@@ -150,26 +174,6 @@ def test_widget_messages_come_from_the_kernels_thread_only(kernel, tmp_path):
     assert eval(held) == (True, False)  # noqa: S307 - the upload was taken while the load was held
     spec, shown, status = eval(after)  # noqa: S307
     assert spec == "resnet34" and "during-load.png" in str(shown) and "updated in" in status
-
-
-MODULE_SPY = """
-import threading
-import torch
-
-module_threads = set()  # the thread of every module call (a forward pass, its layers, a backward's recompute)
-_module_call = torch.nn.Module.__call__
-
-main_calls = []  # where the kernel's thread called a module, if it did
-
-def _module_call_spy(self, *args, **kwargs):
-    module_threads.add(threading.current_thread().name)
-    if threading.current_thread().name == "MainThread" and not main_calls:
-        import traceback
-        main_calls.append(type(self).__name__ + "".join(traceback.format_stack(limit=12)))
-    return _module_call(self, *args, **kwargs)
-
-torch.nn.Module.__call__ = _module_call_spy
-"""
 
 
 def test_the_newer_views_run_models_in_the_engine_and_write_widgets_from_the_kernels_thread(kernel, tmp_path):
