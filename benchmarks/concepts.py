@@ -38,16 +38,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.backbones.timm import TimmPreprocess  # noqa: E402
 from explorer.concept_discovery import _Codes  # noqa: E402
 from explorer.dictionary import fit_dictionary  # noqa: E402
 
 from . import report  # noqa: E402
+from .datasets import small_backbone, write_images  # noqa: E402
 from .memory import _MMAP_THRESHOLD, _peak_rss, _reset_peak_rss  # noqa: E402
 
 __all__ = ["main"]
@@ -57,32 +56,11 @@ PARTS = ("pass2", "fit", "memory")
 FIT_ROWS, FIT_CHANNELS, FIT_CONCEPTS = 100_000, 320, 32
 
 
-def _write_images(folder: Path, count: int, size: int) -> list[str]:
-    """``count`` small PNGs (smooth random colour fields, seeded by their index) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"{i:05d}.png"
-        if not path.exists():
-            rng = np.random.default_rng(i)
-            coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-            Image.fromarray(coarse).resize((size, size), Image.BILINEAR).save(path)
-        paths.append(str(path))
-    return paths
-
-
-def _small_backbone(size: int) -> explorer.Backbone:
-    torch.manual_seed(0)
-    bb = explorer.load_backbone("resnet18", out_features=["layer2"], pretrained=False, device="cpu")
-    bb.preprocess = TimmPreprocess({"input_size": (3, size, size), "crop_pct": 1.0})
-    return bb
-
-
 def pass2(count: int, rounds: int) -> dict:
     """Images/s of the scan of the default's ``blocks.4`` and of the same scan over its concept codes."""
     bb = explorer.load_backbone("default", out_features=["blocks.4"], device="cpu")
     with tempfile.TemporaryDirectory() as folder:
-        paths = _write_images(Path(folder) / "images", count, 96)
+        paths = write_images(Path(folder) / "images", count, 96)
         con = explorer.concepts(
             bb, paths, "blocks.4", 32, "semi-nmf", cache=None, num_workers=2, progress=False, samples=20_000
         )
@@ -172,7 +150,7 @@ def _child_env() -> dict:
 def _child(args: argparse.Namespace) -> None:
     """One concepts run in this process over the first ``--images`` files of ``--folder``; prints its figures."""
     torch.set_num_threads(args.threads)
-    bb = _small_backbone(32)
+    bb = small_backbone(32)
     paths = sorted(str(p) for p in Path(args.folder).iterdir())[: args.images]
     exact = _reset_peak_rss()
     start = time.perf_counter()
@@ -188,7 +166,7 @@ def memory(threads: int, counts: tuple[int, ...]) -> list[dict]:
     """Peak RSS of a concepts run for each image count, each in a fresh process."""
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        _write_images(Path(folder), max(counts), 32)
+        write_images(Path(folder), max(counts), 32)
         for count in counts:
             command = [sys.executable, "-m", "benchmarks.concepts", "--child", "--images", str(count)]
             command += ["--folder", folder, "--threads", str(threads)]

@@ -6,18 +6,20 @@ Four measurements, written to ``SCAN_RESULTS.md`` and ``scan_results.json`` besi
   ``DataLoader`` (same batch size, workers and preprocessing: :func:`explorer.images.preprocess` per image) and
   the same early-stopping forward pass (:meth:`explorer.Backbone.capture`) that keeps nothing. Runs alternate
   (floor, scan, floor, scan, ...); the best of each is reported.
-- memory: the scan's peak RSS (kernel ``VmHWM`` of the scanning process) for 200 and for 2,000 images, each in a
-  fresh process. The 2,000 are the 200 sample files listed ten times (a list-of-paths source), so both runs read
-  the same files; memory cannot tell the difference.
-- resume: a scan killed mid-shard in a child process and started again, against one uninterrupted run; the extra
-  scanning time in units of one shard's time.
+- memory: the scan's peak RSS (kernel ``VmHWM`` of the scanning process) for 500 and for 5,000 generated
+  32x32 PNGs (random resnet18 at 32x32, ``layer2``: memory is about the count, not the pictures), each in a fresh
+  process, cache off.
+- resume: a scan (the same small model, 2,048 generated 64x64 PNGs, shards of 256) killed mid-shard in a child
+  process and started again, against one uninterrupted run; the extra scanning time in units of one shard's
+  time.
 - Ray: the same scan on a local Ray (``ray.init(num_cpus=2)``, started before the clock) against the local
   backend; the ratio of times and whether the results are identical.
 
 Options::
 
     --quick        fewer images (a smoke run)
-    --parts ...    a subset of: throughput memory resume ray (the others keep their last figures)
+    --parts ...    a subset of: throughput memory resume ray (the others keep their last figures, and the
+                   stamp says which command ran; a run of every part keeps nothing of an earlier one)
     --out DIR      where the results go (default: this folder)
     --threads N    torch CPU threads (default 2)
 """
@@ -44,6 +46,7 @@ from explorer.dataset.store import weights_digest  # noqa: E402
 from explorer.images import preprocess  # noqa: E402
 
 from . import report  # noqa: E402
+from .datasets import small_backbone, write_images  # noqa: E402
 from .memory import _MMAP_THRESHOLD, _peak_rss, _reset_peak_rss  # noqa: E402
 
 __all__ = ["main"]
@@ -133,10 +136,11 @@ def _child_env() -> dict:
 
 
 def _child(args: argparse.Namespace) -> None:
-    """One scan in this process; prints a JSON line when it starts and one with its figures when it ends."""
+    """One scan of the first ``--images`` files of ``--folder`` in this process (the small model at ``--size``);
+    prints a JSON line when it starts and one with its figures when it ends."""
     torch.set_num_threads(args.threads)
-    bb = _backbone("default", ["blocks.2"])
-    paths = _paths(args.images)
+    bb = small_backbone(args.size)
+    paths = sorted(str(p) for p in Path(args.folder).iterdir())[: args.images]
     print(json.dumps({"started": time.time()}), flush=True)
     exact = _reset_peak_rss()
     start = time.perf_counter()
@@ -154,9 +158,26 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_bytes": peak, "images": len(scan)}), flush=True)
 
 
-def _run_child(images: int, cache: str, shard_size: int, threads: int, kill_after_shards: int | None = None):
+def _run_child(
+    folder: str,
+    size: int,
+    images: int,
+    cache: str,
+    shard_size: int,
+    threads: int,
+    kill_after_shards: int | None = None,
+):
     command = [sys.executable, "-m", "benchmarks.scan", "--child", "--images", str(images), "--cache", cache]
-    command += ["--shard-size", str(shard_size), "--threads", str(threads)]
+    command += [
+        "--shard-size",
+        str(shard_size),
+        "--threads",
+        str(threads),
+        "--folder",
+        folder,
+        "--size",
+        str(size),
+    ]
     child = subprocess.Popen(command, cwd=ROOT, env=_child_env(), stdout=subprocess.PIPE, text=True)
     started = json.loads(child.stdout.readline())["started"]
     if kill_after_shards is None:
@@ -173,23 +194,28 @@ def _run_child(images: int, cache: str, shard_size: int, threads: int, kill_afte
     return {"seconds": time.time() - started, "shards_done": len(list(markers.glob("*/shard-*.json")))}
 
 
-def memory(threads: int, counts: tuple[int, ...] = (SAMPLES, 10 * SAMPLES)) -> list[dict]:
+def memory(threads: int, counts: tuple[int, ...] = (500, 5000)) -> list[dict]:
     """Peak RSS of the scanning process for each image count, each in a fresh process, cache off."""
     rows = []
-    for count in counts:
-        with tempfile.TemporaryDirectory() as cache:
-            found = _run_child(count, cache, 256, threads)
-        rows.append({"images": count, **found})
+    with tempfile.TemporaryDirectory() as folder:
+        write_images(Path(folder), max(counts), 32)
+        for count in counts:
+            with tempfile.TemporaryDirectory() as cache:
+                found = _run_child(folder, 32, count, cache, 256, threads)
+            rows.append({"images": count, **found})
     return rows
 
 
 def resume(threads: int, count: int, shard_size: int) -> dict:
     """Extra scanning time of a kill in the middle of a shard and a restart, in shards."""
-    with tempfile.TemporaryDirectory() as cache:
-        whole = _run_child(count, cache, shard_size, threads)
-    with tempfile.TemporaryDirectory() as cache:
-        killed = _run_child(count, cache, shard_size, threads, kill_after_shards=count // shard_size // 2)
-        resumed = _run_child(count, cache, shard_size, threads)
+    with tempfile.TemporaryDirectory() as folder:
+        write_images(Path(folder), count, 64)
+        with tempfile.TemporaryDirectory() as cache:
+            whole = _run_child(folder, 64, count, cache, shard_size, threads)
+        with tempfile.TemporaryDirectory() as cache:
+            half = count // shard_size // 2
+            killed = _run_child(folder, 64, count, cache, shard_size, threads, kill_after_shards=half)
+            resumed = _run_child(folder, 64, count, cache, shard_size, threads)
     shard_seconds = whole["seconds"] / (count / shard_size)
     extra = killed["seconds"] + resumed["seconds"] - whole["seconds"]
     return {
@@ -247,8 +273,6 @@ def _markdown(results: dict) -> str:
     ]
     if results["quick"]:
         lines += ["**Quick run**: few images; a smoke test, not figures to quote.", ""]
-    if results.get("note"):
-        lines += [f"**Note**: {results['note']}", ""]
     if results.get("throughput"):
         lines += [
             "## Throughput against a plain DataLoader + forward loop (same batch, workers, preprocessing)",
@@ -266,7 +290,11 @@ def _markdown(results: dict) -> str:
                 f"| {row.get('steady_ratio', float('nan')):.2f}x |"
             )
     if results.get("memory"):
-        lines += ["", "## Peak memory of the scanning process (default, blocks.2, batch 32, 2 workers)", ""]
+        lines += [
+            "",
+            "## Peak memory of the scanning process (random resnet18 at 32x32, layer2, batch 32, 2 workers)",
+            "",
+        ]
         lines += ["| images | peak RSS MiB | seconds |", "|---|---|---|"]
         for row in results["memory"]:
             peak = row.get("peak_rss_bytes")
@@ -277,7 +305,8 @@ def _markdown(results: dict) -> str:
             )
         peaks = [row.get("peak_rss_bytes") or 0 for row in results["memory"]]
         if len(peaks) == 2 and all(peaks):
-            lines += ["", f"2,000 against 200 images: {peaks[1] / peaks[0]:.3f}x the peak."]
+            counts = [row["images"] for row in results["memory"]]
+            lines += ["", f"{counts[1]:,} against {counts[0]:,} images: {peaks[1] / peaks[0]:.3f}x the peak."]
     if results.get("resume"):
         r = results["resume"]
         lines += [
@@ -310,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--images", type=int, default=SAMPLES, help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--shard-size", type=int, default=256, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -322,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     count, rounds = (64, 1) if args.quick else (256, 3)
     path = args.out / "scan_results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    if results.get("quick") != args.quick:
-        results = {}
+    if results.get("quick") != args.quick or set(args.parts) == set(PARTS):
+        results = {}  # a full run keeps nothing of an earlier one
     results.update(environment=report.environment("cpu", args.threads, command.strip()), quick=args.quick)
     results.setdefault("errors", {})
     parts = {
@@ -331,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             [("default", ["blocks.6"]), ("default", ["blocks.1"]), ("resnet50", ["layer4"])], count, rounds
         ),
         "memory": lambda: memory(args.threads),
-        "resume": lambda: resume(args.threads, 128 if args.quick else 512, 32 if args.quick else 64),
+        "resume": lambda: resume(args.threads, 512 if args.quick else 2048, 128 if args.quick else 256),
         "ray": lambda: ray_overhead(count, 16 if args.quick else 64),
     }
     for name in args.parts:
