@@ -19,8 +19,12 @@ lab: $(STAMP)
 	$(BIN)/jupyter-lab $(ROOT_FLAG) notebooks/explorer.ipynb
 
 # Notebook 7's JupyterLab extension (a dev dependency) cannot load in Voila's page: Voila is told to leave it out.
+# Served on this machine only, behind a token Voila makes and prints in the URL; to share it deliberately, see
+# README.md (VOILA_IP=0.0.0.0 listens on every interface, still behind the token).
+VOILA_IP ?= 127.0.0.1
 voila: $(STAMP)
-	$(BIN)/voila notebooks/explorer.ipynb '--VoilaConfiguration.extension_denylist=["@jupyter-notebook/lab-extension"]'
+	$(BIN)/voila notebooks/explorer.ipynb --Voila.ip=$(VOILA_IP) --token \
+	  '--VoilaConfiguration.extension_denylist=["@jupyter-notebook/lab-extension"]'
 
 browser-deps:
 	@test -x /usr/bin/chromium || { \

@@ -53,7 +53,8 @@ class CAM:
     """A class-activation map of one image.
 
     Attributes:
-        map: ``(H, W)`` in ``[0, 1]``, on the image as the model saw it (``bb.preprocess.input_size``).
+        map: ``(H, W)`` in ``[0, 1]``, on the image as the model saw it (``bb.preprocess.input_size``; each
+            image's own size where the processor keeps the aspect ratio, as DETR's does).
         stage_map: ``(h, w)`` in ``[0, 1]``, at the stage's resolution.
         target: what it explains: a class index of the head; headless: a channel index, or None for the total
             activation.

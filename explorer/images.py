@@ -121,16 +121,51 @@ class Preprocess:
     fixed_size: bool = True
 
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The float ``(B, 3, H, W)`` batch the source's own transform makes of RGB images."""
-        raise NotImplementedError
+        """The float ``(B, 3, H, W)`` batch the source's own transform makes of RGB images.
+
+        Raises:
+            ImageError: ``images`` is not a non-empty list of RGB PIL images, or one is over :data:`MAX_ASPECT`.
+        """
+        if isinstance(images, Image.Image):
+            images = [images]
+        if not isinstance(images, (list, tuple)) or not images:
+            raise ImageError(
+                f"pixel_values() takes a non-empty list of RGB PIL images, got {shown(images)}. Read them with "
+                "explorer.load_image(...), or use explorer.preprocess(paths, bb.preprocess)."
+            )
+        return self._pixel_values([_rgb("pixel_values()", image) for image in images])
 
     def view(self, image: Image.Image) -> Image.Image:
-        """The RGB image as the model saw it: the transform's geometric steps only (no normalisation)."""
-        raise NotImplementedError
+        """The RGB image as the model saw it: the transform's geometric steps only (no normalisation).
+
+        Raises:
+            ImageError: ``image`` is not an RGB PIL image, or its aspect ratio is over :data:`MAX_ASPECT`.
+        """
+        return self._view(_rgb("view()", image))
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """The transform's per-pixel steps on a float ``(B, 3, H, W)`` batch of :meth:`view` images in
-        ``[0, 1]``, differentiably (for methods that make the input themselves: feature visualisation)."""
+        ``[0, 1]``, differentiably (for methods that make the input themselves: feature visualisation).
+
+        Raises:
+            ImageError: ``pixels`` is not a finite floating-point ``(B, 3, H, W)`` tensor with ``B, H, W >= 1``.
+        """
+        fix = "pass a float (B, 3, H, W) tensor of view() images scaled to [0, 1]."
+        if not isinstance(pixels, torch.Tensor):
+            raise ImageError(f"normalize() got {shown(pixels)}; {fix}")
+        if not pixels.is_floating_point() or pixels.ndim != 4 or pixels.shape[1] != 3 or not pixels.numel():
+            raise ImageError(f"normalize() got a {pixels.dtype} tensor of shape {tuple(pixels.shape)}; {fix}")
+        if not bool(torch.isfinite(pixels.detach()).all()):
+            raise ImageError(f"normalize() got NaN or infinite values; {fix}")
+        return self._normalize(pixels)
+
+    def _pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+        raise NotImplementedError  # each source's own transform
+
+    def _view(self, image: Image.Image) -> Image.Image:
+        raise NotImplementedError
+
+    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -419,6 +454,20 @@ def model_view(image: ImageInput, config: Preprocess) -> Image.Image:
             f"model_view() takes the backbone's Preprocess (bb.preprocess) as config, got {type(config).__name__}."
         )
     return config.view(_checked(image if isinstance(image, Image.Image) else load_image(image)))
+
+
+def _rgb(call: str, image: object) -> Image.Image:
+    """``image`` when it is an RGB PIL image within :data:`MAX_ASPECT`, else an :class:`ImageError` naming the fix."""
+    if not isinstance(image, Image.Image):
+        raise ImageError(
+            f"{call} takes RGB PIL images, got {shown(image)}. Read images with explorer.load_image(...) first."
+        )
+    if image.mode != "RGB" or not image.width or not image.height:
+        raise ImageError(
+            f"{call} takes RGB images, got a {image.width}x{image.height} {image.mode} image. Convert it with "
+            "explorer.load_image(image)."
+        )
+    return _checked(image)
 
 
 def _checked(image: Image.Image) -> Image.Image:

@@ -72,15 +72,14 @@ OWNERS = {
     "Scan": "scan",
     "Concepts": "con",
     "GridLayout": "layout",
+    "Preprocess": ("pre", "hfpre"),
 }
-"""Public classes whose methods are called, and the name of the working instance (:meth:`Baseline.owner`).
+"""Public classes whose methods are called, and the name of the working instance (:meth:`Baseline.owner`; a
+tuple: one instance per source, the Preprocess of timm's transform and of a transformers processor).
 Every public class with public methods is here, in :data:`SKIPPED` or in :data:`NOT_YET_CALLED` (the test
 checks)."""
 
-NOT_YET_CALLED = {
-    "Preprocess": "normalize(), pixel_values() and view() pass anything to torchvision (21 generated cases "
-    "fail); the Preprocess classes are issue 18a's this round",
-}
+NOT_YET_CALLED: dict[str, str] = {}
 """Public classes with methods that are not called yet, and why (each a known gap, listed in the report)."""
 
 
@@ -138,13 +137,14 @@ def targets() -> list[tuple[str, list[tuple[str, bool]]]]:
             continue
         if callable(obj) and (signature := _signature(obj)) is not None:
             found.append((name, _parameters(signature)))
-    for class_name, owner in OWNERS.items():
+    for class_name, owners in OWNERS.items():
         for attr, member in methods(getattr(explorer, class_name)):
             signature = _signature(member)
             if signature is None:
                 continue
             parameters = [p for p in _parameters(signature) if p[0] not in ("self", "cls")]
-            found.append((f"{owner}.{attr}", parameters))
+            for owner in (owners,) if isinstance(owners, str) else owners:
+                found.append((f"{owner}.{attr}", parameters))
     return found
 
 
@@ -256,6 +256,7 @@ class Baseline:
             bb, images, stage="layer1", n_concepts=2, k=2, cache=None, num_workers=0, progress=False
         )
         self.saved_concepts = self.concepts.save(root / "saved-concepts")
+        self.hf_preprocess = _detr_preprocess()
         self.counter = 0
 
     def out(self, suffix: str) -> Path:
@@ -308,6 +309,7 @@ class Baseline:
             "model": self.bb.model,
             "image": self.image,
             "images": [self.image],
+            "pixels": torch_pixels(),
             "pixel_values": self.bb.pixel_values([self.image]),
             "maps": self.maps,
             "fmap": self.maps["layer1"],
@@ -337,7 +339,24 @@ class Baseline:
             "layout": self.layout,
             "scan": self.scan,
             "con": self.concepts,
+            "pre": self.bb.preprocess,
+            "hfpre": self.hf_preprocess,
         }[name]
+
+
+def _detr_preprocess():
+    """A transformers processor that keeps the aspect ratio (DETR's), small: the other source's Preprocess."""
+    import transformers
+
+    from explorer.backbones.hf import HFPreprocess
+
+    return HFPreprocess(transformers.DetrImageProcessor(size={"shortest_edge": 32, "longest_edge": 64}))
+
+
+def torch_pixels():
+    import torch
+
+    return torch.rand(1, 3, 32, 32)
 
 
 def np_grid():

@@ -210,6 +210,45 @@ def test_maps_follow_the_real_size_and_a_scan_says_it_cannot(tiny_hf_folder, tmp
     assert explorer.load_backbone(f"hf:{folder}", device="cpu").preprocess.fixed_size
 
 
+def test_grid_overlay_and_cam_follow_each_images_real_size(tiny_hf_folder, tmp_path):
+    """With DETR's processor (aspect kept), a wide and a tall image each get their own input size; the map, the
+    grid's tiles, the overlay and CAM's maps are at that image's real size, and each equals what the same view
+    computes from the processor's own pixel_values (no second preprocessing anywhere)."""
+    import shutil
+
+    folder = tmp_path / "detr-processor"
+    shutil.copytree(tiny_hf_folder, folder)
+    transformers.DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
+    bb = explorer.load_backbone(f"hf:{folder}", device="cpu")
+    stage = bb.out_features[-1]
+    reduction = bb.reductions[-1]
+    sizes = set()
+    for name in ("wide", "tall"):
+        image = _image(name)
+        pixels = transformers.AutoImageProcessor.from_pretrained(str(folder))(
+            images=[image], return_tensors="pt"
+        )
+        pixels = pixels["pixel_values"].float()
+        height, width = pixels.shape[-2:]
+        sizes.add((height, width))
+        maps = bb.extract([image])
+        torch.testing.assert_close(maps[stage], bb(pixels)[stage], rtol=0, atol=0)
+        map_size = tuple(maps[stage].shape[-2:])
+        assert map_size == (-(-height // reduction), -(-width // reduction)), (name, map_size, pixels.shape)
+        _, layout = explorer.render_grid(maps[stage][0], channels="first:4", return_layout=True)
+        assert layout.map_size == map_size
+        view = explorer.images.model_view(image, bb.preprocess)
+        assert view.size == (width, height)
+        over = explorer.overlay(image, maps[stage][0, 0], preprocess=bb.preprocess)
+        assert over.shape == (height, width, 3)
+        assert np.array_equal(over, explorer.overlay(view, maps[stage][0, 0]))
+        result = explorer.cam(bb, image, stage=stage)
+        assert tuple(result.map.shape) == (height, width) and tuple(result.stage_map.shape) == map_size
+        (again,) = explorer.cam(bb, pixels, stage=stage)  # pixel_values are a batch: a list of one
+        torch.testing.assert_close(result.map, again.map, rtol=0, atol=0)
+    assert len(sizes) == 2  # the two images really got different sizes
+
+
 def test_a_processor_that_needs_more_than_images_is_refused(tmp_path):
     transformers.VitMatteImageProcessor().save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="VitMatteImageProcessor.*trimaps"):

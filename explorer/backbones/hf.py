@@ -399,10 +399,10 @@ class HFPreprocess(Preprocess):
             )
         return values
 
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self._run(images).float()
 
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         processor = self.processor
         timm_transform = getattr(processor, "val_transforms", None)
         if timm_transform is not None:
@@ -419,7 +419,7 @@ class HFPreprocess(Preprocess):
             pixels = pixels.flip(-3)
         return pixels
 
-    def view(self, image: Image.Image) -> Image.Image:
+    def _view(self, image: Image.Image) -> Image.Image:
         timm_transform = getattr(self.processor, "val_transforms", None)  # timm-wrapper folders: timm's own
         if timm_transform is not None:
             return geometric_part(timm_transform)(image)

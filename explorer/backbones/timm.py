@@ -167,13 +167,13 @@ class TimmPreprocess(Preprocess):
         self._per_pixel = type(self.transform)(steps[len(self._geometry.transforms) + 1 :])
         self.settings = {"source": "timm", **{k: _plain(v) for k, v in sorted(config.items())}}
 
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def _pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return torch.stack([self.transform(image) for image in images])
 
-    def view(self, image: Image.Image) -> Image.Image:
+    def _view(self, image: Image.Image) -> Image.Image:
         return self._geometry(image)
 
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._per_pixel(pixels)  # the transform's own steps after its tensor conversion (Normalize)
 
 
