@@ -168,7 +168,9 @@ def attention(
     cls_row = weights[:, 0]  # the class token comes first
     rolled = None
     if rollout:
-        rolled = attention_rollout([found.weights[b][0] for b in wanted], token=0)[prefix:].reshape(height, width)
+        rolled = attention_rollout([found.weights[b][0] for b in wanted], token=0)[prefix:].reshape(
+            height, width
+        )
     return Attention(
         maps=cls_row[:, prefix:].reshape(heads, height, width),
         prefix_share=cls_row[:, :prefix].sum(-1),
