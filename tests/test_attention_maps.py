@@ -143,6 +143,10 @@ def test_rollout_is_its_definition():
     expected = reduce(lambda acc, hat: hat @ acc, hats, np.eye(6))
     np.testing.assert_allclose(attention_rollout(weights).numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(attention_rollout(weights).sum(-1).numpy(), np.ones(6), rtol=1e-5)
+    for token in (0, 4):  # one row alone, as attention() asks for the class token's
+        np.testing.assert_allclose(
+            attention_rollout(weights, token=token).numpy(), expected[token], rtol=1e-5
+        )
     # attention of every token to itself only: each block's A_hat is the identity, and so is the rollout
     torch.testing.assert_close(attention_rollout([torch.eye(6).expand(2, 6, 6)] * 3), torch.eye(6))
 

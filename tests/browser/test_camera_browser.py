@@ -58,15 +58,16 @@ widgets.VBox([camera, view, label])"""
 ]
 
 
-def write_y4m(path: Path, frames: int = 30, width: int = 320, height: int = 240) -> Path:
-    """A YUV4MPEG2 (4:2:0) clip of a bright disc moving over a ramp, for ``--use-file-for-fake-video-capture``."""
+def write_y4m(path: Path, frames: int = 60, width: int = 320, height: int = 240) -> Path:
+    """A YUV4MPEG2 (4:2:0) clip at 30 frames/s (above the rate measured, so the fake camera does not cap it) of a
+    bright disc moving over a ramp, for ``--use-file-for-fake-video-capture``."""
     y, x = np.mgrid[0:height, 0:width]
-    chunks = [f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode()]
+    chunks = [f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode()]
     for index in range(frames):
         cx = 40 + index * (width - 80) / frames
         luma = (x * 200 // width + 20).astype(np.uint8)
         luma[(x - cx) ** 2 + (y - height / 2) ** 2 < 40**2] = 235
-        u = np.full((height // 2, width // 2), 90 + index * 3, np.uint8)
+        u = np.full((height // 2, width // 2), 90 + index * 90 // frames, np.uint8)
         v = np.full((height // 2, width // 2), 160, np.uint8)
         chunks += [b"FRAME\n", luma.tobytes(), u.tobytes(), v.tobytes()]
     path.write_bytes(b"".join(chunks))

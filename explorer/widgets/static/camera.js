@@ -32,19 +32,28 @@ function render({ model, el }) {
   };
 
   model.on("msg:custom", (msg) => {
-    if (msg && msg.ack !== undefined && msg.ack === pending) pending = null;
+    if (msg && msg.ack !== undefined && msg.ack === pending) {
+      pending = null;
+      schedule(); // the next frame goes as soon as the rate allows, not at the next tick of a fixed clock
+    }
   });
 
-  function schedule() {
+  // The next tick: one frame interval after the last frame sent (at once if that has passed). A tick that
+  // finds the kernel still drawing sends nothing and waits for the acknowledgement, which schedules again.
+  // `idle`: the last tick could send nothing (paused, no video yet): look again one interval later.
+  function schedule(idle = false) {
     if (stopped) return;
-    const fps = Math.max(0.1, model.get("max_fps"));
-    timer = setTimeout(tick, 1000 / fps);
+    clearTimeout(timer);
+    const interval = 1000 / Math.max(0.1, model.get("max_fps"));
+    const due = idle ? performance.now() + interval : sentAt + (pending === null ? interval : STALE_ACK_MS);
+    timer = setTimeout(tick, Math.max(0, due - performance.now()));
   }
 
   function tick() {
     const now = performance.now();
     const free = pending === null || now - sentAt > STALE_ACK_MS;
-    if (free && model.get("active") && video.readyState >= 2 && video.videoWidth > 0) {
+    const ready = model.get("active") && video.readyState >= 2 && video.videoWidth > 0;
+    if (free && ready) {
       const width = model.get("width");
       const height = Math.max(1, Math.round((width * video.videoHeight) / video.videoWidth));
       canvas.width = width;
@@ -64,7 +73,7 @@ function render({ model, el }) {
         model.get("quality"),
       );
     }
-    schedule();
+    schedule(!ready);
   }
 
   async function start() {
