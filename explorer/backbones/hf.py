@@ -132,15 +132,19 @@ class HFBackbone(Backbone):
         return self._classifier
 
     def out_of_order(self, module: str) -> str:
-        """Hiera keeps its encoder's tokens unrolled until its last stage (``reshaped_hidden_states`` puts them
-        back for the stage maps)."""
-        last = self.all_stages[-1].module
-        if (
-            isinstance(getattr(self.model, "unroll", None), nn.Module)
-            and module.startswith("encoder.")
-            and module != last
-        ):
+        """Hiera's encoder runs on unrolled tokens until its last stage (its ``reroll`` puts them back for the
+        stage maps only); a windowed ViT's encoder (LW-DETR, RF-DETR) on tokens window by window."""
+
+        def inside(prefix: str) -> bool:
+            return module == prefix or module.startswith(prefix + ".")
+
+        rerolled = [name for name, part in self.model.named_modules() if hasattr(part, "reroll")]
+        if module != self.all_stages[-1].module and any(inside(name) for name in rerolled):
             return "tokens in Hiera's unrolled order, not in image order"
+        config = getattr(self.model, "config", None)
+        windows = int(getattr(config, "num_windows", 1) or 1)
+        if windows > 1 and hasattr(self.model, "encoder") and inside("encoder"):
+            return "tokens window by window, not in image order"
         return ""
 
     def _stage_maps(self, pixel_values: torch.Tensor, names: list[str]) -> FeatureMaps:
@@ -184,19 +188,6 @@ class HFBackbone(Backbone):
             unaligned=raw.unaligned,
         )
         return self._flag_reordered(maps)
-
-    def _reordered(self) -> dict[str, str]:
-        """Hiera's encoder runs on unrolled tokens (its ``reroll`` puts them back for the stage maps only); a
-        windowed ViT's encoder (LW-DETR, RF-DETR) on tokens window by window."""
-        found = {
-            name: "tokens in Hiera's unrolled order, not in image order"
-            for name, module in self.model.named_modules()
-            if hasattr(module, "reroll")
-        }
-        config = getattr(self.model, "config", None)
-        if int(getattr(config, "num_windows", 1) or 1) > 1 and hasattr(self.model, "encoder"):
-            found["encoder"] = "tokens window by window, not in image order"
-        return found
 
     def attention_blocks(self) -> list[str]:
         """ViT backbones with a class token (DINOv2, with or without registers): ``stage<i>`` is encoder layer

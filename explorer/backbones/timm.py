@@ -313,8 +313,10 @@ class TimmBackbone(Backbone):
         return getattr(self.model, "global_pool", None) == "token"
 
     def out_of_order(self, module: str) -> str:
-        """Hiera keeps its tokens unrolled until its last stage; its ``reroll`` puts them back for the stages."""
-        if hasattr(self.model, "reroll") and module != self.all_stages[-1].module:
+        """Hiera's blocks hold their tokens unrolled until its last stage (its ``reroll`` puts them back for the
+        stage maps only)."""
+        in_blocks = module == "blocks" or module.startswith("blocks.")
+        if hasattr(self.model, "reroll") and in_blocks and module != self.all_stages[-1].module:
             return "tokens in Hiera's unrolled order, not in image order"
         return ""
 
@@ -402,14 +404,6 @@ class TimmBackbone(Backbone):
                     "locations instead."
                 ) from None
         return AttentionWeights(weights, prefix, (grid_h, grid_w))
-
-    def _reordered(self) -> dict[str, str]:
-        """Hiera's blocks hold their tokens unrolled (its ``reroll`` puts them back for the stages only)."""
-        return (
-            {"blocks": "tokens in Hiera's unrolled order, not in image order"}
-            if hasattr(self.model, "reroll")
-            else {}
-        )
 
 
 def load_timm(
