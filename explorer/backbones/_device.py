@@ -64,16 +64,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             f'device={shown(device)} ({type(device).__name__}); pass "auto", "cpu", "cuda", "cuda:1" or "mps".'
         )
     if str(device) != "auto":
-        return available(device)
-    if torch.cuda.isavailable():
+        return _available(device)
+    if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.isavailable():
+    if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
 
-def available(device: str | torch.device) -> torch.device:
+def _available(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -83,10 +83,10 @@ def available(device: str | torch.device) -> torch.device:
     if resolved.type in ("cpu", "meta"):
         return resolved
     if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.isavailable() else 0
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     elif resolved.type == "mps":
         mps = getattr(torch.backends, "mps", None)
-        count = int(mps is not None and mps.isavailable())
+        count = int(mps is not None and mps.is_available())
     else:  # xpu and other backends: torch's own module says
         module = getattr(torch, resolved.type, None)
         count = module.device_count() if module is not None and hasattr(module, "device_count") else 0
