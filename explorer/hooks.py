@@ -10,6 +10,7 @@ that entered the block, so several threads may capture from one model at once, e
 
 Example::
 
+    >>> import timm
     >>> model = timm.create_model("resnet18").eval()
     >>> with capture(model, ["layer1", "layer2"]) as maps:
     ...     model(torch.randn(1, 3, 224, 224))      # stops after layer2; keep this the last line of the block
@@ -70,13 +71,14 @@ class FeatureMaps(dict):
 
     Example::
 
-        >>> maps.shapes
-        {'layer1': (1, 64, 56, 56)}
-        >>> maps["layer1"].device
+        >>> maps.shapes["blocks.1"]
+        (1, 24, 56, 56)
+        >>> maps["blocks.1"].device
         device(type='cpu')
-        >>> maps = bb.capture(x, layers=["layers.1.blocks.0.attn"])    # timm Swin, one 224x224 image
-        >>> maps.aligned, maps.unaligned
-        ({'layers.1.blocks.0.attn': False}, {'layers.1.blocks.0.attn': 'batch of 16 for 1 input image ...'})
+        >>> swin = load_backbone("swin_tiny_patch4_window7_224", pretrained=False, device="cpu")
+        >>> found = swin.capture(torch.randn(1, 3, 224, 224), layers=["layers.1.blocks.0.attn"])
+        >>> found.aligned, found.unaligned
+        ({'layers.1.blocks.0.attn': False}, {'layers.1.blocks.0.attn': 'batch of 16 for 1 input image: windows ...'})
     """
 
     def __init__(self, *args, unaligned: Mapping[str, str] | None = None, **kwargs) -> None:
@@ -126,7 +128,7 @@ def list_layers(model: nn.Module | object) -> list[str]:
     Example::
 
         >>> list_layers(bb)[:4]
-        ['conv1', 'bn1', 'act1', 'maxpool']
+        ['conv_stem', 'bn1', 'bn1.drop', 'bn1.act']
     """
     module = getattr(model, "model", model)
     if not isinstance(module, nn.Module):
@@ -186,10 +188,15 @@ def tap(
 
     Example::
 
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
         >>> x = torch.randn(1, 3, 64, 64, requires_grad=True)
-        >>> with tap(model, ["layer1"]) as outputs:
-        ...     model(x)
-        >>> outputs["layer1"].sum().backward()        # gradients reach x
+        >>> with tap(model, ["0"]) as outputs:
+        ...     _ = model(x)
+        >>> outputs["0"].shape
+        torch.Size([1, 8, 62, 62])
+        >>> outputs["0"].sum().backward()        # gradients reach x
+        >>> x.grad.shape
+        torch.Size([1, 3, 64, 64])
     """
     names = list(dict.fromkeys(layers))
     if not names:
@@ -323,8 +330,12 @@ def find_layouts(
 
     Example::
 
-        >>> find_layouts(run, model, ["stages.0.blocks.0.norm"], (224, 224))       # timm ConvNeXt
-        {'stages.0.blocks.0.norm': LayerLayout(channels=96, channels_last=True, reduction=4, ...)}
+        >>> import timm
+        >>> model = timm.create_model("convnext_atto", conv_mlp=False).eval()
+        >>> def run(size):
+        ...     model(torch.zeros(1, 3, *size))
+        >>> find_layouts(run, model, ["stages.0.blocks.0.norm"], (224, 224))
+        {'stages.0.blocks.0.norm': LayerLayout(channels=40, channels_last=True, reduction=4, ...)}
     """
 
     def shapes(at: tuple[int, int]) -> dict[str, tuple[int, ...]]:

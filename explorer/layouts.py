@@ -162,7 +162,8 @@ def unaligned_reason(
 
     Example::
 
-        >>> unaligned_reason(out, torch.zeros(16, 192, 7, 7), (1, 224, 224))   # Swin window attention
+        >>> out = torch.zeros(16, 49, 192)      # Swin's window attention: 16 windows of 7x7 tokens, one image
+        >>> unaligned_reason(out, torch.zeros(16, 192, 7, 7), (1, 224, 224))
         'batch of 16 for 1 input image: windows or heads folded into the batch'
     """
     if input_shape is None:

@@ -48,7 +48,8 @@ class AttentionReader:
 
         Example::
 
-            >>> bb.attention_weights(x, ["blocks.11"]).weights["blocks.11"].shape   # vit_tiny, one image
+            >>> vit = load_backbone("vit_tiny_patch16_224", pretrained=False, device="cpu")
+            >>> vit.attention_weights(torch.randn(1, 3, 224, 224), ["blocks.11"]).weights["blocks.11"].shape
             torch.Size([1, 3, 197, 197])
         """
         known = self.attention_blocks()

@@ -170,8 +170,8 @@ class Backbone(StageShapes, AttentionReader):
 
         Example::
 
-            >>> bb.to("cuda", torch.float16).dtype
-            torch.float16
+            >>> load_backbone("resnet18", pretrained=False, device="cpu").to("cpu", torch.float64).dtype
+            torch.float64
         """
         head = self.head
         networks = [self.model] + (
@@ -200,8 +200,8 @@ class Backbone(StageShapes, AttentionReader):
 
         Example::
 
-            >>> bb.extract(["cat.jpg"]).shapes
-            {'layer1': (1, 64, 56, 56), 'layer2': (1, 128, 28, 28)}
+            >>> bb.extract([cat, photos["coffee"]]).shapes       # two PIL images (or paths, bytes, arrays)
+            {'blocks.0': (2, 16, 112, 112), 'blocks.1': (2, 24, 56, 56), 'blocks.2': (2, 40, 28, 28), ...}
         """
         return self(self.pixel_values(images))
 
@@ -217,8 +217,8 @@ class Backbone(StageShapes, AttentionReader):
 
         Example::
 
-            >>> bb.capture(x, layers=["layer1", "layer2.0.conv1"]).shapes
-            {'layer1': (1, 64, 56, 56), 'layer2.0.conv1': (1, 128, 28, 28)}
+            >>> bb.capture(torch.randn(1, 3, 224, 224), layers=["blocks.1", "blocks.2.0.conv_pw"]).shapes
+            {'blocks.1': (1, 24, 56, 56), 'blocks.2.0.conv_pw': (1, 144, 56, 56)}
         """
         if isinstance(layers, str):
             layers = [layers]
@@ -308,8 +308,11 @@ class Backbone(StageShapes, AttentionReader):
 
         Example::
 
+            >>> x = torch.randn(1, 3, 224, 224, requires_grad=True)
             >>> with torch.enable_grad():
-            ...     bb.stage_maps(x.requires_grad_(), ["layer4"])["layer4"].sum().backward()
+            ...     bb.stage_maps(x, ["blocks.4"])["blocks.4"].sum().backward()
+            >>> x.grad.abs().sum() > 0
+            tensor(True)
         """
         listed = isinstance(names, (list, tuple)) and all(isinstance(name, str) for name in names)
         if not listed or not names or any(name not in self.stage_names for name in names):

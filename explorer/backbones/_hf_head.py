@@ -3,9 +3,14 @@ sharing its very modules, so that a class-activation map's hooks on a stage fire
 
 Example::
 
-    >>> head = load_backbone(f"hf:{folder}", pretrained=True).head      # a ResNetForImageClassification folder
-    >>> head.class_names[:2]
-    ('cat', 'dog')
+    >>> import tempfile, transformers
+    >>> folder = tempfile.mkdtemp()
+    >>> config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+    ...                                    id2label={0: "cat", 1: "dog"})
+    >>> transformers.ResNetForImageClassification(config).save_pretrained(folder)
+    >>> head = load_backbone(f"hf:{folder}", pretrained=True, device="cpu").head
+    >>> type(head.network).__name__, head.class_names
+    ('ResNetForImageClassification', ('cat', 'dog'))
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ its geometric steps alone for the image shown, and its normalisation on pixels a
 
 Example::
 
+    >>> import transformers
     >>> pre = HFPreprocess(transformers.ViTImageProcessor(size={"height": 32, "width": 48}))
     >>> pre.input_size, pre.pixel_values([image]).shape
     ((32, 48), torch.Size([1, 3, 32, 48]))
@@ -42,6 +43,7 @@ class HFPreprocess(Preprocess):
 
     Example::
 
+        >>> import transformers
         >>> pre = HFPreprocess(transformers.DetrImageProcessor())
         >>> pre.pixel_values([Image.new("RGB", (640, 480))]).shape
         torch.Size([1, 3, 800, 1066])

@@ -103,7 +103,7 @@ class StageShapes:
         Example::
 
             >>> bb.stage_table()[1]
-            {'index': 1, 'name': 'layer1', 'channels': 64, 'reduction': 4, 'shape': (64, 56, 56), ...}
+            {'index': 1, 'name': 'blocks.1', 'channels': 24, 'reduction': 4, 'shape': (24, 56, 56), 'module': 'blocks.1', 'selected': True}
         """
         shapes = self.output_shapes(input_size)
         selected = set(self._out_features)
@@ -134,8 +134,9 @@ class StageShapes:
 
         Example::
 
-            >>> bb.layout("stages.0.blocks.0.norm")          # timm ConvNeXt: channels-last inside the block
-            LayerLayout(channels=96, channels_last=True, reduction=4, prefix_tokens=None, unaligned=None)
+            >>> convnext = load_backbone("convnext_atto", pretrained=False, conv_mlp=False, device="cpu")
+            >>> convnext.layout("stages.0.blocks.0.norm")          # channels-last inside the block
+            LayerLayout(channels=40, channels_last=True, reduction=4, prefix_tokens=None, unaligned=None)
         """
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(

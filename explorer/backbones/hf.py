@@ -10,9 +10,13 @@ so they match transformers exactly (Swin's per-stage norms included). transforme
 
 Example::
 
-    >>> bb = load_hf("/tmp/swin-tiny", pretrained=True, out_indices=(1,))
-    >>> bb(torch.randn(1, 3, 224, 224)).shapes
-    {'stage1': (1, 96, 56, 56)}
+    >>> import tempfile, transformers
+    >>> folder = tempfile.mkdtemp()
+    >>> config = transformers.SwinConfig(embed_dim=8, depths=[1, 1], num_heads=[1, 1], out_indices=[1, 2])
+    >>> transformers.SwinBackbone(config).save_pretrained(folder)
+    >>> bb = load_hf(folder, pretrained=True, out_indices=(1,), device="cpu")
+    >>> bb.stage_names, bb(torch.randn(1, 3, 224, 224)).shapes
+    (['stem', 'stage1', 'stage2'], {'stage1': (1, 8, 56, 56)})
 """
 
 from __future__ import annotations
