@@ -132,6 +132,48 @@ MUTATIONS = (
         ("tests/test_args.py",),
         "True accepted as a count",
     ),
+    Mutation(
+        "explorer/layouts.py",
+        "                    return prefix, h, w",
+        "                    return prefix + 1, h, w",
+        ("tests/test_layouts.py",),
+        "one prefix token too many when a token output is laid out as a grid",
+    ),
+    Mutation(
+        "explorer/hooks.py",
+        "            if stop_early and len(outputs) == len(names):",
+        "            if stop_early and outputs:",
+        ("tests/test_layouts.py", "tests/test_timm_backbones.py"),
+        "the forward pass stopped after the first requested layer instead of the last",
+    ),
+    Mutation(
+        "explorer/backbones/timm.py",
+        "        return int(count) if isinstance(count, int) else None",
+        "        return int(count) + 1 if isinstance(count, int) else None",
+        ("tests/test_layouts.py", "tests/test_timm_backbones.py"),
+        "a timm ViT's prefix-token count off by one",
+    ),
+    Mutation(
+        "explorer/backbones/_hf_model.py",
+        "        reduction = max(1, round(height / fmap.shape[-2]))",
+        "        reduction = max(1, round(height / fmap.shape[-2])) * 2",
+        ("tests/test_hf_backbones.py",),
+        "a transformers stage's stride doubled",
+    ),
+    Mutation(
+        "explorer/backbones/_timm_preprocess.py",
+        "            self.transform = timm.data.create_transform(**config, is_training=False)",
+        '            self.transform = timm.data.create_transform(**{**config, "mean": (0.0,) * 3, "std": (1.0,) * 3}, is_training=False)',
+        ("tests/test_oracle_preprocess.py",),
+        "timm preprocessing that skips normalisation",
+    ),
+    Mutation(
+        "explorer/images.py",
+        "            upright = ImageOps.exif_transpose(image)",
+        "            upright = image",
+        ("tests/test_images.py",),
+        "a photo's EXIF orientation ignored",
+    ),
 )
 
 

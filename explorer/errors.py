@@ -8,7 +8,8 @@ Example::
     >>> try:
     ...     explorer.load_backbone("resnet-18")
     ... except explorer.UnknownBackboneError as err:
-    ...     print(err)   # 'Unknown model "resnet-18". Closest timm names: resnet18, resnet10t, ...'
+    ...     print(err)
+    Unknown model "resnet-18". Closest timm names: resnet18, ... or "default".
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ Preprocessing is the checkpoint's own transform (:class:`Preprocess`, filled in 
 
 Example::
 
-    >>> image = load_image("cat.jpg")
+    >>> import skimage, os
+    >>> image = load_image(os.path.join(os.path.dirname(skimage.data.__file__), "chelsea.png"))
     >>> x = preprocess([image], bb.preprocess)
     >>> x.shape
     torch.Size([1, 3, 224, 224])
@@ -110,9 +111,9 @@ class Preprocess:
 
     Example::
 
-        >>> bb.preprocess.pixel_values([load_image("cat.jpg")]).shape
+        >>> bb.preprocess.pixel_values([cat]).shape
         torch.Size([1, 3, 224, 224])
-        >>> bb.preprocess.view(load_image("cat.jpg")).size       # the image as the model saw it
+        >>> bb.preprocess.view(cat).size       # the image as the model saw it
         (224, 224)
     """
 
@@ -356,7 +357,8 @@ def load_image(
 
     Example::
 
-        >>> load_image(Path("cat.jpg").read_bytes()).size
+        >>> import skimage
+        >>> load_image((Path(skimage.data.__file__).parent / "chelsea.png").read_bytes()).size
         (451, 300)
         >>> load_image(np.zeros((4, 6), np.int16), value_range=(0, 4095)).size
         (6, 4)
@@ -446,7 +448,7 @@ def model_view(image: ImageInput, config: Preprocess) -> Image.Image:
 
     Example::
 
-        >>> model_view(load_image("cat.jpg"), bb.preprocess).size
+        >>> model_view(cat, bb.preprocess).size
         (224, 224)
     """
     if not isinstance(config, Preprocess):
@@ -491,7 +493,7 @@ def preprocess(
 
     Example::
 
-        >>> preprocess(["a.jpg", "b.png"], bb.preprocess, device="cpu").shape
+        >>> preprocess([cat, photos["coffee"]], bb.preprocess, device="cpu").shape
         torch.Size([2, 3, 224, 224])
     """
     if isinstance(

@@ -357,6 +357,27 @@ def test_hiera_stage_maps_are_in_image_order():
     assert not torch.allclose(hooked["blocks.0"], maps["blocks.0"])
     inner = bb.capture(x, ["blocks.0", "blocks.0.mlp"])  # layers inside blocks: unrolled, and said so
     assert inner.aligned == {"blocks.0": True, "blocks.0.mlp": False}
+    # one source of truth: what capture flags is what out_of_order (class-activation maps) says
+    assert inner.unaligned["blocks.0.mlp"] == bb.out_of_order("blocks.0.mlp") != ""
+    assert bb.out_of_order("blocks.0") != "" and bb.out_of_order(bb.all_stages[-1].module) == ""
+    assert bb.out_of_order("patch_embed") == ""  # before the unroll: in image order
+
+
+def test_repr_runs_no_model_and_names_the_selection():
+    bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu", out_indices=[1, 2])
+    calls = []
+    handle = bb.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        text = repr(bb)
+    finally:
+        handle.remove()
+    assert calls == [] and "shape" not in text
+    assert text.splitlines() == [
+        "Backbone('resnet18', weights='random', device='cpu', input=(224, 224))",
+        "   1 layer1    64 ch /4",
+        "   2 layer2   128 ch /8",
+    ]
+    assert bb.weights == bb.weights_origin == "random"
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,12 @@ them; other float types are cast, and :func:`load_weights` says so.
 
 Example::
 
-    >>> state = read_state_dict("resnet18.safetensors")
-    >>> load_weights(timm.create_model("resnet18"), state, "resnet18.safetensors")
+    >>> import tempfile, safetensors.torch, timm
+    >>> path = f"{tempfile.mkdtemp()}/resnet18.safetensors"
+    >>> safetensors.torch.save_file(timm.create_model("resnet18").state_dict(), path)
+    >>> state = read_state_dict(path)
+    >>> load_weights(timm.create_model("resnet18"), state, path)        # strict: every key, every shape
+    ''
 """
 
 from __future__ import annotations
@@ -300,8 +304,12 @@ def nonfinite_note(model: nn.Module) -> str:
 
     Example::
 
+        >>> import timm
+        >>> model = timm.create_model("resnet18")
+        >>> with torch.no_grad():
+        ...     _ = model.layer1[0].conv1.weight.fill_(float("nan")), model.fc.bias.fill_(float("inf"))
         >>> nonfinite_note(model)
-        '2 weight tensor(s) hold NaN or inf: layer1.0.conv1.weight, fc.bias. Their maps will be NaN ...'
+        '2 weight tensor(s) hold NaN or inf: layer1.0.conv1.weight, fc.bias. Maps after them will be NaN or inf ...'
     """
     bad = [
         name

@@ -6,9 +6,9 @@ the client's retries. ``HF_HUB_OFFLINE=1`` skips the network entirely.
 
 Example::
 
-    >>> path, origin = hub_file("timm/resnet18.a1_in1k", "model.safetensors")
-    >>> origin
-    'cache'
+    >>> hub_file("timm/resnet18.a1_in1k", "model.safetensors")      # offline, and not in the cache
+    Traceback (most recent call last):
+    explorer.errors.WeightsUnavailableError: model.safetensors of timm/resnet18.a1_in1k is not in the local ...
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ A folder is a transformers ``save_pretrained`` folder (``config.json`` with a ``
 
 Example::
 
-    >>> bb = load_local("resnet18.safetensors", arch="resnet18")
-    >>> bb.weights
+    >>> import tempfile, safetensors.torch, timm
+    >>> path = f"{tempfile.mkdtemp()}/resnet18.safetensors"
+    >>> safetensors.torch.save_file(timm.create_model("resnet18").state_dict(), path)
+    >>> load_local(path, arch="resnet18", device="cpu").weights
     'file'
 """
 
