@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,20 @@ class Objective:
     channels: torch.Tensor | None = None  # (B,) channel indices
     directions: torch.Tensor | None = None  # (B, C)
     classes: torch.Tensor | None = None  # (B,)
+
+    def part(self, rows: slice) -> Objective:
+        """The objective of the batch elements ``rows`` (a chunk of the batch)."""
+
+        def cut(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[rows]
+
+        return replace(
+            self,
+            labels=self.labels[rows],
+            channels=cut(self.channels),
+            directions=cut(self.directions),
+            classes=cut(self.classes),
+        )
 
     def score(self, output: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
         """``(B,)`` objective values from the hooked module's output (or the logits)."""
