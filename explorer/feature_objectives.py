@@ -99,7 +99,11 @@ def _stage_module(bb, stage: str | None) -> tuple[str, str, LayerLayout]:
 
 
 def _channels_of(bb, name: str, size: int) -> int:
-    """The channels of the module's output, from one forward pass on zeros (any layer, any layout)."""
+    """The channels of the module's output: a stage's, as its loader probed them; any other layer's from one
+    forward pass on zeros (any layout)."""
+    known = next((s.channels for s in bb.all_stages if s.name == name and s.channels), None)
+    if known is not None:
+        return int(known)
     zeros = torch.zeros(1, 3, size, size, device=bb.device, dtype=bb.dtype)
     fmap = bb.capture(zeros, layers=[name])[name]
     return int(fmap.shape[1])
