@@ -3,10 +3,12 @@ channels against one run per channel.
 
 For each model (the default with its packaged weights, resnet50 with random weights), one image, interleaved:
 
-- floor: one forward pass to the stage and one backward pass of a channel's mean to the pixels, the least any
-  optimisation step can cost;
-- fft, maco: ``visualize(bb, stage, channel=0, steps=STEPS, method=...)`` divided by ``STEPS``, everything
-  included (the spectrum, colours, transforms, normalisation, Adam, the final 8-bit pass);
+- floor: one forward pass to the stage and one backward pass of a channel's mean to the pixels (same model, same
+  size, batch 1), the least any optimisation step can cost; floor16: the same at batch 16 (per image, it says
+  what batching can gain on this device at all);
+- fft, maco: a step of ``visualize(bb, stage, channel=0, method=...)``: the time of ``1 + STEPS`` steps less the
+  time of 1 step, over ``STEPS`` (the spectrum, colours, transforms, normalisation, redirected ReLUs, Adam);
+  ``fixed``: what a call costs besides its steps (the channel count probe, the final 8-bit pass);
 - batch: 16 channels in one call against 16 calls of one channel (``BATCH_STEPS`` steps each).
 
 ``--ratio`` measures correctness instead: on the pretrained default, for ``--channels`` channels spread over each
@@ -41,12 +43,12 @@ from .timing import Method, device_sync, run_interleaved  # noqa: E402
 
 MODELS = {"default": ("blocks.4", True), "resnet50": ("layer3", False)}  # spec: (stage, pretrained)
 STEPS = 8
-BATCH_STEPS = 1
+BATCH_STEPS = 4
 
 
-def _floor(bb, stage: str, size: int):
+def _floor(bb, stage: str, size: int, batch: int = 1):
     module = dict(bb.model.named_modules())[next(s.module for s in bb.all_stages if s.name == stage)]
-    x = torch.randn(1, 3, size, size, device=bb.device)
+    x = torch.randn(batch, 3, size, size, device=bb.device)
 
     class Stop(Exception):
         pass
@@ -133,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         timings = run_interleaved(
             [
                 Method("floor", _floor(bb, stage, args.size)),
-                Method("fft", vis("fft", 0, STEPS)),
-                Method("maco", vis("maco", 0, STEPS)),
+                Method("floor16", _floor(bb, stage, args.size, 16), repeats=max(1, repeats // 2)),
+                Method("fft 1", vis("fft", 0, 1)),
+                Method("fft", vis("fft", 0, 1 + STEPS)),
+                Method("maco 1", vis("maco", 0, 1)),
+                Method("maco", vis("maco", 0, 1 + STEPS)),
             ],
             repeats=repeats,
             warmup=1,
@@ -155,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         floor = timings["floor"].median_ms
         row = {
             "floor_ms": floor,
-            "fft_step_ms": timings["fft"].median_ms / STEPS,
-            "maco_step_ms": timings["maco"].median_ms / STEPS,
+            "floor16_per_image_ms": timings["floor16"].median_ms / 16,
+            "fft_step_ms": (timings["fft"].median_ms - timings["fft 1"].median_ms) / STEPS,
+            "maco_step_ms": (timings["maco"].median_ms - timings["maco 1"].median_ms) / STEPS,
             "batch16_ms": batch["16 channels, one batch"].median_ms,
             "runs16_ms": batch["16 runs of one channel"].median_ms,
         }
+        row["fixed_ms"] = timings["fft 1"].median_ms - row["fft_step_ms"]
         row["fft_over_floor"] = row["fft_step_ms"] / floor
         row["maco_over_floor"] = row["maco_step_ms"] / floor
         row["batch_speedup"] = row["runs16_ms"] / row["batch16_ms"]

@@ -178,24 +178,33 @@ def _draw(generator: torch.Generator, high: int) -> int:
 
 
 def random_transform(images: torch.Tensor, preset: dict, generator: torch.Generator) -> torch.Tensor:
-    """Lucid's transforms (a :data:`TRANSFORMS` preset), drawn once for the whole batch: pad with grey, jitter, scale, rotate, jitter; then
-    back to the optimised size (so a ViT gets the size it was built for)."""
+    """Lucid's transforms (a :data:`TRANSFORMS` preset), drawn once for the whole batch: pad with grey, jitter,
+    scale, rotate, jitter, then back to the optimised size (so a ViT gets the size it was built for).
+
+    The chain is one affine map from output to input coordinates, so it is one ``grid_sample`` of the batch
+    straight at the optimised size (grey outside the image), not a pad, crops, a resampling and a resize.
+    """
     size = images.shape[-1]
     pad, jitter, late = preset["pad"], preset["jitter"], preset["late"]
-    out = F.pad(images, [pad] * 4, value=0.5)
-    for shift in (jitter, None, late):
-        if shift is None:  # scale and rotation in one resampling
-            scale = preset["scales"][_draw(generator, len(preset["scales"]))]
-            angles = list(range(-preset["angles"], preset["angles"] + 1)) + 5 * [0]
-            angle = np.deg2rad(angles[_draw(generator, len(angles))])
-            cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-            theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=out.dtype, device=out.device)
-            grid = F.affine_grid(theta.expand(out.shape[0], 2, 3), list(out.shape), align_corners=False)
-            out = F.grid_sample(out, grid, mode="bilinear", padding_mode="border", align_corners=False)
-            continue
-        dy, dx = _draw(generator, shift), _draw(generator, shift)
-        out = out[..., dy : out.shape[-2] - shift + 1 + dy, dx : out.shape[-1] - shift + 1 + dx]
-    return F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    dy, dx = _draw(generator, jitter), _draw(generator, jitter)
+    scale = preset["scales"][_draw(generator, len(preset["scales"]))]
+    angles = list(range(-preset["angles"], preset["angles"] + 1)) + 5 * [0]
+    angle = np.deg2rad(angles[_draw(generator, len(angles))])
+    ey, ex = _draw(generator, late), _draw(generator, late)
+    # sides after each crop; normalised coordinates (align_corners=False) composed from the resize back:
+    # v -> the late crop in the rotated image -> rotation and scale -> the jitter crop in the padded image
+    jittered = size + 2 * pad - jitter + 1
+    cropped = jittered - late + 1
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / scale
+    late_shift = (cropped + 2 * np.array([ex, ey])) / jittered - 1
+    jitter_shift = (jittered + 2 * (np.array([dx, dy]) - pad)) / size - 1
+    linear = rotation * cropped / size
+    offset = rotation @ late_shift * jittered / size + jitter_shift
+    theta = torch.tensor(np.column_stack([linear, offset]), dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    # grey (0.5) outside the image: sample the offset from grey with zeros outside
+    grey = F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return grey + 0.5
 
 
 def is_vit(model: nn.Module) -> bool:

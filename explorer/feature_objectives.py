@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,20 @@ class Objective:
     channels: torch.Tensor | None = None  # (B,) channel indices
     directions: torch.Tensor | None = None  # (B, C)
     classes: torch.Tensor | None = None  # (B,)
+
+    def part(self, rows: slice) -> Objective:
+        """The objective of the batch elements ``rows`` (a chunk of the batch)."""
+
+        def cut(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[rows]
+
+        return replace(
+            self,
+            labels=self.labels[rows],
+            channels=cut(self.channels),
+            directions=cut(self.directions),
+            classes=cut(self.classes),
+        )
 
     def score(self, output: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
         """``(B,)`` objective values from the hooked module's output (or the logits)."""
@@ -85,7 +99,11 @@ def _stage_module(bb, stage: str | None) -> tuple[str, str, LayerLayout]:
 
 
 def _channels_of(bb, name: str, size: int) -> int:
-    """The channels of the module's output, from one forward pass on zeros (any layer, any layout)."""
+    """The channels of the module's output: a stage's, as its loader probed them; any other layer's from one
+    forward pass on zeros (any layout)."""
+    known = next((s.channels for s in bb.all_stages if s.name == name and s.channels), None)
+    if known is not None:
+        return int(known)
     zeros = torch.zeros(1, 3, size, size, device=bb.device, dtype=bb.dtype)
     fmap = bb.capture(zeros, layers=[name])[name]
     return int(fmap.shape[1])

@@ -43,6 +43,46 @@ def test_fft_parameterisation_inverts_the_real_fft():
     torch.testing.assert_close(fi.fft_image(spectrum, scale, size), image)
 
 
+def _lucid_chain(images, preset, generator):
+    """Lucid's transforms one after another (pad with grey, crop, rotate and scale, crop, resize): the oracle of the
+    one-resampling version."""
+    import torch.nn.functional as F
+
+    size, pad = images.shape[-1], preset["pad"]
+    out = F.pad(images, [pad] * 4, value=0.5)
+    for shift in (preset["jitter"], None, preset["late"]):
+        if shift is None:
+            scale = preset["scales"][fi._draw(generator, len(preset["scales"]))]
+            angles = list(range(-preset["angles"], preset["angles"] + 1)) + 5 * [0]
+            angle = np.deg2rad(angles[fi._draw(generator, len(angles))])
+            cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+            theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=out.dtype)
+            grid = F.affine_grid(theta.expand(out.shape[0], 2, 3), list(out.shape), align_corners=False)
+            out = F.grid_sample(out, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            continue
+        dy, dx = fi._draw(generator, shift), fi._draw(generator, shift)
+        out = out[..., dy : out.shape[-2] - shift + 1 + dy, dx : out.shape[-1] - shift + 1 + dx]
+    return F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("preset", ["lucid", "strong"])
+def test_the_transforms_are_lucids_chain_in_one_resampling(preset):
+    """One grid_sample gives what pad, jitter, scale-and-rotate, jitter and resize give one after another (up to
+    the chain's extra blur: a smooth image that fades to grey at its edges), with the same draws."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    smooth = F.interpolate(torch.rand(2, 3, 6, 6), size=(80, 80), mode="bicubic", align_corners=False)
+    window = torch.hann_window(80, periodic=False)
+    images = 0.5 + (smooth.clamp(0, 1) - 0.5) * (window[:, None] * window[None, :])
+    for seed in range(4):
+        fused = fi.random_transform(images, fi.TRANSFORMS[preset], torch.Generator().manual_seed(seed))
+        chain = _lucid_chain(images, fi.TRANSFORMS[preset], torch.Generator().manual_seed(seed))
+        assert fused.shape == images.shape
+        assert (fused - chain).abs().max() < 0.015, seed
+    assert (fused - images).abs().max() > 0.05  # it does move the image
+
+
 def test_fft_scale_is_lucids_one_over_f():
     scale = fi.fft_scale(8, 8)
     assert scale.shape == (8, 5)
@@ -222,6 +262,7 @@ def test_redirected_relu_gets_a_dead_layer_off_grey():
     assert freed.activation > 0.0 and freed.history[-1] > 0.0
     assert np.asarray(stuck.image).std() < 2 < 10 < np.asarray(freed.image).std()  # grey, against a picture
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in bb.model.modules())
+    assert bb.model[1].inplace  # computed out of place while optimising, in place again after
 
 
 def test_the_model_is_left_as_found(tiny):
