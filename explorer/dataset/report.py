@@ -8,6 +8,7 @@ value, map cell and source. With ``visualize=`` options, each channel's optimise
 
 Example::
 
+    >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[2], k=4, cache=None, progress=False)
     >>> index = scan.save_html("report/")
     >>> sorted(p.name for p in index.parent.glob("*.html"))
     ['blocks.2.html', 'index.html']
