@@ -26,8 +26,8 @@ image; a concept whose mass is mostly one image's (:data:`ONE_IMAGE_SHARE`), or 
 
 Example::
 
-    >>> con = explorer.concepts("default", explorer.sample_dataset(128), stage="blocks.4", n_concepts=16,
-    ...                         method="semi-nmf", k=6)
+    >>> con = explorer.concepts("default", explorer.sample_dataset(16), stage="blocks.4", n_concepts=8,
+    ...                         method="semi-nmf", k=4, cache=None, progress=False)
     >>> con.basis.shape, round(con.relative_error, 2), round(con.quality["svd_error"], 2)
     (torch.Size([16, 112]), 0.74, 0.74)
     >>> con.top(3)[0]
@@ -219,9 +219,10 @@ def concepts(
 
     Example::
 
-        >>> con = explorer.concepts("default", "photos/", stage="blocks.4", n_concepts=16, method="semi-nmf")
-        >>> con.encode(bb.capture(pixels, ["blocks.4"])).shape
-        torch.Size([8, 16, 14, 14])
+        >>> con = explorer.concepts(bb, explorer.sample_dataset(16), stage="blocks.4", n_concepts=8,
+        ...                         method="semi-nmf", k=4, cache=None, progress=False)
+        >>> con.encode(maps).shape                 # the cat's maps
+        torch.Size([1, 8, 14, 14])
     """
     require(method)  # before any image is read
     stage = text(

@@ -3,10 +3,10 @@ the stage, each concept's exemplars and crops (the pass-2 scan's), the quality w
 
 Example::
 
-    >>> con = explorer.concepts("default", explorer.sample_dataset(32), stage="blocks.3", n_concepts=4,
+    >>> con = explorer.concepts(bb, explorer.sample_dataset(16), stage="blocks.3", n_concepts=4,
     ...                         method="semi-nmf", k=3, cache=None, progress=False)
-    >>> con.encode(maps).shape
-    torch.Size([1, 4, 14, 14])
+    >>> con.encode(maps).shape, len(con.top(0))
+    (torch.Size([1, 4, 14, 14]), 3)
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ class Concepts:
 
         Example::
 
-            >>> con.encode(bb.capture(pixels, ["blocks.4"])).shape
-            torch.Size([8, 16, 14, 14])
+            >>> con = explorer.concepts(bb, explorer.sample_dataset(16), stage="blocks.4", n_concepts=8,
+            ...                         method="semi-nmf", k=4, cache=None, progress=False)
+            >>> con.encode(maps).shape, con.encode(maps["blocks.4"]).shape
+            (torch.Size([1, 8, 14, 14]), torch.Size([1, 8, 14, 14]))
         """
         if isinstance(maps, Mapping):
             if self.stage not in maps:

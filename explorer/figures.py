@@ -7,10 +7,12 @@ plotly and matplotlib are imported on first use. The patch views' figures are :m
 
 Example::
 
-    >>> heatmap_figure(maps["layer1"][0, 5]).show()              # hover: row, column, value
-    >>> stat_bar_figure(channel_stats(maps["layer1"]), by="sparsity").show()
-    >>> fig = stage_grid_figure(maps["layer1"][0], channels="first:16", title="layer1")
-    >>> fig.savefig("layer1.pdf")
+    >>> heatmap_figure(maps["blocks.1"][0, 5]).data[0].type      # .show(): hover gives row, column, value
+    'heatmap'
+    >>> stat_bar_figure(channel_stats(maps["blocks.1"]), by="sparsity").data[0].type
+    'bar'
+    >>> fig = stage_grid_figure(maps["blocks.1"][0], channels="first:16", title="blocks.1")
+    >>> fig.savefig("blocks1.pdf")
 """
 
 from __future__ import annotations

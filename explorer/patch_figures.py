@@ -72,7 +72,9 @@ def patch_pca_figure(
 
     Example::
 
-        >>> fig = patch_pca_figure(explorer.pca(bb, photos, stage="blocks.5"), [model_view(p, bb.preprocess) ...])
+        >>> images = [photos["chelsea"], photos["coffee"]]
+        >>> views = [model_view(image, bb.preprocess) for image in images]
+        >>> fig = patch_pca_figure(explorer.pca(bb, images, stage="blocks.5"), views)
         >>> fig.savefig("pca.png")
     """
     import matplotlib
@@ -125,7 +127,11 @@ def similarity_figure(
 
     Example::
 
-        >>> fig = similarity_figure(explorer.similarity(bb, photos, query=(0, 5, 7)), views)
+        >>> images = [photos["chelsea"], photos["coffee"]]
+        >>> views = [model_view(image, bb.preprocess) for image in images]
+        >>> fig = similarity_figure(explorer.similarity(bb, images, stage="blocks.4", query=(0, 5, 7)), views)
+        >>> len(fig.axes)                            # a map per image and the colour bar
+        3
     """
     import matplotlib
     from matplotlib.colors import Normalize
@@ -189,7 +195,9 @@ def attention_figure(
 
     Example::
 
-        >>> fig = attention_figure(explorer.attention(bb, "cat.jpg", rollout=True), view)
+        >>> vit = explorer.load_backbone("vit_tiny_patch16_224", pretrained=False)
+        >>> fig = attention_figure(explorer.attention(vit, cat, rollout=True), model_view(cat, vit.preprocess))
+        >>> fig.savefig("attention.png")
     """
     import matplotlib
     from matplotlib.colors import Normalize
