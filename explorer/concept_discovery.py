@@ -29,9 +29,9 @@ Example::
     >>> con = explorer.concepts("default", explorer.sample_dataset(16), stage="blocks.4", n_concepts=8,
     ...                         method="semi-nmf", k=4, cache=None, progress=False)
     >>> con.basis.shape, round(con.relative_error, 2), round(con.quality["svd_error"], 2)
-    (torch.Size([16, 112]), 0.74, 0.74)
+    (torch.Size([8, 112]), 0.82, 0.82)
     >>> con.top(3)[0]
-    Exemplar(source='.../00103_coins.jpg', index=103, value=40.38, cell=(10, 12), box=(133, 101, 224, 224))
+    Exemplar(source='/root/.cache/explorer/sample-dataset/n16/00008_coins.jpg', index=8, value=43.46849822998047, cell=(5, 1), box=(0, 21, 91, 155))
 """
 
 from __future__ import annotations
