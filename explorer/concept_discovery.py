@@ -30,8 +30,9 @@ Example::
     ...                         method="semi-nmf", k=4, cache=None, progress=False)
     >>> con.basis.shape, round(con.relative_error, 2), round(con.quality["svd_error"], 2)
     (torch.Size([8, 112]), 0.82, 0.82)
-    >>> con.top(3)[0]
-    Exemplar(source='/root/.cache/explorer/sample-dataset/n16/00008_coins.jpg', index=8, value=43.46849822998047, cell=(5, 1), box=(0, 21, 91, 155))
+    >>> ex = con.top(3)[0]
+    >>> ex.source, ex.index, round(ex.value, 2), ex.cell, ex.box
+    ('.../00008_coins.jpg', 8, 43.47, (5, 1), (0, 21, 91, 155))
 """
 
 from __future__ import annotations
