@@ -29,7 +29,7 @@ browser-deps:
 
 # modules whose docstring examples run as tests (root conftest.py gives them the default model's maps)
 DOCTESTED = explorer/_args.py explorer/arrays.py explorer/histograms.py explorer/render explorer/stats.py \
-	explorer/vocabulary.py
+	explorer/vocabulary.py explorer/dataset
 
 # the browser tests run on their own: Playwright's event loop would stay running under the panel tests
 test: $(STAMP) browser-deps
