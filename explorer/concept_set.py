@@ -3,10 +3,10 @@ the stage, each concept's exemplars and crops (the pass-2 scan's), the quality w
 
 Example::
 
-    >>> con = explorer.concepts(bb, explorer.sample_dataset(16), stage="blocks.3", n_concepts=4,
+    >>> con = explorer.concepts(bb, explorer.sample_dataset(16), stage="blocks.2", n_concepts=4,
     ...                         method="semi-nmf", k=3, cache=None, progress=False)
     >>> con.encode(maps).shape, len(con.top(0))
-    (torch.Size([1, 4, 14, 14]), 3)
+    (torch.Size([1, 4, 28, 28]), 3)
 """
 
 from __future__ import annotations

@@ -202,8 +202,9 @@ def load_feature_maps(path: str | os.PathLike, device: str | torch.device = "cpu
 
     Example::
 
-        >>> load_feature_maps("cat.safetensors").shapes
-        {'blocks.1': (1, 24, 56, 56)}
+        >>> path = save_feature_maps(bb.extract(cat), "cat.safetensors")
+        >>> load_feature_maps(path).shapes["blocks.1"]
+        (1, 24, 56, 56)
     """
     path = _path(path)
     suffix = _suffix(path)
