@@ -1,7 +1,8 @@
 """What the docstring examples in ``explorer/`` run against (``pytest --doctest-modules explorer``): every public
 name of ``explorer`` (as after ``from explorer import *``), NumPy and torch, and the objects the examples name,
 built once, offline, on the CPU: the built-in default (packaged weights) with every stage selected, its maps of
-the sample cat (``maps``, ``before``) and of the astronaut (``after``), and ``fmap`` (the cat's ``blocks.2``)."""
+the sample cat (``maps``, ``before``) and of the astronaut (``after``), and ``fmap`` (the cat's ``blocks.2``).
+Each example runs in a temporary folder of its own."""
 
 from __future__ import annotations
 
@@ -50,3 +51,5 @@ def _doctest_names():
 def _doctest_namespace(request, doctest_namespace):
     if isinstance(request.node, pytest.DoctestItem):
         doctest_namespace.update(request.getfixturevalue("_doctest_names"))
+        # the files an example writes ("report/", "grid.png") go to a folder of its own
+        request.getfixturevalue("monkeypatch").chdir(request.getfixturevalue("tmp_path"))

@@ -10,7 +10,7 @@ Options::
 
     --quick              few repeats: a smoke run of every suite (minutes)
     --device cpu|cuda    where models and maps live (cuda: synchronised timings, allocator peaks)
-    --out DIR            where the results go (default: this folder)
+    --out DIR            where every results file goes, the standalone benchmarks' too (default: this folder)
     --threads N          torch CPU threads (default 2)
     --suites ...         a subset of: capture render panel memory cam scan patch_views feature_vis concepts browser
     --models ...         a subset of the models
@@ -45,6 +45,10 @@ CHILDREN = {  # name: (module, options, options with --quick); each writes its o
     "concepts": ("benchmarks.concepts", [], ["--quick"]),
     "browser": ("benchmarks.browser", ["--label", "this run"], ["--label", "this run", "--quick"]),
 }
+WRITERS = ("cam", "scan", "concepts", "browser")
+"""The children that write results files: each is given ``--out``, so a run's files all land in one folder."""
+THREADED = ("cam", "scan", "patch_views", "feature_vis", "concepts")
+"""The children that take ``--threads``."""
 SUITES = CORE + tuple(CHILDREN)
 CHILD_TIMEOUT_S = 3600
 
@@ -125,8 +129,10 @@ def _run_child(name: str, args: argparse.Namespace) -> dict:
     """Run one standalone benchmark in its own process; its command, status, duration and printed output."""
     module, options, quick_options = CHILDREN[name]
     command = [sys.executable, "-m", module, *(quick_options if args.quick else options)]
-    if name in ("cam", "scan"):
-        command += ["--out", str(args.out), "--threads", str(args.threads)]
+    if name in WRITERS:
+        command += ["--out", str(args.out)]
+    if name in THREADED:
+        command += ["--threads", str(args.threads)]
     if name == "browser":
         (args.out / "browser.json").unlink(missing_ok=True)  # this run's figures only
     _log.info("running %s", " ".join(command[1:]))

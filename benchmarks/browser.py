@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
 from harness import launch_chromium, start_jupyterlab, stop_server  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "browser.json"
-MARKDOWN = ROOT / "benchmarks" / "RESULTS.md"
+OUT = ROOT / "benchmarks"
+"""Where ``browser.json`` and ``RESULTS.md`` are by default (``--out`` names another folder)."""
 BEGIN, END = "<!-- browser: written by python -m benchmarks.browser -->", "<!-- /browser -->"
 PANEL = ".widget-vbox:has(.explorer-status)"
 OPEN_TIMEOUT_MS = 300_000
@@ -469,15 +469,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write(results: dict) -> None:
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    text = MARKDOWN.read_text() if MARKDOWN.exists() else ""
+def write(results: dict, out: Path = OUT) -> None:
+    """Write ``browser.json`` and the browser section of ``RESULTS.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "browser.json").write_text(json.dumps(results, indent=1) + "\n")
+    markdown_path = out / "RESULTS.md"
+    text = markdown_path.read_text() if markdown_path.exists() else ""
     section = markdown(results)
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    MARKDOWN.write_text(text)
+    markdown_path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--note", default="", help="conditions of the run, for the report (load, concurrency)"
     )
+    parser.add_argument("--out", type=Path, default=OUT, help="where browser.json and RESULTS.md are")
     args = parser.parse_args(argv)
     artifacts = ROOT / "tests" / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -500,9 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     entry.update(
         revision=revision or "?", date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), note=args.note
     )
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    saved = args.out / "browser.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}
     results[args.label] = entry
-    write(results)
+    write(results, args.out)
     print(markdown(results))
     return 0
 

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import explorer  # noqa: E402
-from explorer.concept_discovery import _Codes  # noqa: E402
+from explorer.concept_set import ConceptCodes  # noqa: E402
 from explorer.dictionary import fit_dictionary  # noqa: E402
 
 from . import report  # noqa: E402
@@ -64,7 +64,7 @@ def pass2(count: int, rounds: int) -> dict:
         con = explorer.concepts(
             bb, paths, "blocks.4", 32, "semi-nmf", cache=None, num_workers=2, progress=False, samples=20_000
         )
-        project = _Codes(con._dictionary, "blocks.4")
+        project = ConceptCodes(con._dictionary, "blocks.4")
         times: dict[str, list[float]] = {"scan": [], "pass2": []}
         for _ in range(rounds):
             for name, options in (("scan", {}), ("pass2", {"project": project})):

@@ -174,6 +174,34 @@ MUTATIONS = (
         ("tests/test_images.py",),
         "a photo's EXIF orientation ignored",
     ),
+    Mutation(
+        "explorer/class_activation.py",
+        "        indices = [int(scores[b].argmax()) if i is None else i for b, i in enumerate(indices)]",
+        "        indices = [int(scores[b].argmin()) if i is None else i for b, i in enumerate(indices)]",
+        ("tests/test_cam.py::test_the_default_explains_chelsea_as_a_cat",),
+        "target=None explains the least likely class instead of the top prediction",
+    ),
+    Mutation(
+        "explorer/cam_gradcam.py",
+        "                scores = nchw.mean((1, 2, 3))[:, None] if total else nchw.mean((2, 3))",
+        "                scores = -nchw.mean((1, 2, 3))[:, None] if total else nchw.mean((2, 3))",
+        ("tests/test_cam.py::test_headless_total_activation_equals_grad_cam_by_hand",),
+        "a headless CAM of the total activation explains its negative (gradients and weights flip sign)",
+    ),
+    Mutation(
+        "explorer/dataset/reduce.py",
+        "    by_image = torch.sort(images, dim=1, stable=True).indices",
+        "    by_image = torch.sort(-images, dim=1, stable=True).indices",
+        ("tests/test_scan.py::test_ties_break_by_image_order",),
+        "the top-k's ties broken by the later image instead of the earlier",
+    ),
+    Mutation(
+        "explorer/dataset/reduce.py",
+        "        best, cells = flat.nan_to_num(nan=-math.inf).max(-1)  # (B, C): the first cell holding the maximum",
+        "        best, cells = flat.nan_to_num(nan=-math.inf).min(-1)  # (B, C): the first cell holding the maximum",
+        ("tests/test_scan.py",),
+        "each image's exemplar value is the channel's minimum, not its maximum",
+    ),
 )
 
 

@@ -642,6 +642,7 @@ def write_all(results: dict, out: Path) -> list[Path]:
 CHILD_FILES = {
     "cam": "CAM_RESULTS.md",
     "scan": "SCAN_RESULTS.md",
+    "concepts": "CONCEPTS_RESULTS.md",
     "browser": 'the section "Panel in the browser" above',
 }
 

@@ -10,7 +10,7 @@ the map.
 Example::
 
     >>> bb = explorer.load_backbone("vit_small_patch16_224", pretrained=False)
-    >>> att = explorer.attention(bb, "cat.jpg", block="blocks.11", rollout=True)
+    >>> att = explorer.attention(bb, cat, block="blocks.11", rollout=True)
     >>> att.maps.shape, att.prefix_share.shape, att.rollout.shape
     (torch.Size([6, 14, 14]), torch.Size([6]), torch.Size([14, 14]))
 """
@@ -145,7 +145,8 @@ def attention(
 
     Example::
 
-        >>> att = attention(bb, "cat.jpg", block=-1, rollout=True)
+        >>> bb = explorer.load_backbone("vit_small_patch16_224", pretrained=False)
+        >>> att = attention(bb, cat, block=-1, rollout=True)
         >>> att.maps.shape, att.prefix_tokens, att.rollout.shape
         (torch.Size([6, 14, 14]), ('class',), torch.Size([14, 14]))
     """

@@ -15,6 +15,8 @@ hook handles), ``ClassifierOutputTarget`` and ``scale_cam_image``.
 
 Example::
 
+    >>> import pytorch_grad_cam
+    >>> bb, x = load_backbone("resnet18", pretrained=False), torch.randn(1, 3, 64, 64)
     >>> maps, scores = explain(pytorch_grad_cam, bb, x, ("layer3", "layer3"), "gradcam", [3], None)
     >>> maps.shape, scores.shape                # resnet18, one 64x64 image
     ((1, 4, 4), torch.Size([1, 1000]))

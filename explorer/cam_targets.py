@@ -115,8 +115,9 @@ def headless_target(backbone, target: TargetT, stage: str) -> tuple[str, int | N
 
     Example::
 
-        >>> headless_target(bb, "stage3:5", "stage2")
-        ('stage3', 5)
+        >>> headless = load_backbone("resnet18", pretrained=False, features_only=True)   # no head
+        >>> headless_target(headless, "layer3:5", "layer2")
+        ('layer3', 5)
     """
     names = backbone.stage_names
     if target is None:

@@ -151,7 +151,7 @@ def cam(
 
     Example::
 
-        >>> result = cam(bb, ["cat.jpg", "dog.jpg"], stage="blocks.4", target="tabby cat")
+        >>> result = cam(bb, [photos["chelsea"], photos["coffee"]], stage="blocks.4", target="tabby cat")
         >>> [r.map.shape for r in result], result[0].stage_map.shape
         ([torch.Size([224, 224]), torch.Size([224, 224])], torch.Size([14, 14]))
     """

@@ -26,12 +26,13 @@ image; a concept whose mass is mostly one image's (:data:`ONE_IMAGE_SHARE`), or 
 
 Example::
 
-    >>> con = explorer.concepts("default", explorer.sample_dataset(128), stage="blocks.4", n_concepts=16,
-    ...                         method="semi-nmf", k=6)
+    >>> con = explorer.concepts("default", explorer.sample_dataset(16), stage="blocks.4", n_concepts=8,
+    ...                         method="semi-nmf", k=4, cache=None, progress=False)
     >>> con.basis.shape, round(con.relative_error, 2), round(con.quality["svd_error"], 2)
-    (torch.Size([16, 112]), 0.74, 0.74)
-    >>> con.top(3)[0]
-    Exemplar(source='.../00103_coins.jpg', index=103, value=40.38, cell=(10, 12), box=(133, 101, 224, 224))
+    (torch.Size([8, 112]), 0.82, 0.82)
+    >>> ex = con.top(3)[0]
+    >>> ex.source, ex.index, round(ex.value, 2), ex.cell, ex.box
+    ('.../00008_coins.jpg', 8, 43.47, (5, 1), (0, 21, 91, 155))
 """
 
 from __future__ import annotations
@@ -40,25 +41,22 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from ._args import backbone as _backbone
-from ._args import shown, text, whole
+from ._args import text, whole
 from .backbones import Backbone, load_backbone
+from .concept_set import ONE_IMAGE_SHARE, ConceptCodes, Concepts
 from .dataset.local import plan_shards, scan_shards
 from .dataset.reservoir import Reservoir, StageSample
-from .dataset.results import Exemplar, Scan, _read_small
-from .dataset.scanner import _progress, check_options, scan
+from .dataset.scanner import check_options, progress_bar, scan
 from .dataset.sources import SourceT, open_source
-from .dataset.store import DAMAGED, DEFAULT_CACHE, cache_key, weights_digest
+from .dataset.store import DEFAULT_CACHE, cache_key, weights_digest
 from .dictionary import Dictionary, fit_dictionary, require
 from .errors import CacheError, DatasetError, InvalidArgumentError, LayerNotFoundError
-from .files import as_path, make_folder, write_atomic
+from .files import make_folder, write_atomic
 
 __all__ = ["DEFAULT_SAMPLES", "ONE_IMAGE_SHARE", "Concepts", "concepts"]
 
@@ -67,28 +65,8 @@ _log = logging.getLogger(__name__)
 DEFAULT_SAMPLES = 50_000
 """Map locations sampled per fit (at 112 channels: about 24 MB)."""
 
-ONE_IMAGE_SHARE = 0.5
-"""A concept holding at least this share of its sampled code mass in one image is warned about."""
-
 FIT_FORMAT = 1
 """Bumped whenever a cached fit changes meaning; part of its key."""
-
-
-def _encode_map(dictionary: Dictionary, fmap: torch.Tensor) -> torch.Tensor:
-    batch, channels, height, width = fmap.shape
-    codes = dictionary.codes(fmap.float().permute(0, 2, 3, 1).reshape(-1, channels))
-    return codes.view(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()
-
-
-class _Codes:
-    """The scan projection of pass 2: the stage's map becomes its concept codes."""
-
-    def __init__(self, dictionary: Dictionary, stage: str) -> None:
-        self.dictionary, self.stage = dictionary, stage
-        self.digest = f"concepts:{stage}:{dictionary.digest}"
-
-    def __call__(self, maps: dict[str, torch.Tensor], image_indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {self.stage: _encode_map(self.dictionary, maps[self.stage])}
 
 
 def _quality(dictionary: Dictionary, sample: StageSample, names: Callable[[int], str | int]) -> dict:
@@ -117,174 +95,6 @@ def _quality(dictionary: Dictionary, sample: StageSample, names: Callable[[int],
     }
 
 
-def _warnings(quality: dict) -> list[str]:
-    found = []
-    for concept, (dead, share, image) in enumerate(
-        zip(quality["dead"], quality["top_image_share"], quality["top_image"])
-    ):
-        if dead:
-            found.append(f"concept {concept} never fires on the sample; fit fewer concepts or another seed.")
-        elif share >= ONE_IMAGE_SHARE:
-            found.append(
-                f"concept {concept}: {share:.0%} of its sampled activation is in one image ({image}); "
-                "it may describe that image rather than the dataset."
-            )
-    return found
-
-
-class Concepts:
-    """The result of :func:`concepts`; see the module docs.
-
-    Attributes:
-        info: what ran: ``spec``, ``weights``, ``weights_sha256``, ``stage``, ``method``, ``n_concepts``,
-            ``seed``, ``samples`` (asked), ``sampled`` (held), ``reservoir_bytes``, ``pass1_seconds``,
-            ``fit_seconds`` (those of the run that fitted, when ``fit_cached``), ``pass2_seconds``.
-        quality: ``relative_error``, ``svd_error``, ``sparsity``, ``active``, ``share``, ``dead``, ``top_image``,
-            ``top_image_share`` (see the module docs).
-        scan: the pass-2 :class:`~explorer.Scan`: channel ``i`` of :attr:`stage` is concept ``i``.
-    """
-
-    def __init__(self, info: dict, dictionary: Dictionary, quality: dict, scan: Scan) -> None:
-        self.info, self.quality, self.scan = dict(info), dict(quality), scan
-        self._dictionary = dictionary
-        self.warnings = _warnings(self.quality)
-
-    @property
-    def stage(self) -> str:
-        return str(self.info["stage"])
-
-    @property
-    def basis(self) -> torch.Tensor:
-        """``(n_concepts, C)``: the concept directions in the stage's feature space."""
-        return self._dictionary.basis
-
-    def __len__(self) -> int:
-        return int(self.basis.shape[0])
-
-    @property
-    def relative_error(self) -> float:
-        """``||A - codes @ basis|| / ||A||`` over the sampled locations."""
-        return float(self.quality["relative_error"])
-
-    @property
-    def sparsity(self) -> float:
-        """The share of zero codes over the sampled locations."""
-        return float(self.quality["sparsity"])
-
-    @property
-    def shares(self) -> np.ndarray:
-        """``(n_concepts,)``: each concept's share of the concepts' energy on the sample (they sum to 1)."""
-        return np.asarray(self.quality["share"])
-
-    def encode(self, maps: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The concept codes, ``(N, n_concepts, h, w)``, of ``(N, C, h, w)`` maps of :attr:`stage` (or of a
-        :class:`~explorer.FeatureMaps` holding it), on their device.
-
-        Example::
-
-            >>> con.encode(bb.capture(pixels, ["blocks.4"])).shape
-            torch.Size([8, 16, 14, 14])
-        """
-        if isinstance(maps, Mapping):
-            if self.stage not in maps:
-                raise LayerNotFoundError(
-                    f"These maps hold no {self.stage} ({', '.join(maps)}); capture it: bb.capture(x, [{self.stage!r}])."
-                )
-            maps = maps[self.stage]
-        channels = int(self.basis.shape[1])
-        if not isinstance(maps, torch.Tensor) or maps.dim() != 4 or maps.shape[1] != channels:
-            shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-            raise InvalidArgumentError(
-                f"encode() takes (N, {channels}, h, w) maps of {self.stage}, got {shape}; "
-                "add the batch axis with maps[None]."
-            )
-        return _encode_map(self._dictionary, maps)
-
-    def _concept(self, concept: int) -> int:
-        return whole("concept", concept, maximum=len(self) - 1)
-
-    def top(self, concept: int) -> list[Exemplar]:
-        """The concept's exemplars, best first, exactly as :meth:`explorer.Scan.top` (value: the concept's
-        spatial maximum code on the image)."""
-        return self.scan.top(self.stage, self._concept(concept))
-
-    def crops(self, concept: int, alpha: float = 0.5, cmap: str = "inferno") -> list[Image.Image]:
-        """The receptive-field crops of the concept's exemplars with the concept's code overlaid (where it
-        fires), best first."""
-        return self.scan.crops(self.stage, self._concept(concept), alpha=alpha, cmap=cmap)
-
-    # -- saving and loading ----------------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write the pass-2 scan, ``concepts.json`` and ``concepts.safetensors`` into ``folder``."""
-        from safetensors.torch import save
-
-        folder = self.scan.save(folder)
-        write_atomic(folder / "concepts.safetensors", save(self._dictionary.tensors()))
-        record = {"info": self.info, "method": self._dictionary.method, "quality": self.quality}
-        write_atomic(folder / "concepts.json", json.dumps(record, indent=1).encode())
-        return folder
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, backbone: Backbone | None = None, source=None) -> Concepts:
-        """Read concepts written by :meth:`save` or :meth:`save_html`.
-
-        Args:
-            path: the folder.
-            backbone: the backbone they were fitted on (needed for crops on random weights); checked.
-            source: the dataset, for crops of a dataset's concepts.
-
-        Raises:
-            CacheError: nothing is saved there, or the files are damaged.
-            InvalidArgumentError: ``backbone`` has other weights than those the concepts were fitted on.
-        """
-        from safetensors.torch import load
-
-        folder = as_path(path, CacheError).expanduser()
-        if backbone is not None:
-            _backbone(backbone, call="explorer.Concepts.load(folder, backbone=bb)")
-        try:
-            record = json.loads(_read_small(folder / "concepts.json"))
-            dictionary = Dictionary.from_tensors(
-                record["method"], load((folder / "concepts.safetensors").read_bytes())
-            )
-            info = record["info"]
-            if not (isinstance(info, dict) and isinstance(record["quality"], dict)):
-                raise ValueError("concepts.json holds no info or quality mapping")
-            for key in ("spec", "stage", "weights_sha256", "method"):
-                if not isinstance(info[key], str):
-                    raise ValueError(f"info[{key!r}] is not a string")
-        except FileNotFoundError as err:
-            raise CacheError(
-                f"No saved concepts at {shown(str(path))}. Pass a folder written by concepts.save_html()."
-            ) from err
-        except DAMAGED as err:
-            raise CacheError(
-                f"The concepts at {folder} are damaged ({shown(str(err))}). Fit them again."
-            ) from err
-        if backbone is not None and weights_digest(backbone.model) != info["weights_sha256"]:
-            raise InvalidArgumentError(
-                f"These concepts were fitted on other weights of {info['spec']!r}; pass the backbone they were "
-                "fitted on, or fit them again with explorer.concepts(bb, ...)."
-            )
-        found = Scan.load(folder, backbone=backbone, source=source, project=_Codes(dictionary, info["stage"]))
-        return cls(info, dictionary, record["quality"], found)
-
-    def save_html(self, folder: str | os.PathLike) -> Path:
-        """A static report (``index.html``: quality figures, warnings, every concept's exemplar crops), saved
-        with the concepts, so :meth:`load` reads the folder back. Returns the path of ``index.html``."""
-        from .concept_report import write_concepts_report
-
-        folder = self.save(as_path(folder).expanduser())
-        return write_concepts_report(self, folder)
-
-    def __repr__(self) -> str:
-        return (
-            f"Concepts({self.info['spec']!r}, {self.stage}, {len(self)} {self.info['method']} concepts, "
-            f"{len(self.scan)} images, relative error {self.relative_error:.3f}, "
-            f"sparsity {self.sparsity:.1%}, {len(self.warnings)} warnings)"
-        )
-
-
 def _passes(progress: bool | Callable[[int, int], None]) -> tuple:
     """The progress of pass 1 and of pass 2: a callable hears both as one count of ``2 N`` image reads (pass 1
     from 0 to ``N``, the fit at ``N``, pass 2 from ``N`` to ``2 N``; a cached fit starts at ``N``)."""
@@ -310,7 +120,7 @@ def _fit(
 ) -> tuple[Dictionary, dict, dict]:
     """Pass 1 and the fit: ``(dictionary, quality, timings and sizes)``."""
     reservoir, scanned = Reservoir(samples, seed), 0
-    bar = _progress(len(images), 0, options["progress"], f"sample {stage}")
+    bar = progress_bar(len(images), 0, options["progress"], f"sample {stage}")
     started = time.perf_counter()
     try:
         shards = plan_shards(len(images), options["shard_size"])
@@ -410,9 +220,10 @@ def concepts(
 
     Example::
 
-        >>> con = explorer.concepts("default", "photos/", stage="blocks.4", n_concepts=16, method="semi-nmf")
-        >>> con.encode(bb.capture(pixels, ["blocks.4"])).shape
-        torch.Size([8, 16, 14, 14])
+        >>> con = explorer.concepts(bb, explorer.sample_dataset(16), stage="blocks.4", n_concepts=8,
+        ...                         method="semi-nmf", k=4, cache=None, progress=False)
+        >>> con.encode(maps).shape                 # the cat's maps
+        torch.Size([1, 8, 14, 14])
     """
     require(method)  # before any image is read
     stage = text(
@@ -495,7 +306,7 @@ def concepts(
         address=address,
         device=device,
         progress=second,
-        project=_Codes(dictionary, stage),
+        project=ConceptCodes(dictionary, stage),
         **{name: options[name] for name in ("batch_size", "num_workers", "shard_size")},
     )
     info = {

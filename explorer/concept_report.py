@@ -8,6 +8,8 @@ concept's code overlaid (PNG files in ``concepts/``). The concepts are saved bes
 
 Example::
 
+    >>> con = explorer.concepts(bb, explorer.sample_dataset(16), stage="blocks.2", n_concepts=4,
+    ...                         method="semi-nmf", k=3, cache=None, progress=False)
     >>> index = con.save_html("report/")
     >>> index.name
     'index.html'

@@ -21,9 +21,10 @@ and plotting stack. The algorithms are short; they are here.
 
 Example::
 
-    >>> d = fit_dictionary(vectors, n_concepts=8, method="semi-nmf", seed=0)    # vectors: (N, C) float32
+    >>> vectors = maps["blocks.4"][0].flatten(1).T          # (196, 112): every location of the cat's map
+    >>> d = fit_dictionary(vectors, n_concepts=8, method="semi-nmf", seed=0)
     >>> d.basis.shape, d.codes(vectors).shape
-    (torch.Size([8, 112]), torch.Size([N, 8]))
+    (torch.Size([8, 112]), torch.Size([196, 8]))
 """
 
 from __future__ import annotations

@@ -2,11 +2,14 @@
 
 Example::
 
-    >>> save_png(render_grid(maps["layer1"][0]), "layer1.png")
-    >>> stats_to_csv(channel_stats(maps["layer1"]), "layer1.csv")
+    >>> save_png(render_grid(maps["blocks.1"][0]), "blocks1.png")
+    PosixPath('blocks1.png')
+    >>> stats_to_csv(channel_stats(maps["blocks.1"]), "blocks1.csv")
+    PosixPath('blocks1.csv')
     >>> save_feature_maps(maps, "maps.safetensors")
-    >>> load_feature_maps("maps.safetensors").shapes
-    {'layer1': (1, 64, 56, 56)}
+    PosixPath('maps.safetensors')
+    >>> load_feature_maps("maps.safetensors").shapes["blocks.1"]
+    (1, 24, 56, 56)
 """
 
 from __future__ import annotations
@@ -199,8 +202,9 @@ def load_feature_maps(path: str | os.PathLike, device: str | torch.device = "cpu
 
     Example::
 
-        >>> load_feature_maps("cat.safetensors").shapes
-        {'blocks.1': (1, 24, 56, 56)}
+        >>> path = save_feature_maps(bb.extract(cat), "cat.safetensors")
+        >>> load_feature_maps(path).shapes["blocks.1"]
+        (1, 24, 56, 56)
     """
     path = _path(path)
     suffix = _suffix(path)

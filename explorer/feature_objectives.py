@@ -4,7 +4,7 @@ batch. The model's forward pass ends at the objective's module (a hook raises): 
 
 Example::
 
-    >>> objective, batched = make_objective(bb, "layer1", [3, 5], None, None, size=64)
+    >>> objective, batched = make_objective(bb, "blocks.1", [3, 5], None, None, size=64)
     >>> objective.labels, batched
     (['channel 3', 'channel 5'], True)
 """

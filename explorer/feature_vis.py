@@ -31,11 +31,11 @@ are not features of a location in the usual sense and their pictures are hard to
 Example::
 
     >>> bb = explorer.load_backbone("default")
-    >>> v = explorer.visualize(bb, stage="blocks.4", channel=17, steps=256, size=128)
+    >>> v = explorer.visualize(bb, stage="blocks.4", channel=17, steps=8, size=64)
     >>> v.image.size, v.activation > v.history[0]
-    ((128, 128), True)
-    >>> [r.activation for r in explorer.visualize(bb, stage="blocks.4", channel=[3, 5], steps=64, size=128)]
-    [..., ...]
+    ((64, 64), True)
+    >>> len(explorer.visualize(bb, stage="blocks.4", channel=[3, 5], steps=2, size=64))
+    2
 """
 
 from __future__ import annotations
@@ -293,9 +293,9 @@ def visualize(
     Example::
 
         >>> bb = explorer.load_backbone("default")
-        >>> v = visualize(bb, stage="blocks.4", channel=[3, 5], steps=256, size=128)
+        >>> v = visualize(bb, stage="blocks.4", channel=[3, 5], steps=4, size=64)
         >>> [r.objective for r in v], v[0].image.size
-        (['channel 3', 'channel 5'], (128, 128))
+        (['channel 3', 'channel 5'], (64, 64))
     """
     _check_model(bb)
     steps = whole("steps", steps, minimum=1, maximum=100_000)

@@ -372,9 +372,11 @@ def pca(
 
     Example::
 
+        >>> photos = list(explorer.sample_images().values())[:4]
         >>> pv = pca(bb, photos, stage="blocks.4", foreground="auto", size=224)
         >>> pv.components.shape, pv.rgb.shape, pv.basis.explained_variance_ratio.shape
         (torch.Size([4, 3, 14, 14]), (4, 224, 224, 3), torch.Size([3]))
+        >>> more_photos = list(explorer.sample_images().values())[4:6]
         >>> pca(bb, more_photos, stage="blocks.4", fit=pv.basis).rgb.shape     # the same colours
         (2, 14, 14, 3)
     """
@@ -449,6 +451,7 @@ def similarity(
 
     Example::
 
+        >>> photos = list(explorer.sample_images().values())[:4]
         >>> sim = similarity(bb, photos, stage="blocks.4", query=(0, 5, 7), size=224)
         >>> sim.maps.shape, sim.upsampled.shape, sim.best[0]
         (torch.Size([4, 14, 14]), torch.Size([4, 224, 224]), (4, 7))

@@ -67,3 +67,29 @@ def test_render_suite_smallest_case_and_report(tmp_path):
     markdown = paths[1].read_text()
     assert "| (16, 8, 8) | matplotlib subplot grid |" in markdown
     assert paths[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_child_that_writes_files_is_given_the_out_folder(tmp_path, monkeypatch):
+    # python -m benchmarks --out DIR: no child may write into benchmarks/ instead (a run overwrote the checkout)
+    import subprocess
+    import sys
+
+    from benchmarks import __main__ as runner
+
+    commands = []
+
+    def fake_run(command, **_):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    args = runner._arguments(["--quick", "--out", str(tmp_path), "--threads", "1"])
+    for name in runner.CHILDREN:
+        runner._run_child(name, args)
+    by_module = {command[2]: command[3:] for command in commands}
+    assert all(command[0] == sys.executable and command[1] == "-m" for command in commands)
+    for module in ("benchmarks.cam", "benchmarks.scan", "benchmarks.concepts", "benchmarks.browser"):
+        options = by_module[module]
+        assert options[options.index("--out") + 1] == str(tmp_path), module
+    for module in ("benchmarks.patch_views", "benchmarks.feature_vis"):  # they only print
+        assert "--out" not in by_module[module]

@@ -237,6 +237,26 @@ def test_headless_backbone_targets_and_the_methods_that_need_a_head(hf_resnet):
         explorer.cam(bb, x, stage="stage3", target="stage1:0")
 
 
+def test_headless_total_activation_equals_grad_cam_by_hand(hf_resnet):
+    # the score is the last stage's mean activation: grad-cam by hand on a model that returns it
+    bb = explorer.load_backbone(f"hf:{hf_resnet}", device="cpu")
+    x = torch.randn(2, 3, 64, 64)
+
+    class Total(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixels):
+            return self.model(pixels).feature_maps[-1].mean((1, 2, 3))[:, None]
+
+    module = next(s.module for s in bb.all_stages if s.name == "stage2")
+    expected = _by_hand(Total(bb.model), f"model.{module}", "gradcam", x, [0, 0])
+    for result, reference in zip(explorer.cam(bb, x, stage="stage2"), expected):
+        assert float((result.map - torch.from_numpy(reference)).abs().max()) <= 1e-5
+        assert float(result.map.max()) > 0.99
+
+
 def test_the_default_explains_chelsea_as_a_cat(default_backbone, samples):
     result = explorer.cam(default_backbone, samples["chelsea"])
     assert result.stage == "blocks.6" and result.stage_map.shape == (7, 7) and result.map.shape == (224, 224)

@@ -22,6 +22,7 @@ import explorer
 from explorer import concept_discovery
 from explorer.backbones.timm import TimmPreprocess
 from explorer.cli import main
+from explorer.concept_set import concept_warnings
 from explorer.dataset import local as scan_local
 from explorer.dataset import scanner
 from explorer.dataset.local import plan_shards, scan_shards
@@ -247,7 +248,7 @@ def test_a_concept_living_in_one_image_is_warned_about():
     quality = concept_discovery._quality(
         Dictionary("semi-nmf", torch.eye(3)), sample, lambda i: f"img{i}.png"
     )
-    warnings = concept_discovery._warnings(quality)
+    warnings = concept_warnings(quality)
     assert quality["top_image"][2] == "img12.png" and quality["top_image_share"][2] == pytest.approx(1.0)
     assert quality["dead"] == [False, True, False]
     # each concept's share of the concepts' energy: codes equal the vectors here, so 8, 0 and 25 of 33

@@ -21,7 +21,8 @@ from PIL import Image
 
 import explorer
 from explorer.backbones.timm import TimmPreprocess
-from explorer.dataset.results import Scan, _digest
+from explorer.dataset.results import Scan
+from explorer.dataset.saved import record_digest
 from explorer.dataset.store import ShardStore
 from explorer.errors import CacheError, ExplorerError, InvalidArgumentError, WriteError
 from explorer.files import make_folder, write_atomic
@@ -261,7 +262,7 @@ def test_load_checks_every_field_even_when_resigned(scan, tmp_path):
             body = json.loads(json.dumps(body))
             body["info"][key] = value
             try:
-                signed = {**body, "sha256": _digest(body, table)}
+                signed = {**body, "sha256": record_digest(body, table)}
             except ValueError:  # NaN cannot be saved as strict JSON: the writer never writes it
                 continue
             (folder / "scan.json").write_text(json.dumps(signed))

@@ -9,10 +9,13 @@ and listed with its reason. The Ray backend runs the same :func:`scan_shards` in
 
 Example::
 
-    >>> shards = plan_shards(len(source), shard_size=256)
-    >>> for shard, result in scan_shards(bb, source, shards, ["blocks.2"], k=9, batch_size=32):
-    ...     print(shard.index, result.scanned)
-    0 256
+    >>> from explorer.dataset.sources import open_source
+    >>> source = open_source(explorer.sample_dataset(8))
+    >>> shards = plan_shards(len(source), shard_size=4)
+    >>> for shard, result in scan_shards(bb, source, shards, ["blocks.2"], k=3, batch_size=4):
+    ...     print(shard.index, result.scanned, result.reduction.stages["blocks.2"].values.shape)
+    0 4 torch.Size([40, 3])
+    1 4 torch.Size([40, 3])
 """
 
 from __future__ import annotations

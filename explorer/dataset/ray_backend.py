@@ -14,8 +14,14 @@ merges shards in order, so the result is the local backend's.
 
 Example::
 
-    >>> for shard, result in ray_shards(bb, source, shards, ["blocks.2"], k=9, batch_size=32):
-    ...     print(shard.index, result.scanned)
+    >>> from explorer.dataset.local import plan_shards
+    >>> from explorer.dataset.sources import open_source
+    >>> source = open_source(explorer.sample_dataset(8))
+    >>> shards = plan_shards(len(source), shard_size=4)
+    >>> for shard, result in ray_shards(bb, source, shards, ["blocks.2"], 3, 4):  # doctest: +SKIP
+    ...     print(shard.index, result.scanned)     # starts Ray (tests/test_scan_ray.py runs it)
+    0 4
+    1 4
 """
 
 from __future__ import annotations
@@ -212,7 +218,7 @@ def ray_shards(
                 "project": project,
             },
             batch_size=1,
-            concurrency=(1, actors),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             num_gpus=gpus,
             num_cpus=1 if gpus else threads,
             max_restarts=ACTOR_RETRIES,

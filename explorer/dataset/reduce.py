@@ -14,10 +14,10 @@ For every stage, a :class:`StageReduction` keeps, on the maps' device:
 
 Example::
 
-    >>> reduction = Reduction(k=9)
-    >>> reduction.update(maps, torch.arange(32))     # maps: FeatureMaps of 32 images
+    >>> reduction = Reduction(k=1)
+    >>> reduction.update(maps, torch.arange(1))       # maps: FeatureMaps of one image, image index 0
     >>> reduction.stages["blocks.2"].values.shape     # (C, k), best first
-    torch.Size([40, 9])
+    torch.Size([40, 1])
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ value, map cell and source. With ``visualize=`` options, each channel's optimise
 
 Example::
 
+    >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[0], k=2, cache=None, progress=False)
     >>> index = scan.save_html("report/")
     >>> sorted(p.name for p in index.parent.glob("*.html"))
-    ['blocks.2.html', 'index.html']
+    ['blocks.0.html', 'index.html']
 """
 
 from __future__ import annotations

@@ -11,11 +11,14 @@ reduces nothing.
 
 Example::
 
-    >>> reservoir = Reservoir(size=50_000, seed=0)
-    >>> for _ in scan_shards(bb, source, shards, ["blocks.4"], k=1, project=reservoir):
+    >>> from explorer.dataset.local import plan_shards, scan_shards
+    >>> from explorer.dataset.sources import open_source
+    >>> source = open_source(explorer.sample_dataset(4))
+    >>> reservoir = Reservoir(size=500, seed=0)
+    >>> for _ in scan_shards(bb, source, plan_shards(4, 4), ["blocks.4"], k=1, project=reservoir):
     ...     pass
-    >>> reservoir.sample("blocks.4").vectors.shape
-    torch.Size([25088, 112])
+    >>> reservoir.sample("blocks.4").vectors.shape          # 500 of the 4 x 14 x 14 locations
+    torch.Size([500, 112])
 """
 
 from __future__ import annotations

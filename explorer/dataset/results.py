@@ -12,20 +12,18 @@ ran, the skipped images, the exemplars' names, the SHA-256 of the table) and ``s
 
 Example::
 
-    >>> scan = explorer.scan("default", explorer.sample_dataset(64), out_indices=[2], k=4)
+    >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[2], k=4, cache=None, progress=False)
     >>> ex = scan.top("blocks.2", 17)
     >>> ex[0].source, round(ex[0].value, 2), ex[0].cell, ex[0].box
-    ('.../00012_brick.jpg', 9.43, (3, 20), (144, 8, 184, 48))
+    ('.../00001_brick.jpg', 25.46, (12, 0), (0, 80, 24, 120))
     >>> scan.stats("blocks.2").mean.shape
     (40,)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,150 +36,16 @@ from .._args import shown, whole
 from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
 from ..files import as_path, make_folder, write_atomic
 from ..histograms import Histogram
-from ..images import MAX_INPUT_SIDE, model_view
+from ..images import model_view
 from ..render import overlay
 from ..stats import ChannelStats
 from .fields import cell_box
-from .reduce import MAX_K, NO_IMAGE, Reduction, StageReduction, histogram_edges
+from .reduce import NO_IMAGE, Reduction, StageReduction, histogram_edges
+from .saved import check_record, check_reduction, read_small, record_digest, saved_folder
 from .sources import ImageSource, open_source
-from .store import (
-    DAMAGED,
-    DEFAULT_CACHE,
-    FORMAT_VERSION,
-    reduction_from_parquet,
-    reduction_to_parquet,
-    weights_digest,
-)
+from .store import DAMAGED, reduction_from_parquet, reduction_to_parquet, weights_digest
 
 __all__ = ["Exemplar", "Scan"]
-
-MAX_RECORD_BYTES = 256 * 2**20
-"""Largest ``scan.json`` read (the exemplars' names and skipped images of a scan of millions of images fit)."""
-
-_HEX = re.compile(r"[0-9a-f]{64}")
-_KEY = re.compile(r"[0-9a-f]{1,64}")
-_KINDS = ("folder", "paths", "torch", "hf")
-_MOST = 2**40  # no count in a scan comes near it
-
-
-def _digest(record: dict, table: bytes) -> str:
-    """SHA-256 over the saved fields (canonical JSON) and the Parquet bytes."""
-    digest = hashlib.sha256(json.dumps(record, sort_keys=True, allow_nan=False).encode())
-    digest.update(b"\x00")
-    digest.update(table)
-    return digest.hexdigest()
-
-
-def _saved_folder(path: str | os.PathLike) -> Path:
-    if not isinstance(path, (str, os.PathLike)) or "\x00" in str(path) or not str(path).strip():
-        raise InvalidArgumentError(
-            f"path={shown(path)}; pass the folder a scan was saved in (scan.save(folder)) or a scan key."
-        )
-    folder = Path(path).expanduser()
-    try:
-        if (
-            not (folder / "scan.json").exists()
-            and (DEFAULT_CACHE.expanduser() / str(path) / "scan.json").exists()
-        ):
-            folder = DEFAULT_CACHE.expanduser() / str(path)
-    except OSError as err:  # a name too long, a folder that cannot be listed
-        raise CacheError(f"Cannot read a scan at {shown(str(path))} ({err.strerror or err}).") from err
-    return folder
-
-
-def _read_small(path: Path) -> str:
-    size = path.stat().st_size
-    if size > MAX_RECORD_BYTES:
-        raise ValueError(f"{path.name} is {size:,} bytes, over {MAX_RECORD_BYTES:,}")
-    return path.read_text(encoding="utf-8")
-
-
-def _integer(value: object, name: str, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        raise ValueError(
-            f"{name}={shown(value)} is not a whole number from {low} to {high if high is not None else 'up'}"
-        )
-    return value
-
-
-def _text(value: object, name: str) -> str:
-    if not isinstance(value, str) or len(value) > 4096:
-        raise ValueError(f"{name}={shown(value)} is not a string")
-    return value
-
-
-def _source_name(value: object, name: str) -> str | int:
-    return _integer(value, name, 0) if isinstance(value, int) else _text(value, name)
-
-
-def _check(body: dict) -> tuple[dict, dict[int, str | int], list[tuple[str | int, str]]]:
-    """The saved fields, each checked for type and range; a ValueError names the first one that is wrong."""
-    info = body["info"]
-    if not isinstance(info, dict):
-        raise ValueError("info is not a mapping")
-    _text(info["spec"], "spec")
-    _text(info["weights"], "weights")
-    if not isinstance(info["weights_sha256"], str) or not _HEX.fullmatch(info["weights_sha256"]):
-        raise ValueError("weights_sha256 is not a SHA-256")
-    stages = info["stages"]
-    if not isinstance(stages, list) or not stages or len(set(map(str, stages))) != len(stages):
-        raise ValueError("stages is not a list of distinct names")
-    for stage in stages:
-        _text(stage, "stage")
-    size = info["input_size"]
-    if not isinstance(size, list) or len(size) != 2:
-        raise ValueError("input_size is not [height, width]")
-    for side in size:
-        _integer(side, "input_size", 1, MAX_INPUT_SIDE)
-    _integer(info["k"], "k", 1, MAX_K)
-    if info["format"] != FORMAT_VERSION:
-        raise ValueError(f"format {shown(info['format'])}, written by another version of explorer")
-    for name in ("shard_size", "batch_size"):
-        _integer(info[name], name, 1, _MOST)
-    fields = info["fields"]
-    if not isinstance(fields, dict) or set(fields) != set(stages):
-        raise ValueError("fields does not give every stage's receptive field")
-    for stage in stages:
-        _integer(fields[stage], f"fields[{stage}]", 1, 4 * MAX_INPUT_SIDE)
-    images = _integer(info["images"], "images", 1, _MOST)
-    _integer(info["scanned"], "scanned", 1, images)
-    if info["source_kind"] not in _KINDS:
-        raise ValueError(f"source_kind={shown(info['source_kind'])}")
-    if info["key"] is not None and not (isinstance(info["key"], str) and _KEY.fullmatch(info["key"])):
-        raise ValueError("key is not a cache key")
-    if not isinstance(body["names"], list) or not isinstance(body["skipped"], list):
-        raise ValueError("names and skipped are not lists")
-    names: dict[int, str | int] = {}
-    for entry in body["names"]:
-        if not isinstance(entry, list) or len(entry) != 2:
-            raise ValueError("a name is not [index, source]")
-        names[_integer(entry[0], "image index", 0, images - 1)] = _source_name(entry[1], "source")
-    skipped = []
-    for entry in body["skipped"]:
-        if not isinstance(entry, list) or len(entry) != 2:
-            raise ValueError("a skipped entry is not [source, reason]")
-        skipped.append((_source_name(entry[0], "skipped source"), _text(entry[1], "reason")))
-    return info, names, skipped
-
-
-def _check_reduction(info: dict, reduction: Reduction, names: dict[int, str | int]) -> None:
-    if list(reduction.stages) != list(info["stages"]):
-        raise ValueError("scan.parquet holds other stages than scan.json")
-    for stage, found in reduction.stages.items():
-        height, width = found.map_size
-        if height < 1 or width < 1:
-            raise ValueError(f"{stage}: map size {found.map_size}")
-        images = found.images[found.images != NO_IMAGE]
-        if images.numel() and (int(images.min()) < 0 or any(int(i) not in names for i in images.unique())):
-            raise ValueError(f"{stage}: an exemplar names an image that was not saved")
-        cells = found.cells[found.images != NO_IMAGE]
-        if cells.numel() and (int(cells.min()) < 0 or int(cells.max()) >= height * width):
-            raise ValueError(f"{stage}: an exemplar's cell is outside its {height}x{width} map")
 
 
 @dataclass(frozen=True)
@@ -279,8 +143,9 @@ class Scan:
 
         Example::
 
+            >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[2], k=4, cache=None, progress=False)
             >>> [round(e.value, 2) for e in scan.top("blocks.2", 17)]
-            [9.43, 8.87, 8.5, 8.02]
+            [25.46, 22.89, 22.59, 22.36]
         """
         reduction = self._channel(stage, channel)
         height, width = reduction.map_size
@@ -303,8 +168,9 @@ class Scan:
 
         Example::
 
-            >>> scan.stats("blocks.2").top(3, by="sparsity").channels
-            array([ 7, 31, 12])
+            >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[2], k=4, cache=None, progress=False)
+            >>> scan.stats("blocks.2").top(3, by="sparsity").channels     # none is ever zero: ties by index
+            array([0, 1, 2])
         """
         reduction = self._stage(stage)
         count, mean, m2, low, high, sumsq, zeros, positive, nonfinite = reduction.sums.T
@@ -404,8 +270,9 @@ class Scan:
 
         Example::
 
+            >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[2], k=4, cache=None, progress=False)
             >>> [crop.size for crop in scan.crops("blocks.2", 17)][:2]
-            [(40, 40), (40, 40)]
+            [(24, 40), (24, 24)]
         """
         self._channel(stage, channel)
         found = sorted(
@@ -430,7 +297,7 @@ class Scan:
         folder = make_folder(as_path(folder, CacheError).expanduser(), CacheError)
         table = reduction_to_parquet(self._reduction)
         record = self._record()
-        record["sha256"] = _digest(record, table)
+        record["sha256"] = record_digest(record, table)
         write_atomic(folder / "scan.parquet", table, CacheError)
         write_atomic(folder / "scan.json", json.dumps(record, indent=1, allow_nan=False).encode(), CacheError)
         return folder
@@ -440,7 +307,7 @@ class Scan:
         """Read a scan saved by :meth:`save`, :meth:`save_html` or the cache: a folder, or a cache key.
 
         Everything read is checked before it is used: the digest over the whole saved result, then the type
-        and range of every field (:func:`_check`); a received scan is data, never trusted.
+        and range of every field (:func:`~explorer.dataset.saved.check_record`); a received scan is data, never trusted.
 
         Args:
             path: a folder holding ``scan.json``, or a key in the default cache (``scan.key``).
@@ -455,21 +322,22 @@ class Scan:
 
         Example::
 
-            >>> explorer.Scan.load("report/").top("blocks.2", 17)[0].value
-            9.43
+            >>> folder = explorer.scan("default", explorer.sample_dataset(16), out_indices=[2], k=4, cache=None, progress=False).save("saved/")
+            >>> round(explorer.Scan.load(folder).top("blocks.2", 17)[0].value, 2)
+            25.46
         """
-        folder = _saved_folder(path)
+        folder = saved_folder(path)
         try:
-            record = json.loads(_read_small(folder / "scan.json"))
+            record = json.loads(read_small(folder / "scan.json"))
             table = (folder / "scan.parquet").read_bytes()
             if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
                 raise ValueError("scan.json holds no digest")
             body = {key: record.get(key) for key in ("info", "skipped", "names")}
-            if _digest(body, table) != record["sha256"]:
+            if record_digest(body, table) != record["sha256"]:
                 raise ValueError("scan.json and scan.parquet do not match the digest in scan.json")
-            info, names, skipped = _check(body)
+            info, names, skipped = check_record(body)
             reduction = reduction_from_parquet(table, info["k"])
-            _check_reduction(info, reduction, names)
+            check_reduction(info, reduction, names)
         except FileNotFoundError as err:
             raise CacheError(
                 f"No saved scan at {shown(str(path))}. Pass a folder written by scan.save() or scan.save_html(), "
@@ -520,7 +388,8 @@ class Scan:
 
         Example::
 
-            >>> scan.save_html("report/", visualize=True, vis_steps=128)
+            >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[0], k=2, cache=None, progress=False)
+            >>> scan.save_html("report/", visualize=True, vis_steps=2, vis_size=32)
             PosixPath('report/index.html')
         """
         from ..vocabulary import VIS_METHODS

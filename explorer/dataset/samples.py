@@ -82,7 +82,9 @@ def sample_dataset(n: int = 512, folder: str | os.PathLike | None = None) -> Pat
 
     Example::
 
-        >>> scan = explorer.scan("default", explorer.sample_dataset(n=64), k=4)
+        >>> scan = explorer.scan("default", explorer.sample_dataset(n=16), k=4, cache=None, progress=False)
+        >>> len(scan), scan.stages
+        (16, ['blocks.6'])
     """
     from skimage import data
 

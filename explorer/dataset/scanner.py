@@ -9,9 +9,9 @@ once.
 
 Example::
 
-    >>> scan = explorer.scan("default", explorer.sample_dataset(64), out_indices=[1, 2], k=4, cache=None)
+    >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[1, 2], k=4, cache=None)
     >>> scan.stages, len(scan)
-    (['blocks.1', 'blocks.2'], 64)
+    (['blocks.1', 'blocks.2'], 16)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .results import Scan
 from .sources import SourceT, open_source
 from .store import DEFAULT_CACHE, FORMAT_VERSION, ShardResult, ShardStore, cache_key, weights_digest
 
-__all__ = ["BACKENDS", "check_options", "scan"]
+__all__ = ["BACKENDS", "check_options", "progress_bar", "scan"]
 
 _log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class _Callback:
         pass
 
 
-def _progress(total: int, initial: int, progress: bool | Callable[[int, int], None], description: str):
+def progress_bar(total: int, initial: int, progress: bool | Callable[[int, int], None], description: str):
+    """A progress bar over ``total`` images (``update(n)``, ``close()``): tqdm's, or calls to ``progress``."""
     if callable(progress):
         return _Callback(progress, total, initial)
     from tqdm.auto import tqdm
@@ -253,9 +254,10 @@ def scan(
 
     Example::
 
-        >>> scan = explorer.scan("default", "photos/", out_indices=[2], k=9)
-        >>> scan.top("blocks.2", 17)[0]
-        Exemplar(source='photos/cat.jpg', index=3, value=9.43, cell=(3, 20), box=(144, 8, 184, 48))
+        >>> scan = explorer.scan("default", explorer.sample_dataset(16), out_indices=[2], k=4, progress=False)
+        >>> ex = scan.top("blocks.2", 17)[0]
+        >>> ex.source, ex.index, round(ex.value, 2), ex.cell, ex.box
+        ('.../00001_brick.jpg', 1, 25.46, (12, 0), (0, 80, 24, 120))
     """
     k, batch_size, shard_size, num_workers = check_options(
         k=k,
@@ -332,7 +334,7 @@ def scan(
         }
     todo = [s for s in shards if s.index not in pending]
     done = sum(s.stop - s.start for s in shards if s.index in pending)
-    bar = _progress(len(images), done, progress, f"scan {bb.spec}")
+    bar = progress_bar(len(images), done, progress, f"scan {bb.spec}")
     if backend == "ray":
         from .ray_backend import ray_shards
 

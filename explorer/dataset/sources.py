@@ -14,9 +14,9 @@ one its scan is not cached (:attr:`ImageSource.fingerprint` is None).
 
 Example::
 
-    >>> source = open_source("photos/")
+    >>> source = open_source(explorer.sample_dataset(16))
     >>> len(source), source.name(0)
-    (512, 'photos/000.jpg')
+    (16, '.../00000_astronaut.jpg')
     >>> source.read(0).size
     (256, 256)
 """

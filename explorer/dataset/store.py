@@ -16,10 +16,12 @@ it is logged, deleted and recomputed, never trusted.
 
 Example::
 
-    >>> store = ShardStore("~/.cache/explorer/scans", key, manifest)
-    >>> store.save_shard(0, reduction, skipped=[])
-    >>> store.load_shard(0).reduction.stages["blocks.2"].values.shape
-    torch.Size([40, 9])
+    >>> reduction = Reduction(k=3)
+    >>> reduction.update({"blocks.2": maps["blocks.2"]}, torch.arange(1))
+    >>> store = ShardStore("scans", cache_key({"example": 1}), {"example": 1})
+    >>> store.save_shard(0, ShardResult(reduction, scanned=1, skipped=[]))
+    >>> store.load_shard(0, k=3).reduction.stages["blocks.2"].values.shape
+    torch.Size([40, 3])
 """
 
 from __future__ import annotations
