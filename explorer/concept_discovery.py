@@ -106,6 +106,23 @@ def _passes(progress: bool | Callable[[int, int], None]) -> tuple:
     )
 
 
+def _non_negative(reservoir: Reservoir, stage: str) -> Callable:
+    """The reservoir, refusing (on the first batch that holds one, not after the whole pass) a negative value,
+    which NMF cannot factorise."""
+
+    def offer(maps: dict[str, torch.Tensor], image_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        negative = float((maps[stage] < 0).float().mean())
+        if negative > 0:
+            raise InvalidArgumentError(
+                f"{stage} holds negative values ({negative:.0%} of those of a batch of {len(image_indices)} "
+                'images) and NMF factorises non-negative features only. Use method="semi-nmf" (signed features, '
+                'non-negative codes) or method="topk-sae".'
+            )
+        return reservoir(maps, image_indices)
+
+    return offer
+
+
 def _fit(
     bb: Backbone,
     images,
@@ -133,7 +150,7 @@ def _fit(
             options["batch_size"],
             options["num_workers"],
             on_batch=bar.update,
-            project=reservoir,
+            project=_non_negative(reservoir, stage) if method == "nmf" else reservoir,
         ):
             scanned += result.scanned
     finally:
@@ -149,12 +166,6 @@ def _fit(
         raise InvalidArgumentError(
             f"{stage} gave {len(sample.keys)} sampled locations, fewer than n_concepts={n_concepts}. "
             "Pass fewer concepts, more images or a larger samples=."
-        )
-    negative = float((sample.vectors < 0).float().mean())
-    if method == "nmf" and negative > 0:
-        raise InvalidArgumentError(
-            f"{stage} holds negative values ({negative:.0%} of the sampled ones) and NMF factorises non-negative "
-            'features only. Use method="semi-nmf" (signed features, non-negative codes) or method="topk-sae".'
         )
     dictionary = fit_dictionary(sample.vectors, n_concepts, method, seed, active)
     fitted = time.perf_counter()

@@ -47,10 +47,11 @@ def write_concepts_report(con, folder: Path) -> Path:
         for rank, exemplar in enumerate(con.top(concept)):
             source = exemplar.source
             shown = os.path.basename(source) if isinstance(source, str) else source
-            caption = f"{exemplar.value:.3g} @ {exemplar.cell[0]},{exemplar.cell[1]} · {shown}"
+            where = f"{exemplar.value:.3g} @ {exemplar.cell[0]},{exemplar.cell[1]}"
             figures.append(
                 f'<figure><img src="{html.escape(files[concept, rank])}" alt="exemplar {rank + 1}" '
-                f'title="{html.escape(str(source))}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+                f'title="{html.escape(str(source))}"><figcaption>{html.escape(where)}<br>'
+                f"{html.escape(str(shown))}</figcaption></figure>"
             )
         image = quality["top_image"][concept]
         numbers = (
@@ -68,7 +69,11 @@ def write_concepts_report(con, folder: Path) -> Path:
         f"<p>{len(con)} {html.escape(info['method'])} concepts fitted on {info['sampled']} sampled locations of "
         f"{info['scanned']} images (weights: {html.escape(str(info['weights']))}; seed {info['seed']}); "
         f"exemplars: the top {con.scan.info['k']} of {len(con.scan)} images by the concept's spatial maximum, "
-        "cropped to the receptive field, with the concept's code overlaid.</p>"
+        "cropped to the receptive field, with the concept's code overlaid (inferno, from the concept's mean over "
+        "the dataset, dark, to its best exemplar's value, bright: the same scale for all of a concept's crops). "
+        "Captions: the code's maximum @ its row, column on the stage's map, and the image. A concept's share is "
+        "its share of the concepts' energy on the sample; its mass is the sum of its codes there, and a concept "
+        "with most of its mass in one image is warned about.</p>"
         f"<p>relative reconstruction error {quality['relative_error']:.3f} (the best {len(con)} directions "
         f"with signed codes, a truncated SVD: {quality['svd_error']:.3f}) · zero codes "
         f"{quality['sparsity']:.1%} · {quality['active']:.2f} concepts active per location on average</p>"

@@ -232,8 +232,18 @@ def test_nmf_refuses_negative_features_and_semi_nmf_takes_them(folder):
         "convnext_atto", out_features=["stages.1"], pretrained=False, device="cpu"
     )
     signed.preprocess = TimmPreprocess({"input_size": (3, 64, 64), "crop_pct": 1.0})
+    heard = []
     with pytest.raises(explorer.InvalidArgumentError, match=r'holds negative values .*method="semi-nmf"'):
-        explorer.concepts(signed, folder, "stages.1", 4, "nmf", cache=None, **OPTIONS)
+        explorer.concepts(
+            signed,
+            folder,
+            "stages.1",
+            4,
+            "nmf",
+            cache=None,
+            **{**OPTIONS, "progress": lambda *n: heard.append(n)},
+        )
+    assert heard == [(0, 24)]  # refused on the first batch of 4, not after reading all 12 images
     result = explorer.concepts(signed, folder, "stages.1", 4, "semi-nmf", cache=None, **OPTIONS)
     assert result.basis.min() < 0 and result.relative_error < 1
 
