@@ -38,7 +38,7 @@ DOCTESTED = explorer/_args.py explorer/arrays.py explorer/histograms.py explorer
 	explorer/cam_gradcam.py explorer/patch_views.py explorer/attention_maps.py explorer/concept_discovery.py \
 	explorer/concept_set.py explorer/concept_report.py explorer/dictionary.py explorer/feature_vis.py \
 	explorer/feature_images.py explorer/feature_objectives.py explorer/figures.py explorer/figure_pages.py \
-	explorer/patch_figures.py explorer/cli.py explorer/export.py explorer/__init__.py
+	explorer/patch_figures.py explorer/cli.py explorer/export.py explorer/files.py explorer/__init__.py
 
 # the browser tests run on their own: Playwright's event loop would stay running under the panel tests
 test: $(STAMP) browser-deps

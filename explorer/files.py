@@ -9,8 +9,8 @@ so a link planted in a shared report folder cannot redirect a write to another f
 
 Example::
 
-    >>> write_atomic(Path("report/index.html"), b"<!doctype html>...")
-    PosixPath('report/index.html')
+    >>> write_atomic(Path("index.html"), b"<!doctype html>...")
+    PosixPath('index.html')
 """
 
 from __future__ import annotations
