@@ -34,7 +34,7 @@ browser-deps:
 # modules whose docstring examples run as tests (root conftest.py gives them the default model's maps)
 DOCTESTED = explorer/_args.py explorer/arrays.py explorer/histograms.py explorer/render explorer/stats.py \
 	explorer/vocabulary.py explorer/backbones explorer/hooks.py explorer/layouts.py explorer/stages.py \
-	explorer/images.py explorer/errors.py explorer/dataset explorer/class_activation.py explorer/cam_targets.py \
+	explorer/images.py explorer/preprocessing.py explorer/errors.py explorer/dataset explorer/class_activation.py explorer/cam_targets.py \
 	explorer/cam_gradcam.py explorer/patch_views.py explorer/attention_maps.py explorer/concept_discovery.py \
 	explorer/concept_set.py explorer/concept_report.py explorer/dictionary.py explorer/feature_vis.py \
 	explorer/feature_images.py explorer/feature_objectives.py explorer/figures.py explorer/figure_pages.py \

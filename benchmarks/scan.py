@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 import explorer  # noqa: E402
 from explorer.dataset.fields import receptive_fields  # noqa: E402
 from explorer.dataset.store import weights_digest  # noqa: E402
-from explorer.images import preprocess  # noqa: E402
+from explorer.preprocessing import preprocess  # noqa: E402
 
 from . import report  # noqa: E402
 from .datasets import small_backbone, write_images  # noqa: E402

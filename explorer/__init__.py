@@ -28,9 +28,9 @@ _EXPORTS = {
     "list_layers": "explorer.hooks",
     "select_stages": "explorer.stages",
     "load_image": "explorer.images",
-    "model_view": "explorer.images",
+    "model_view": "explorer.preprocessing",
     "sample_images": "explorer.images",
-    "Preprocess": "explorer.images",
+    "Preprocess": "explorer.preprocessing",
     "Explorer": "explorer.widgets",
     "ExplorerState": "explorer.widgets",
     "ExplorerError": "explorer.errors",
@@ -149,8 +149,9 @@ if TYPE_CHECKING:
     )
     from .histograms import Histogram, histogram
     from .hooks import FeatureMaps, capture, list_layers
-    from .images import Preprocess, load_image, model_view, sample_images
+    from .images import load_image, sample_images
     from .patch_views import PatchPCA, PCABasis, Similarity, pca, similarity
+    from .preprocessing import Preprocess, model_view
     from .render import GridLayout, colormap_lut, overlay, render_grid, select_channels, to_png, value_range
     from .stages import select_stages
     from .stats import ChannelDifference, ChannelStats, channel_difference, channel_stats, stage_similarity

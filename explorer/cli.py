@@ -257,7 +257,8 @@ def _query(text: str) -> tuple[int, int, int]:
 def _run_patches(args: argparse.Namespace) -> None:
     from . import figures
     from .errors import InvalidArgumentError
-    from .images import load_image, model_view
+    from .images import load_image
+    from .preprocessing import model_view
 
     if Path(args.out).suffix.lower() != ".png":
         raise InvalidArgumentError(f"--out {args.out}: the figure is written as PNG; name a .png file.")

@@ -27,7 +27,8 @@ from torch import nn
 from .._args import shown
 from ..errors import ExplorerError, InvalidArgumentError, StageSelectionError
 from ..hooks import FeatureMaps, capture, tap, to_nchw
-from ..images import ImageInput, Preprocess, preprocess
+from ..images import ImageInput
+from ..preprocessing import Preprocess, preprocess
 from ..stages import OutFeaturesT, OutIndicesT, select_stages
 from ._attention import AttentionReader
 from ._checkpoint import nonfinite_note

@@ -19,7 +19,8 @@ from PIL import Image
 
 from .._args import real, whole
 from ..errors import CheckpointError, InvalidArgumentError
-from ..images import MAX_INPUT_SIDE, Preprocess
+from ..images import MAX_INPUT_SIDE
+from ..preprocessing import Preprocess
 from ._hf_model import BUILD_ERRORS
 from ._timm_preprocess import geometric_part
 

@@ -19,7 +19,8 @@ from PIL import Image
 
 from .._args import real, shown, whole
 from ..errors import CheckpointError, InvalidArgumentError
-from ..images import MAX_INPUT_SIDE, Preprocess
+from ..images import MAX_INPUT_SIDE
+from ..preprocessing import Preprocess
 
 __all__ = ["CROP_MODES", "TimmPreprocess", "geometric_part"]
 

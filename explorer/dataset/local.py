@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..backbones import Backbone
 from ..errors import DatasetError, ImageError
-from ..images import Preprocess, preprocess
+from ..preprocessing import Preprocess, preprocess
 from .reduce import Reduction
 from .sources import ImageSource
 from .store import ShardResult

@@ -36,7 +36,7 @@ from .._args import shown, whole
 from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
 from ..files import as_path, make_folder, write_atomic
 from ..histograms import Histogram
-from ..images import model_view
+from ..preprocessing import model_view
 from ..render import overlay
 from ..stats import ChannelStats
 from .fields import cell_box

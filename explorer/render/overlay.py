@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from .._args import finite_pair, real, shown
 from ..arrays import as_hw
 from ..errors import InvalidArgumentError
-from ..images import ImageInput, Preprocess, load_image, model_view
+from ..images import ImageInput, load_image
+from ..preprocessing import Preprocess, model_view
 from .colormaps import NONFINITE_ENTRY, packed_palette, unpack
 from .ranges import all_finite, check_clip, row_ranges, to_index
 

@@ -48,7 +48,7 @@ def list_layers(backbone: Backbone) -> list[str]:
 
 def model_view(image: Image.Image, preprocess) -> Image.Image:
     """``image`` as the model sees it (resized and cropped by its preprocessing)."""
-    from ...images import model_view as view
+    from ...preprocessing import model_view as view
 
     return view(image, preprocess)
 
