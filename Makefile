@@ -31,14 +31,8 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-# modules whose docstring examples run as tests (root conftest.py gives them the default model's maps)
-DOCTESTED = explorer/_args.py explorer/arrays.py explorer/histograms.py explorer/render explorer/stats.py \
-	explorer/vocabulary.py explorer/backbones explorer/hooks.py explorer/layouts.py explorer/stages.py \
-	explorer/images.py explorer/preprocessing.py explorer/errors.py explorer/dataset explorer/class_activation.py explorer/cam_targets.py \
-	explorer/cam_gradcam.py explorer/patch_views.py explorer/attention_maps.py explorer/concept_discovery.py \
-	explorer/concept_set.py explorer/concept_report.py explorer/dictionary.py explorer/feature_vis.py \
-	explorer/feature_images.py explorer/feature_objectives.py explorer/figures.py explorer/figure_pages.py \
-	explorer/patch_figures.py explorer/cli.py explorer/export.py explorer/files.py explorer/__init__.py
+# every docstring example in the package runs as a test (root conftest.py gives them the default model's maps)
+DOCTESTED = explorer
 
 # the browser tests run on their own: Playwright's event loop would stay running under the panel tests
 test: $(STAMP) browser-deps
@@ -52,5 +46,4 @@ lint: $(STAMP)
 
 bench: $(STAMP) browser-deps
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
-	$(BIN)/python -m benchmarks
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.browser
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks

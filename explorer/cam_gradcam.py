@@ -245,9 +245,6 @@ def explain(
     name, module_path = tapped
     model = backbone.model
     runner = ScoringModel(backbone, scored)
-    explainer = _explainer(gc, method, runner)
-    base = getattr(explainer, "base_cam", explainer)  # FinerCAM runs a GradCAM
-    keep_graph = bool(base.compute_input_gradient)
     input_hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
     known = backbone.layout(name if name in backbone.stage_names else module_path, input_hw)
     found: list[TapLayout] = []
@@ -257,7 +254,7 @@ def explain(
             found.append(tap_layout(output, known, input_hw, name))
         layout = found[0]
         tensor = layout.pick(output)
-        start = tensor if keep_graph else tensor.detach().requires_grad_(base.uses_gradients)
+        start = tensor if base.compute_input_gradient else tensor.detach().requires_grad_(base.uses_gradients)
         nchw = layout.to_nchw(start).float()
         runner.stage_wh = (int(nchw.shape[-1]), int(nchw.shape[-2]))
         return layout.rebuild(output, layout.from_nchw(runner.tap(nchw), start))  # grad-cam's hooks run here
@@ -271,7 +268,10 @@ def explain(
     # no weight gradients: the backward pass ends at the tap (inference tensors cannot be changed, nor need it)
     parameters = list(dict.fromkeys([*model.parameters(), *runner.net.parameters()]))
     requires_grad = [p for p in parameters if p.requires_grad and not p.is_inference()]
+    base = None
     try:
+        explainer = _explainer(gc, method, runner)  # grad-cam registers its hooks (on runner.tap) here
+        base = getattr(explainer, "base_cam", explainer)  # FinerCAM runs a GradCAM
         for parameter in requires_grad:
             parameter.requires_grad_(False)
         if base.uses_gradients and any(p.is_inference() for p in parameters):
@@ -298,7 +298,8 @@ def explain(
             raise _unreached(backbone, name, method) from err
         raise
     finally:
-        release(base)
+        if base is not None:
+            release(base)
         for parameter in requires_grad:
             parameter.requires_grad_(True)
     return maps, runner.scores

@@ -8,11 +8,10 @@ waits for the work requested so far and returns what the frame on show holds.
 
 Example::
 
-    >>> app = explorer.Explorer()                    # the built-in default on the sample images; shows itself
-    >>> app.model = "resnet18"; app.pretrained = False
+    >>> app = explorer.Explorer(display=False)       # the built-in default on the sample images (display=True: shown)
     >>> app.out_indices = [1, 2]
     >>> app.feature_maps.shapes
-    {'layer1': (1, 64, 56, 56), 'layer2': (1, 128, 28, 28)}
+    {'blocks.1': (1, 24, 56, 56), 'blocks.2': (1, 40, 28, 28)}
     >>> exec(app.code()); png == app.png              # the library code for the tab on show
     True
 """
@@ -63,6 +62,7 @@ class Views(Mapping):
 
     Example::
 
+        >>> app = explorer.Explorer(display=False)
         >>> "Statistics" in app.views.built                # not shown yet: no widgets
         False
         >>> table = app.views["Statistics"].stats_table   # reading a view builds it (and draws the frame on show)

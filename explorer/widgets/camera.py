@@ -9,12 +9,15 @@ Where the browser gives no camera the reason is in ``error``.
 
 Example::
 
+    >>> import ipywidgets
     >>> bb = explorer.load_backbone("default")
     >>> view = ipywidgets.Image(format="png")
     >>> def draw(image):
     ...     view.value = explorer.to_png(explorer.pca(bb, [image], stage="blocks.4", size=224).rgb[0])
     >>> camera = Camera(on_frame=draw, max_fps=10)
-    >>> ipywidgets.VBox([camera, view])          # camera.image: the latest frame as a PIL image
+    >>> panel = ipywidgets.VBox([camera, view])  # display(panel); camera.image: the latest frame as a PIL image
+    >>> camera.max_fps
+    10.0
 """
 
 from __future__ import annotations
@@ -85,8 +88,9 @@ class Camera(anywidget.AnyWidget):
 
         Example::
 
-            >>> camera = Camera(on_frame=queue_for_drawing, acknowledge="later")
-            >>> def drawn(): camera.acknowledge()
+            >>> frames = []                              # drawn later, e.g. by the kernel's event loop
+            >>> camera = Camera(on_frame=frames.append, acknowledge="later")
+            >>> camera.acknowledge()                     # no frame waits: nothing to say
         """
         if self._waiting is None:
             return

@@ -8,9 +8,9 @@ new frame (:meth:`Controls.update`). No control writes to another, and nothing i
 
 Example::
 
-    >>> controls = Controls(state, report=print)
+    >>> controls = Controls(ExplorerState(), report=print, add_upload=lambda name, data: None)
     >>> controls.cmap_box.value = "viridiss"      # refused
-    No colour map named "viridiss". Closest: viridis. ...
+    Unknown colour map 'viridiss'. Closest names: viridis, viridis_r, cividis, cividis_r. Any matplotlib name works: "viridis", "magma", "RdBu_r", ...
     >>> controls.state.cmap, controls.cmap_box.value
     ('viridis', 'viridiss')
 """

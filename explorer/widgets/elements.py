@@ -9,8 +9,10 @@
 
 Example::
 
-    >>> view = ImageView(width=640, clickable=True, on_click=lambda channel: print(channel))
-    >>> view.show(png_bytes, "png", title="blocks.1 · channels 0-63", grid=layout_dict)
+    >>> view = ImageView(on_click=lambda channel: print(channel))
+    >>> view.show(to_png(render_grid(maps["blocks.1"])), "png", title="blocks.1 · channels 0-63")
+    >>> view.format, view.title
+    ('png', 'blocks.1 · channels 0-63')
 """
 
 from __future__ import annotations
@@ -125,7 +127,10 @@ class Upload(anywidget.AnyWidget):
 
     Example::
 
-        >>> upload = Upload(on_file=gallery.add, on_refused=warn, on_error=status.show)
+        >>> received = []
+        >>> upload = Upload(on_file=lambda name, data: received.append(name), on_refused=lambda name, size: None)
+        >>> upload.description
+        'Upload'
     """
 
     _esm = _STATIC / "upload.js"

@@ -8,6 +8,7 @@ and the script says so and loads them from there.
 
 Example::
 
+    >>> frame = explorer.Explorer(display=False).controller.frame
     >>> print(script(frame, ["maps = bb.capture(bb.pixel_values(images), layers=['blocks.1'])"], [0]))
     import explorer
     <BLANKLINE>
@@ -43,8 +44,9 @@ def save_image(image: Image.Image, name: str, folder: str | os.PathLike = IMAGE_
 
     Example::
 
-        >>> save_image(image, "../My photo.jpg")
-        'explorer-images/My_photo-3f2a9c01d4.png'
+        >>> from explorer.widgets.engine.codegen import save_image  # not explorer.save_image, the export
+        >>> save_image(photos["chelsea"], "../My photo.jpg")
+        'explorer-images/My_photo-...png'
     """
     import numpy as np
 

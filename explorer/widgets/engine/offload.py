@@ -4,10 +4,12 @@ controller's ``quick`` titles): a colour map chosen during a large model's forwa
 the forward. The status line keeps saying what runs, and nothing is corrected here: the pass, once done, draws
 the choices made meanwhile (:meth:`ModelWork._caught_up`) and applies the corrections.
 
-Example (in the controller's build)::
+Example (the controller is a ``ModelWork``; in its build, ``self._capture(...)`` runs the forward in the helper
+thread while a colour map set meanwhile is drawn, and ``self._caught_up(snap)`` draws it into the pass too)::
 
-    >>> maps = self._capture(post, snap, serial, selected, images, keys, running)  # a cmap set meanwhile draws
-    >>> snap = self._caught_up(snap)                                               # and the pass draws it too
+    >>> app = explorer.Explorer(display=False)
+    >>> isinstance(app.controller, ModelWork)
+    True
 """
 
 from __future__ import annotations

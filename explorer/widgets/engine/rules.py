@@ -8,7 +8,8 @@ Example::
 
     >>> check_stages(["stem", "stage1", "stage2"], (2, 1))
     Traceback (most recent call last):
-    StageSelectionError: out_indices must be in the same order as stage_names, expected [1, 2] got [2, 1]
+    ...
+    explorer.errors.StageSelectionError: ...
 """
 
 from __future__ import annotations

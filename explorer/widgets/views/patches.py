@@ -18,11 +18,11 @@ changing mode, query, stage or colours runs no model.
 
 Example::
 
-    >>> app = explorer.Explorer()
+    >>> app = explorer.Explorer(display=False)
     >>> app.tab = "Patches"                          # PCA colours of the gallery
     >>> app.patch_mode = "similarity"; app.patch_query = (0, 3, 4)
     >>> app.views["Patches"].result.maps.shape       # one map per gallery image (an explorer.Similarity)
-    torch.Size([6, 28, 28])
+    torch.Size([6, 112, 112])
     >>> exec(app.code()); png == app.png
     True
 """
