@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "stages":
             bb = _backbone(args)
-            print(bb)
+            print(bb.describe())
         elif args.command == "render":
             from .export import save_image
             from .render import render_grid

@@ -299,8 +299,18 @@ class Backbone(StageShapes, AttentionReader):
 
             >>> load_backbone("hiera_tiny_224", pretrained=False).out_of_order("blocks.0")
             "tokens in Hiera's unrolled order, not in image order"
+
+        Raises:
+            InvalidArgumentError: ``module`` is not a string.
         """
-        return ""
+        if not isinstance(module, str):
+            raise InvalidArgumentError(
+                f"module={shown(module)}; pass a module name (a string) from explorer.list_layers(bb)."
+            )
+        return self._out_of_order(module)
+
+    def _out_of_order(self, module: str) -> str:
+        return ""  # each source says which of its modules these are
 
     def stage_maps(self, pixel_values: torch.Tensor, names: Sequence[str]) -> FeatureMaps:
         """The maps of stages ``names`` exactly as :meth:`capture` gives them (after a stage's own norm), but

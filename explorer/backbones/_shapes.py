@@ -120,6 +120,28 @@ class StageShapes:
             for stage in self.all_stages
         ]
 
+    def describe(self, input_size: tuple[int, int] | None = None) -> str:
+        """Every stage as text: ``repr(bb)``'s first line, then index, name, channels, reduction and output
+        shape per stage, the selected ones starred (the shapes come from :meth:`output_shapes`, a shape-only
+        probe; ``repr`` runs nothing).
+
+        Example::
+
+            >>> print(load_backbone("resnet18", pretrained=False, out_indices=[2], device="cpu").describe())
+            Backbone('resnet18', weights='random', device='cpu', input=(224, 224))
+                 0 act1                        64 ch  /2   (64, 112, 112)
+                 1 layer1                      64 ch  /4   (64, 56, 56)
+              *  2 layer2                     128 ch  /8   (128, 28, 28)
+                 3 layer3                     256 ch  /16  (256, 14, 14)
+                 4 layer4                     512 ch  /32  (512, 7, 7)
+        """
+        rows = "\n".join(
+            f"  {'*' if row['selected'] else ' '} {row['index']:>2} {row['name']:<24} {row['channels']:>5} ch  "
+            f"/{row['reduction']:<3} {row['shape']}"
+            for row in self.stage_table(input_size)
+        )
+        return f"{repr(self).splitlines()[0]}\n{rows}"
+
     @property
     def prefix_tokens(self) -> int | None:
         """Class, register and distillation tokens before a token output's patch tokens, as the model declares

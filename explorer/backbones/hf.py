@@ -81,7 +81,7 @@ class HFBackbone(Backbone):
         """The ``*ForImageClassification`` model of the folder, sharing the backbone's modules; else None."""
         return self._classifier
 
-    def out_of_order(self, module: str) -> str:
+    def _out_of_order(self, module: str) -> str:
         """Hiera's encoder runs on unrolled tokens until its last stage (its ``reroll`` puts them back for the
         stage maps only); a windowed ViT's encoder (LW-DETR, RF-DETR) on tokens window by window."""
 

@@ -210,7 +210,7 @@ class TimmBackbone(Backbone):
         """timm ViTs pooled by their class token (``global_pool="token"``)."""
         return getattr(self.model, "global_pool", None) == "token"
 
-    def out_of_order(self, module: str) -> str:
+    def _out_of_order(self, module: str) -> str:
         """Hiera's blocks hold their tokens unrolled until its last stage (its ``reroll`` puts them back for the
         stage maps only)."""
         in_blocks = module == "blocks" or module.startswith("blocks.")
