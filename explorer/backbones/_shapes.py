@@ -75,9 +75,8 @@ class StageShapes:
                 raise self._size_refused(size, err) from err
         shapes = {name: tuple(int(v) for v in fmap.shape[1:]) for name, fmap in maps.items()}
         height, width = size
-        for (
-            stage
-        ) in self.all_stages:  # stages the model cannot output (MaskFormer-Swin's stem): the stride rule
+        # stages the model cannot output (MaskFormer-Swin's stem) get the stride rule
+        for stage in self.all_stages:
             shapes.setdefault(
                 stage.name, (stage.channels, -(-height // stage.reduction), -(-width // stage.reduction))
             )
