@@ -202,6 +202,27 @@ MUTATIONS = (
         ("tests/test_scan.py",),
         "each image's exemplar value is the channel's minimum, not its maximum",
     ),
+    Mutation(
+        "explorer/concept_discovery.py",
+        "    energy = codes.pow(2).sum(0) * dictionary.basis.pow(2).sum(1)",
+        "    energy = codes.pow(2).sum(0)",
+        ("tests/test_concepts.py",),
+        "a concept's share of the energy ignores the length of its direction",
+    ),
+    Mutation(
+        "explorer/dataset/store.py",
+        '        top = top.sort_by([("channel", "ascending"), ("rank", "ascending")])',
+        '        top = top.sort_by([("channel", "ascending"), ("rank", "descending")])',
+        ("tests/test_scan.py",),
+        "a shard read back from Parquet lists each channel's exemplars worst first",
+    ),
+    Mutation(
+        "explorer/preprocessing.py",
+        "    if max(width, height) > image_input.MAX_ASPECT * min(width, height):",
+        "    if max(width, height) > 2 * image_input.MAX_ASPECT * min(width, height):",
+        ("tests/test_reliability.py",),
+        "the aspect-ratio guard lets through images twice as long as its limit",
+    ),
 )
 
 

@@ -269,6 +269,17 @@ def test_a_concept_living_in_one_image_is_warned_about():
     assert quality["relative_error"] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_a_concepts_share_does_not_depend_on_how_its_direction_is_scaled():
+    # concept 2's direction twice as long halves its codes; its energy ||z||^2 ||d||^2, and so its share, stay
+    vectors = torch.tensor([[1.0, 0, 0], [2, 0, 0], [0, 0, 5]])
+    sample = StageSample(
+        torch.arange(3.0, dtype=torch.float64), torch.arange(3), torch.zeros(3, dtype=torch.int64), vectors
+    )
+    longer = Dictionary("semi-nmf", torch.diag(torch.tensor([1.0, 1.0, 2.0])))
+    quality = concept_discovery._quality(longer, sample, str)
+    assert quality["share"] == pytest.approx([5 / 30, 0.0, 25 / 30], abs=1e-6)
+
+
 def test_cache_hit_and_resume(bb, folder, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = explorer.concepts(bb, folder, STAGE, 6, "semi-nmf", cache=cache, **OPTIONS)

@@ -202,6 +202,15 @@ def test_tiny_image_end_to_end():
     assert all(torch.isfinite(fmap).all() for fmap in maps.values())
 
 
+def test_the_aspect_ratio_limit_is_exact():
+    config = TimmPreprocess({"input_size": (3, 32, 32)})
+    at_limit = np.zeros((1, explorer.images.MAX_ASPECT), np.uint8)
+    assert explorer.images.preprocess([at_limit], config).shape == (1, 3, 32, 32)
+    just_over = np.zeros((1, explorer.images.MAX_ASPECT + 1), np.uint8)
+    with pytest.raises(explorer.ImageError, match="MAX_ASPECT"):
+        explorer.images.preprocess([just_over], config)
+
+
 @pytest.mark.parametrize("shape", [(4096, 1), (1, 4096)])
 def test_extreme_aspect_ratio_is_refused_before_the_resize(shape):
     # timm's own resize would make a 1-pixel strip 256x1048576 before the crop (2.8 s, 1 GB here)
