@@ -32,7 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from . import report, suites  # noqa: E402
+from . import report, suites, summary  # noqa: E402
 
 _log = logging.getLogger("benchmarks")
 
@@ -45,7 +45,7 @@ CHILDREN = {  # name: (module, options, options with --quick); each writes its o
     "concepts": ("benchmarks.concepts", [], ["--quick"]),
     "browser": ("benchmarks.browser", ["--label", "this run"], ["--label", "this run", "--quick"]),
 }
-WRITERS = ("cam", "scan", "concepts", "browser")
+WRITERS = ("cam", "scan", "patch_views", "feature_vis", "concepts", "browser")
 """The children that write results files: each is given ``--out``, so a run's files all land in one folder."""
 THREADED = ("cam", "scan", "patch_views", "feature_vis", "concepts")
 """The children that take ``--threads``."""
@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     if children:
         runs = [_run_child(name, args) for name in children]
         report.append_children(runs, args.out / "RESULTS.md")
+    if set(args.suites) == set(SUITES) and not args.quick and args.out.resolve() == summary.HERE:
+        try:  # a full run into this folder: the README's table follows it
+            summary.update_readme(summary.HERE.parent / "README.md", summary.table(summary.load(args.out)))
+            _log.info("wrote the benchmark table of README.md")
+        except (summary.MixedRunsError, KeyError) as err:
+            _log.error("README.md's benchmark table not written: %s", err)
     return 0
 
 

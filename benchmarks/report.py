@@ -172,12 +172,19 @@ def _target(
 ) -> dict:
     """One target: the measured values, met when ``ok`` holds for every one, and the note where it does not."""
     if not values:
-        return {"target": name, "measured": "not measured", "met": None, "note": ""}
+        return {"target": name, "measured": "not measured", "met": None, "note": "", "checks": []}
     failed = [label for label, value in values if not ok(value)]
     measured = "; ".join(f"{label}: {fmt(value)}" for label, value in values)
     met = not failed
     detail = "" if met else f"Not met for {', '.join(failed)}. {note}"
-    return {"target": name, "measured": measured, "met": met, "note": detail, "unit": unit}
+    return {
+        "target": name,
+        "measured": measured,
+        "met": met,
+        "note": detail,
+        "unit": unit,
+        "checks": [bool(ok(value)) for _, value in values],
+    }
 
 
 def evaluate_targets(results: dict) -> list[dict]:

@@ -254,12 +254,22 @@ def ray_overhead(count: int, shard_size: int) -> dict:
         ray_s = time.perf_counter() - start
     finally:
         ray.shutdown()
-    same = all(
-        local.top(stage, c) == on_ray.top(stage, c)
+    pairs = [
+        (mine, theirs)
         for stage in local.stages
         for c in range(local.channels(stage))
-    )
-    return {"images": count, "local_s": local_s, "ray_s": ray_s, "ratio": ray_s / local_s, "identical": same}
+        for mine, theirs in zip(local.top(stage, c), on_ray.top(stage, c), strict=True)
+    ]
+    return {
+        "images": count,
+        "local_s": local_s,
+        "ray_s": ray_s,
+        "ratio": ray_s / local_s,
+        "identical": all(mine == theirs for mine, theirs in pairs),
+        # Ray batches the images differently; convolutions round differently by batch size
+        "same_exemplars": all((m.source, m.cell) == (t.source, t.cell) for m, t in pairs),
+        "largest_relative_difference": max(abs(m.value - t.value) / max(abs(m.value), 1e-12) for m, t in pairs),
+    }
 
 
 def _markdown(results: dict) -> str:
@@ -325,7 +335,10 @@ def _markdown(results: dict) -> str:
             "## Ray (local, 2 CPUs) against the local backend",
             "",
             f"{ray['images']} images: local {ray['local_s']:.1f} s, Ray {ray['ray_s']:.1f} s: {ray['ratio']:.2f}x "
-            f"the time (actor start-up included); results identical: {ray['identical']}.",
+            f"the time (actor start-up included); results identical: {ray['identical']}; the same exemplars "
+            f"(images and cells, in order): {ray['same_exemplars']}; the largest relative difference of a value: "
+            f"{ray['largest_relative_difference']:.1e} (Ray cuts the images into other batches, and convolutions "
+            "round differently by batch size).",
         ]
     if results.get("errors"):
         lines += ["", "## Parts that failed", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()]
