@@ -88,8 +88,33 @@ def test_every_child_that_writes_files_is_given_the_out_folder(tmp_path, monkeyp
         runner._run_child(name, args)
     by_module = {command[2]: command[3:] for command in commands}
     assert all(command[0] == sys.executable and command[1] == "-m" for command in commands)
-    for module in ("benchmarks.cam", "benchmarks.scan", "benchmarks.concepts", "benchmarks.browser"):
-        options = by_module[module]
+    for module in runner.CHILDREN.values():
+        options = by_module[module[0]]
         assert options[options.index("--out") + 1] == str(tmp_path), module
-    for module in ("benchmarks.patch_views", "benchmarks.feature_vis"):  # they only print
-        assert "--out" not in by_module[module]
+
+
+def test_the_readme_table_is_the_one_the_committed_results_give():
+    # the README quotes one run's results files and nothing typed by hand: rerun python -m benchmarks.summary
+    from benchmarks import summary
+
+    assert summary.main(["--check"]) == 0
+
+
+def test_the_summary_refuses_results_of_several_runs(tmp_path):
+    import shutil
+
+    import pytest
+
+    from benchmarks import summary
+
+    for filename in summary.FILES.values():
+        shutil.copy(summary.HERE / filename, tmp_path / filename)
+    assert summary.table(summary.load(tmp_path)).count("\n| ") >= 15
+    cam = json.loads((tmp_path / "cam_results.json").read_text())
+    cam["environment"]["explorer_revision"] = "0000000"
+    (tmp_path / "cam_results.json").write_text(json.dumps(cam))
+    with pytest.raises(summary.MixedRunsError, match="different revisions"):
+        summary.load(tmp_path)
+    (tmp_path / "feature_vis.json").unlink()
+    with pytest.raises(summary.MixedRunsError, match="feature_vis.json is missing"):
+        summary.load(tmp_path)
