@@ -8,7 +8,11 @@ file chosen) to
 - ``settled``: the status line no longer busy and showing the new update, every image decoded, and two
   animation frames painted (so a script busy redrawing a chart is counted),
 
-and the websocket traffic per change (frames and bytes from the kernel, frames back). Opening: time from "Run
+and the websocket traffic per change (frames and bytes from the kernel, frames back). In the Patches tab (at
+``blocks.0``, the default view's stage), a similarity click is timed the same way (a click on the gallery's
+images, each at a new location: every image's map redrawn); then the panel's Camera (Chromium's fake camera
+playing a clip written here, as ``tests/browser/test_camera_browser.py`` does) feeds it, and the pictures drawn a
+second in the browser are counted in Similarity and in PCA mode. Opening: time from "Run
 All Cells" to the panel visible (its status line) and to its first grid, and the bytes received until then.
 
 Then the kernel under a large model: the panel is switched to ``convnext_base`` at 448x448 px (random weights, from
@@ -39,7 +43,15 @@ sys.path.insert(0, str(ROOT))
 # this checkout's ``tests`` folder, which is not a package.
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 
-from harness import launch_chromium, start_jupyterlab, stop_server  # noqa: E402
+from harness import (  # noqa: E402
+    WATCH_PICTURES,
+    fake_camera,
+    launch_chromium,
+    picture_rate,
+    start_jupyterlab,
+    stop_server,
+    write_y4m,
+)
 
 OUT = ROOT / "benchmarks"
 """Where ``browser.json`` and ``RESULTS.md`` are by default (``--out`` names another folder)."""
@@ -47,6 +59,9 @@ BEGIN, END = "<!-- browser: written by python -m benchmarks.browser -->", "<!-- 
 PANEL = ".widget-vbox:has(.explorer-status)"
 OPEN_TIMEOUT_MS = 300_000
 CHANGE_TIMEOUT_MS = 120_000
+PATCHES_IMG = ".explorer-patches img.explorer-iv-img"  # the PCA colours or similarity maps of the gallery
+CAMERA_PICTURES = 12  # new pictures counted for a camera rate, after the first frames of a mode
+CLICK_TARGET_MS, CAMERA_TARGET_FPS = 100, 10  # issue 21's targets
 
 NOTEBOOK = {
     "cells": [
@@ -313,6 +328,48 @@ def _large_model(page, panel, folder: Path, repeats: int) -> dict:
     }
 
 
+def _patches(page, panel, traffic: Traffic, repeats: int, screenshot: Path) -> dict:
+    """A similarity click in the Patches tab, then the live camera's pictures a second in each mode (see the
+    module docs); the camera is switched off again (its last frame stays in the gallery) and the Grid tab shown."""
+    _select(panel, "Show").locator("select").first.select_option(label="blocks.0")
+    page.wait_for_timeout(1500)
+    panel.locator(".lm-TabBar-tab", has_text="Patches").first.click()
+    panel.locator(PATCHES_IMG).first.wait_for(state="visible", timeout=OPEN_TIMEOUT_MS)
+    page.wait_for_timeout(1500)
+    strip = panel.locator(".explorer-patch-images img.explorer-iv-img").first
+    clicks = []
+    for i in range(repeats + 1):  # the first click switches PCA to Similarity: not counted
+        box = strip.bounding_box()
+        x = box["x"] + box["height"] * (0.3 + 0.1 * (i % 5))  # image 0, a new location each time
+        y = box["y"] + box["height"] * (0.6 - 0.07 * (i % 4))
+        result = _measure(page, panel, traffic, None, lambda x=x, y=y: page.mouse.click(x, y))
+        if i:
+            clicks.append(result)
+    camera = panel.locator("button.widget-toggle-button", has_text="Camera").first
+    camera.click()
+    panel.locator(".explorer-camera video").first.wait_for(timeout=OPEN_TIMEOUT_MS)
+    rates = {}
+    for mode, title in (("similarity", "Similarity"), ("pca", "PCA")):
+        panel.locator(".widget-toggle-button", has_text=title).first.click()
+        page.wait_for_timeout(
+            3000
+        )  # the mode's first frames (a capture of the gallery, a fit) are not counted
+        page.evaluate(WATCH_PICTURES, [PATCHES_IMG, f"camera_{mode}"])
+        rates[mode] = picture_rate(page, f"camera_{mode}", CAMERA_PICTURES, CHANGE_TIMEOUT_MS)
+    page.screenshot(path=screenshot)
+    camera.click()
+    page.wait_for_timeout(1500)
+    panel.locator(".lm-TabBar-tab", has_text="Grid").first.click()
+    page.wait_for_timeout(1500)
+    return {
+        "click_first_ms": _median([r["first"] for r in clicks]),
+        "click_settled_ms": _median([r["settled"] for r in clicks]),
+        "click_bytes_in": _median([r["bytes_in"] for r in clicks]),
+        "click_samples": clicks,
+        "camera_fps": rates,
+    }
+
+
 def _median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -335,7 +392,8 @@ def run(label: str, repeats: int, source: Path, artifacts: Path) -> dict:
         server = start_jupyterlab(home, root)
         try:
             with sync_playwright() as driver:
-                context = launch_chromium(driver, home / "profile")
+                clip = write_y4m(home / "moving-disc.y4m")
+                context = launch_chromium(driver, home / "profile", fake_camera(clip))
                 context.set_default_timeout(CHANGE_TIMEOUT_MS)
                 page = context.pages[0] if context.pages else context.new_page()
                 traffic = Traffic(page)
@@ -367,6 +425,10 @@ def run(label: str, repeats: int, source: Path, artifacts: Path) -> dict:
                 opening = {"visible_s": visible, "first_grid_s": drawn, **traffic.snapshot()}
                 page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()
                 page.screenshot(path=artifacts / f"browser-bench-{label}-opened.png")
+                # first, while the gallery holds the sample images alone and the default's packaged weights
+                patches = _patches(
+                    page, panel, traffic, repeats, artifacts / f"browser-bench-{label}-camera.png"
+                )
                 state, kinds = _changes(panel, page, home)
                 # blocks.1 (24 channels) at 16 a page has two pages, for the page change
                 _select(panel, "Show").locator("select").first.select_option(label="blocks.1")
@@ -405,6 +467,7 @@ def run(label: str, repeats: int, source: Path, artifacts: Path) -> dict:
         "source": str(source),
         "opening": opening,
         "changes": changes,
+        "patches": patches,
         "large_model": large,
     }
 
@@ -446,6 +509,20 @@ def markdown(results: dict) -> str:
                 f"{_cell(large['first_ms'])} ms (median of {len(large['samples'])}; "
                 f"{large['during_forward']} of them while the forward still ran)."
             )
+        patches = entry.get("patches")
+        if patches:
+            settled, fps = patches["click_settled_ms"], patches["camera_fps"]
+            met = settled is not None and settled < CLICK_TARGET_MS
+            lines.append(
+                f"  Patches tab at blocks.0 (112x112 grid; the 6 sample images, then the camera's frame too): a "
+                f"similarity click settled in "
+                f"{_cell(settled)} ms (first image {_cell(patches['click_first_ms'])} ms, "
+                f"{_cell(patches['click_bytes_in'], scale=1 / 1024)} KB in; median of "
+                f"{len(patches['click_samples'])}; target < {CLICK_TARGET_MS} ms: {'met' if met else 'not met'}). "
+                f"The live camera (fake, 320x240 frames) drawn at {fps['pca']:.2f} pictures/s in PCA mode and "
+                f"{fps['similarity']:.2f} in Similarity mode (target >= {CAMERA_TARGET_FPS}: "
+                f"{sum(v >= CAMERA_TARGET_FPS for v in fps.values())} of 2 met)."
+            )
     lines += [
         "",
         "| change | "
@@ -465,6 +542,24 @@ def markdown(results: dict) -> str:
                 f"{_cell(change.get('frames_out'))}"
             )
         lines.append(f"| {name} | " + " | ".join(times) + " | " + " | ".join(traffic) + " |")
+    patches = [results[label].get("patches") or {} for label in labels]
+    if any(patches):
+        clicks = [f"{_cell(p.get('click_first_ms'))} / {_cell(p.get('click_settled_ms'))}" for p in patches]
+        clicks += [f"n/a / {_cell(p.get('click_bytes_in'), scale=1 / 1024)} / n/a" for p in patches]
+        lines.append(
+            f"| similarity click, Patches (target < {CLICK_TARGET_MS} ms settled) | "
+            + " | ".join(clicks)
+            + " |"
+        )
+        rates = [
+            " / ".join(f"{p['camera_fps'][m]:.2f}" if p else "n/a" for m in ("pca", "similarity")) + " per s"
+            for p in patches
+        ]
+        lines.append(
+            f"| live camera, PCA / Similarity pictures drawn (target >= {CAMERA_TARGET_FPS} per s) | "
+            + " | ".join(rates + ["n/a"] * len(labels))
+            + " |"
+        )
     lines.append(END)
     return "\n".join(lines)
 

@@ -13,8 +13,8 @@
 - The panel, kernel side (``Explorer(display=False)``: the engine works in the caller's thread): a camera frame
   (a 320x240 JPEG, as the browser sends) from its arrival to the frame drawn and acknowledged, with the default
   model, in the Patches tab's PCA and Similarity modes and in the Grid tab: frames drawn a second; and a
-  similarity click (``patch_query`` set) until its maps are drawn. The browser's own rate is measured by
-  ``tests/browser/test_camera_browser.py`` (``tests/artifacts/camera-panel-fps.txt``).
+  similarity click (``patch_query`` set) until its maps are drawn. The rates in the browser (camera pictures a
+  second, a similarity click settled) are ``benchmarks.browser``'s, in the same ``python -m benchmarks`` run.
 
 Options::
 

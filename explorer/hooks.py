@@ -140,17 +140,21 @@ def list_layers(model: nn.Module | object) -> list[str]:
 
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
     """Map layer names to modules, or raise :class:`LayerNotFoundError` naming the closest names."""
-    modules = dict(model.named_modules())
     resolved = {}
     for name in names:
-        if name not in modules or not name:
-            close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
+        try:  # a walk down the dotted path: no walk over every module (each capture resolves its layers)
+            module = model.get_submodule(name) if isinstance(name, str) and name else None
+        except AttributeError:
+            module = None
+        if module is None:
+            known = [n for n, _ in model.named_modules() if n]
+            close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
             hint = f" Closest names: {', '.join(close)}." if close else ""
             raise LayerNotFoundError(
                 f'No layer named "{name}" in {type(model).__name__}.{hint} '
                 "Use explorer.list_layers(model) to see every name capture() accepts."
             )
-        resolved[name] = modules[name]
+        resolved[name] = module
     return resolved
 
 
@@ -250,6 +254,7 @@ def capture(
     input_size: tuple[int, int] | None = None,
     default_layout: LayerLayout = LayerLayout(),
     batch_size: int | None = None,
+    copy: bool = True,
 ) -> Iterator[FeatureMaps]:
     """Capture the outputs of named modules during the forward passes run inside the block, as NCHW maps.
 
@@ -264,6 +269,8 @@ def capture(
         default_layout: the layout of layers not in ``layouts`` (a model's ``prefix_tokens``, say).
         batch_size: the input's batch size, with ``input_size``, when the block runs a method of ``model``
             other than its forward (timm's ``forward_intermediates``); taken from the forward's input otherwise.
+        copy: keep a copy of each output (True), or the output itself where nothing changes it in place
+            afterwards (a softmax's weights): no copy of every block's attention.
 
     Yields:
         A :class:`FeatureMaps`, detached, on the model's device, NCHW, filled as the layers run and put in the
@@ -296,7 +303,8 @@ def capture(
         hw = shape[1:] if shape else tuple(input_size or (0, 0))
         layout = layouts.get(name, default_layout)
         # a copy: later in-place operations (x += shortcut, ReLU(inplace=True)) would change a view
-        fmap = to_nchw(output, hw, layout).detach().clone()
+        fmap = to_nchw(output, hw, layout).detach()
+        fmap = fmap.clone() if copy else fmap
         reason = layout.unaligned or unaligned_reason(output, fmap, shape)
         if reason:
             maps.unaligned[name] = reason

@@ -118,3 +118,25 @@ def test_the_summary_refuses_results_of_several_runs(tmp_path):
     (tmp_path / "feature_vis.json").unlink()
     with pytest.raises(summary.MixedRunsError, match="feature_vis.json is missing"):
         summary.load(tmp_path)
+
+
+def test_browser_section_reports_the_patches_targets():
+    """The browser benchmark's section gives the similarity click and the camera's rates with their targets."""
+    from benchmarks import browser
+
+    opening = {"visible_s": 1.0, "first_grid_s": 2.0, "bytes_in": 1000, "frames_in": 3}
+    change = {"first_ms": 50, "settled_ms": 80, "frames_in": 4, "bytes_in": 2048, "frames_out": 1}
+    patches = {
+        "click_first_ms": 40,
+        "click_settled_ms": 120,
+        "click_bytes_in": 9 * 1024,
+        "click_samples": [{}] * 3,
+        "camera_fps": {"pca": 10.5, "similarity": 9.8},
+    }
+    entry = {"repeats": 3, "opening": opening, "changes": {"colour map": change}, "patches": patches}
+    text = browser.markdown({"run": entry})
+    assert "| similarity click, Patches (target < 100 ms settled) | 40 / 120 | n/a / 9 / n/a |" in text
+    assert (
+        "| live camera, PCA / Similarity pictures drawn (target >= 10 per s) | 10.50 / 9.80 per s |" in text
+    )
+    assert "settled in 120 ms" in text and "target < 100 ms: not met" in text and "1 of 2 met" in text

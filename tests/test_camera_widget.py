@@ -40,6 +40,14 @@ def test_each_frame_reaches_the_callback_then_is_acknowledged(monkeypatch):
     assert sent[-1] == {"ack": 8} and camera.frames == 2 and np.asarray(camera.image)[..., 2].mean() > 200
 
 
+def test_undecoded_frames_reach_the_callback_as_jpeg_bytes(monkeypatch):
+    seen = []
+    camera, sent = _camera(monkeypatch, on_frame=seen.append, decode=False)
+    camera._on_message(camera, {"event": "frame", "seq": 2}, [memoryview(_jpeg((30, 200, 30)))])
+    assert seen == [_jpeg((30, 200, 30))] and isinstance(seen[0], bytes)  # the owner decodes them itself
+    assert sent == [{"ack": 2}] and camera.image.size == (32, 24)
+
+
 def test_a_failing_callback_still_acknowledges(monkeypatch):
     def fail(image):
         raise ValueError("model broke")

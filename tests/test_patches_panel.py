@@ -179,8 +179,11 @@ def test_camera_frames_are_the_image_on_show_and_replace_each_other(monkeypatch)
     )
     first, shown = app.feature_maps, app.views["Patches"]._shown
     assert shown.grid["cols"] == 2  # the PCA colours follow the camera
+    delivered = []
+    app.controller.listeners.append(lambda frame: delivered.append(frame.status.kind))
     camera._on_message(camera, {"event": "frame", "seq": 2}, [_jpeg((20, 20, 240))])
     assert app.controller.wait(300)
+    assert len(delivered) == 1 and delivered != ["busy"]  # a camera frame alone: no busy frames before it
     assert len(app.images) == 2 and app.image_index == 1  # the new frame replaced the previous one
     assert sent == [{"ack": 1}, {"ack": 2}]
     assert np.asarray(app.images[1])[0, 0, 2] > 200

@@ -29,10 +29,10 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
     As torchvision's feature extractor does: the caller's model is left as it was found.
     """
-    flags = [(module, module.training) for module in model.modules()]
-    if not any(training for _, training in flags):
+    if not any(module.training for module in model.modules()):  # already in eval mode: nothing to give back
         yield
         return
+    flags = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         yield

@@ -280,11 +280,13 @@ class TimmBackbone(Backbone):
         """The output of each block's ``attn_drop`` (the softmax, dropout being off in eval mode), with fused
         attention off; the pass stops after the last block asked for."""
         paths = self._attention_modules()
-        modules = dict(self.model.named_modules())
         layers = {f"{paths[name]}.attn_drop": name for name in blocks}
-        raw_layout = {layer: LayerLayout() for layer in layers}  # (B, heads, N, N): kept as it is
-        with unfused_attention([modules[paths[name]] for name in blocks]):
-            with capture(self.model, list(layers), layouts=raw_layout) as raw:
+        # (B, heads, N, N): kept as it is, flagged as no map of the image (nothing to check per block)
+        softmax = LayerLayout(unaligned="softmax weights (batch, heads, tokens, tokens)")
+        raw_layout = dict.fromkeys(layers, softmax)
+        with unfused_attention([self.model.get_submodule(paths[name]) for name in blocks]):
+            # no copies: nothing changes the softmax in place after attn_drop (``attn @ v`` reads it)
+            with capture(self.model, list(layers), layouts=raw_layout, copy=False) as raw:
                 self.model(pixel_values)
         weights = {name: raw[layer] for layer, name in layers.items()}
         prefix = _prefix_names(self.model)

@@ -179,7 +179,9 @@ class Explorer(widgets.VBox):
             if self.camera is None:
                 from .camera import Camera
 
-                self.camera = Camera(on_frame=self._camera_frame, acknowledge="later", max_fps=15)
+                self.camera = Camera(
+                    on_frame=self._camera_frame, acknowledge="later", decode=False, max_fps=15
+                )
                 self.camera.observe(self._camera_error, names="error")
             self.camera.active = True
             self.camera_box.children = (self.camera,)
@@ -187,10 +189,10 @@ class Explorer(widgets.VBox):
             self.camera.active = False
             self.camera_box.children = ()
 
-    def _camera_frame(self, _image) -> None:
+    def _camera_frame(self, jpeg: bytes) -> None:
         """A frame (on the kernel's thread): decoded and drawn in the engine's worker; the camera sends the next
         only once this one is drawn (:meth:`_camera_drawn`), so frames are dropped in the browser, not queued."""
-        self.controller.add_upload(LIVE, self.camera.frame)
+        self.controller.add_upload(LIVE, jpeg)
 
     def _camera_drawn(self, frame: Frame) -> None:
         """Acknowledge the camera's frame once a finished frame shows it (a new live image in the gallery) or

@@ -46,6 +46,8 @@ class Camera(anywidget.AnyWidget):
         on_frame: called on the kernel's thread with each frame.
         acknowledge: ``"on_return"``: the next frame is sent once ``on_frame`` has returned; ``"later"``: once
             :meth:`acknowledge` is called (by an owner that draws elsewhere), or at once if ``on_frame`` fails.
+        decode: ``on_frame`` gets the frame as a PIL image (True) or as its JPEG bytes (False: an owner that
+            decodes elsewhere, as the panel's engine does, so that the kernel's thread does not decode it too).
     """
 
     _esm = _STATIC / "camera.js"
@@ -72,6 +74,7 @@ class Camera(anywidget.AnyWidget):
         *,
         on_frame: Callable[[Image.Image], None] | None = None,
         acknowledge: str = "on_return",
+        decode: bool = True,
         **kwargs,
     ) -> None:
         if acknowledge not in ("on_return", "later"):
@@ -79,6 +82,7 @@ class Camera(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.on_frame = on_frame
         self._later = acknowledge == "later"
+        self._decode = decode
         self._waiting: object = None  # the seq of the frame received and not yet acknowledged
         self.on_msg(self._on_message)
 
@@ -134,7 +138,7 @@ class Camera(anywidget.AnyWidget):
             self.frame = bytes(buffers[0])
             self.frames += 1
             if self.on_frame is not None:
-                self.on_frame(self.image)
+                self.on_frame(self.image if self._decode else self.frame)
         except BaseException:
             self.acknowledge()  # a frame that failed is done with: the camera keeps going
             raise

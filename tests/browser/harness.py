@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,13 +177,60 @@ def start_jupyterlab(home: Path, root: Path, app: str = "lab") -> Server:
     return Server(url=url, token=token, process=process, log=log, root=root)
 
 
-def launch_chromium(driver, profile: Path):
-    """A headless Chromium context (Playwright) in a fresh profile, with the harness's viewport and flags."""
+def launch_chromium(driver, profile: Path, extra_args: Sequence[str] = ()):
+    """A headless Chromium context (Playwright) in a fresh profile, with the harness's viewport and flags, and
+    ``extra_args`` (:func:`fake_camera`'s, say)."""
     return driver.chromium.launch_persistent_context(
         str(profile),
         executable_path=str(CHROMIUM),
-        args=CHROMIUM_ARGS,
+        args=[*CHROMIUM_ARGS, *extra_args],
         headless=True,
         viewport=VIEWPORT,
         accept_downloads=False,
     )
+
+
+def write_y4m(path: Path, frames: int = 60, width: int = 320, height: int = 240) -> Path:
+    """A YUV4MPEG2 (4:2:0) clip at 30 frames/s (above the rates measured, so the fake camera does not cap them) of
+    a bright disc moving over a ramp, for ``--use-file-for-fake-video-capture``."""
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width]
+    chunks = [f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode()]
+    for index in range(frames):
+        cx = 40 + index * (width - 80) / frames
+        luma = (x * 200 // width + 20).astype(np.uint8)
+        luma[(x - cx) ** 2 + (y - height / 2) ** 2 < 40**2] = 235
+        u = np.full((height // 2, width // 2), 90 + index * 90 // frames, np.uint8)
+        v = np.full((height // 2, width // 2), 160, np.uint8)
+        chunks += [b"FRAME\n", luma.tobytes(), u.tobytes(), v.tobytes()]
+    path.write_bytes(b"".join(chunks))
+    return path
+
+
+def fake_camera(clip: Path) -> list[str]:
+    """Chromium flags for a camera that plays ``clip`` (:func:`write_y4m`), permission granted."""
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={clip}",
+    ]
+
+
+# Count the src changes of an element's image (a new picture drawn) from now on, with their times.
+WATCH_PICTURES = """
+([selector, key]) => {
+    const img = document.querySelector(selector);
+    window[key] = [];
+    new MutationObserver(() => window[key].push(performance.now())).observe(img, {attributes: true,
+        attributeFilter: ["src"]});
+}
+"""
+
+
+def picture_rate(page, key: str, changes: int, timeout_ms: float) -> float:
+    """Wait for ``changes`` new pictures in the image watched as ``key`` (:data:`WATCH_PICTURES`); their rate in
+    the browser (pictures a second)."""
+    page.wait_for_function(f"() => window['{key}'].length >= {changes}", timeout=timeout_ms)
+    times = page.evaluate(f"() => window['{key}']")
+    return (len(times) - 1) / ((times[-1] - times[0]) / 1000)

@@ -13,10 +13,9 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from .harness import CHROMIUM, CHROMIUM_ARGS, VIEWPORT
+from .harness import WATCH_PICTURES, fake_camera, launch_chromium, picture_rate, write_y4m
 
 pytestmark = pytest.mark.browser
 
@@ -58,22 +57,6 @@ widgets.VBox([camera, view, label])"""
 ]
 
 
-def write_y4m(path: Path, frames: int = 60, width: int = 320, height: int = 240) -> Path:
-    """A YUV4MPEG2 (4:2:0) clip at 30 frames/s (above the rate measured, so the fake camera does not cap it) of a
-    bright disc moving over a ramp, for ``--use-file-for-fake-video-capture``."""
-    y, x = np.mgrid[0:height, 0:width]
-    chunks = [f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode()]
-    for index in range(frames):
-        cx = 40 + index * (width - 80) / frames
-        luma = (x * 200 // width + 20).astype(np.uint8)
-        luma[(x - cx) ** 2 + (y - height / 2) ** 2 < 40**2] = 235
-        u = np.full((height // 2, width // 2), 90 + index * 90 // frames, np.uint8)
-        v = np.full((height // 2, width // 2), 160, np.uint8)
-        chunks += [b"FRAME\n", luma.tobytes(), u.tobytes(), v.tobytes()]
-    path.write_bytes(b"".join(chunks))
-    return path
-
-
 def write_notebook(path: Path, sources: list[str] = NOTEBOOK_CELLS) -> None:
     cells = [
         {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
@@ -85,13 +68,7 @@ def write_notebook(path: Path, sources: list[str] = NOTEBOOK_CELLS) -> None:
 
 
 def open_browser(driver, profile: Path, camera_args: list[str]):
-    context = driver.chromium.launch_persistent_context(
-        str(profile),
-        executable_path=str(CHROMIUM),
-        args=[*CHROMIUM_ARGS, *camera_args],
-        headless=True,
-        viewport=VIEWPORT,
-    )
+    context = launch_chromium(driver, profile, camera_args)
     context.set_default_timeout(30_000)
     return context, context.pages[0] if context.pages else context.new_page()
 
@@ -113,12 +90,7 @@ def status_text(page) -> str:
 def test_camera_frames_reach_the_kernel_and_are_drawn(jupyterlab, playwright_driver, tmp_path, artifacts):
     clip = write_y4m(tmp_path / "moving-disc.y4m")
     write_notebook(jupyterlab.root / "camera_live.ipynb")
-    fake = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={clip}",
-    ]
-    context, page = open_browser(playwright_driver, tmp_path / "profile", fake)
+    context, page = open_browser(playwright_driver, tmp_path / "profile", fake_camera(clip))
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
@@ -200,16 +172,6 @@ counter"""
 PATCHES_IMG = ".explorer-patches img.explorer-iv-img"
 PANEL_STATUS = ".explorer-status"
 
-# Count the src changes of an element's image (a new picture drawn) from now on, with their times.
-_WATCH = """
-([selector, key]) => {
-    const img = document.querySelector(selector);
-    window[key] = [];
-    new MutationObserver(() => window[key].push(performance.now())).observe(img, {attributes: true,
-        attributeFilter: ["src"]});
-}
-"""
-
 
 def _counts(page) -> tuple[int, int]:
     text = page.locator(".camera-count").first.inner_text()
@@ -220,9 +182,7 @@ def _counts(page) -> tuple[int, int]:
 
 def _follows(page, key: str, changes: int) -> float:
     """Wait for ``changes`` new pictures in the watched image; their rate in the browser (pictures a second)."""
-    page.wait_for_function(f"() => window['{key}'].length >= {changes}", timeout=KERNEL_TIMEOUT_MS)
-    times = page.evaluate(f"() => window['{key}']")
-    return (len(times) - 1) / ((times[-1] - times[0]) / 1000)
+    return picture_rate(page, key, changes, KERNEL_TIMEOUT_MS)
 
 
 def test_panel_camera_drives_the_patches_tab(jupyterlab, playwright_driver, tmp_path, artifacts):
@@ -230,12 +190,7 @@ def test_panel_camera_drives_the_patches_tab(jupyterlab, playwright_driver, tmp_
     real panel; the browser sends a frame only once the previous one is drawn (received - acknowledged <= 1)."""
     clip = write_y4m(tmp_path / "moving-disc.y4m")
     write_notebook(jupyterlab.root / "camera_panel.ipynb", PANEL_CELLS)
-    fake = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={clip}",
-    ]
-    context, page = open_browser(playwright_driver, tmp_path / "profile", fake)
+    context, page = open_browser(playwright_driver, tmp_path / "profile", fake_camera(clip))
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
@@ -248,7 +203,7 @@ def test_panel_camera_drives_the_patches_tab(jupyterlab, playwright_driver, tmp_
             "() => /acknowledged [1-9]/.test(document.querySelector('.camera-count').textContent)",
             timeout=KERNEL_TIMEOUT_MS,
         )
-        page.evaluate(_WATCH, [PATCHES_IMG, "pca"])
+        page.evaluate(WATCH_PICTURES, [PATCHES_IMG, "pca"])
         pca_rate = _follows(page, "pca", 8)
         pca_counts = _counts(page)
         pca_text = page.locator(".camera-count").first.inner_text()
@@ -256,7 +211,7 @@ def test_panel_camera_drives_the_patches_tab(jupyterlab, playwright_driver, tmp_
         strip = page.locator(".explorer-patch-images img.explorer-iv-img").first.bounding_box()
         page.mouse.click(strip["x"] + strip["height"] * 0.5, strip["y"] + strip["height"] * 0.5)  # image 0
         page.locator(".explorer-patches .explorer-iv-cell.query").first.wait_for(timeout=KERNEL_TIMEOUT_MS)
-        page.evaluate(_WATCH, [PATCHES_IMG, "similarity"])
+        page.evaluate(WATCH_PICTURES, [PATCHES_IMG, "similarity"])
         similarity_rate = _follows(page, "similarity", 8)
         similarity_counts = _counts(page)
         similarity_text = page.locator(".camera-count").first.inner_text()

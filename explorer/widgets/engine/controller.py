@@ -42,7 +42,7 @@ from ...errors import ExplorerError, InvalidArgumentError
 from ..state import CAPTURE, LOAD, ExplorerState
 from . import rules
 from .frame import Frame, Scene, Status, ok_status
-from .gallery import Gallery, add_uploads, gallery_from
+from .gallery import LIVE, Gallery, add_uploads, gallery_from
 from .offload import ModelWork
 from .runtime import Runtime, devices, list_layers, model_view
 from .scheduler import Scheduler
@@ -293,6 +293,10 @@ class Controller(ModelWork):
         draw leaves new images and uploads to the pass it interrupts)."""
         corrected: dict[str, object] = {}
         previous, started = self._built, dict(snap)
+        # a pass for camera frames alone says nothing while it runs and draws: at ten frames a second the
+        # messages would only flicker on the status line and cost the kernel and the browser a redraw each
+        live = not interim and self._gallery_source is None and previous.maps is not None
+        live = live and bool(self._uploads) and all(name == LIVE for name, _ in self._uploads)
         if interim:
             gallery, refused = previous.gallery, []
         else:
@@ -320,7 +324,8 @@ class Controller(ModelWork):
             keys = [gallery.keys[i] for i in indices]
 
             def running() -> None:
-                self._busy(post, f"Running <b>{html.escape(s.model)}</b> on {len(images)} image(s)...", 2)
+                if not live:
+                    self._busy(post, f"Running <b>{html.escape(s.model)}</b> on {len(images)} image(s)...", 2)
 
             maps = self._capture(post, snap, serial, selected, images, keys, running)
             compare_maps = self._compare(post, selected, images[:1], keys[:1], snap, running)
@@ -349,13 +354,15 @@ class Controller(ModelWork):
             image_key=gallery.keys[snap["image_index"]],
             view=view_image,
             capture_id=self._capture_id,
-            progress=lambda message, done, of, views=None: self._busy(post, message, done, of, views),
+            progress=lambda message, done, of, views=None: (
+                None if live and views is None else self._busy(post, message, done, of, views)
+            ),
             changed=lambda: rules.differs(self._snapshot(), started),
         )
         views = dict(previous.views)
         compute = self.views.get(snap["tab"])
         if compute is not None:
-            if level >= CAPTURE:
+            if level >= CAPTURE and not live:
                 self._busy(post, "Drawing...", 3)  # a redraw alone is quick: no message for it
             views[snap["tab"]] = compute(scene)
             self.draws += 1
