@@ -12,10 +12,9 @@ Example::
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
+from ._args import closest
 from .errors import CAMError, LayerNotFoundError
 from .hooks import list_layers
 
@@ -51,10 +50,8 @@ def class_index(target: int | str, names: list[str]) -> int:
             if wanted == name.lower() or wanted in (part.strip().lower() for part in name.split(",")):
                 return index
         synonyms = list(dict.fromkeys(part.strip() for name in names for part in name.split(",")))
-        close = difflib.get_close_matches(target, synonyms, n=5, cutoff=0.6)
-        hint = f" Closest names: {', '.join(close)}." if close else ""
         raise CAMError(
-            f'No class named "{target}" in the head ({len(names)} classes).{hint} Pass a class index or a name '
+            f'No class named "{target}" in the head ({len(names)} classes).{closest(target, synonyms)} Pass a class index or a name '
             "from CAM.top5, or None for the top prediction."
         )
     raise CAMError(f"target must be a class index, a class name or None, not {type(target).__name__}.")
@@ -99,8 +96,7 @@ def stage_module(backbone, stage: str | None) -> tuple[str, str]:
     layers = list_layers(backbone)
     if stage in layers:
         return stage, stage
-    close = difflib.get_close_matches(stage, list(dict.fromkeys([*by_name, *layers])), n=5, cutoff=0.5)
-    hint = f" Closest names: {', '.join(close)}." if close else ""
+    hint = closest(stage, list(dict.fromkeys([*by_name, *layers])))
     raise LayerNotFoundError(
         f'No stage or layer named "{stage}".{hint} Stages: {", ".join(backbone.stage_names)}; '
         "explorer.list_layers(bb) lists every layer name."

@@ -41,8 +41,6 @@ from explorer.errors import (
 from explorer.images import load_image
 from explorer.render import overlay, render_grid, value_range
 
-transformers = pytest.importorskip("transformers")
-
 ARCH = "test_resnet"  # timm's own tiny test network: 0.5 M parameters, five stages
 
 
@@ -283,7 +281,7 @@ def test_config_whose_fields_disagree_fails_at_load_time(tiny_hf_folder, tmp_pat
         explorer.load_backbone(f"hf:{folder}", pretrained=False, device="cpu")
 
 
-def test_architectures_naming_a_function_never_calls_it(monkeypatch, tmp_path):
+def test_architectures_naming_a_function_never_calls_it(transformers, monkeypatch, tmp_path):
     called = []
     monkeypatch.setattr(transformers, "pipeline", lambda *a, **k: called.append(a))
     config = transformers.ViTConfig(

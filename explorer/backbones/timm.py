@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ import timm
 import torch
 from torch import nn
 
-from .._args import shown
+from .._args import closest, shown
 from ..errors import (
     AttentionError,
     CaptureError,
@@ -58,8 +57,7 @@ _log = logging.getLogger(__name__)
 def _check_name(name: str) -> None:
     if timm.is_model(name):
         return
-    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=6, cutoff=0.6)
-    hint = f" Closest timm names: {', '.join(close)}." if close else ""
+    hint = closest(name.split(".")[0], timm.list_models(), n=6, what="timm names")
     raise UnknownBackboneError(
         f'Unknown model "{name}".{hint} See explorer.list_backbones() for suggestions; other specs: '
         '"hf:<repo or folder>", "hf-hub:<timm repo>", a checkpoint path, or "default".'
