@@ -114,7 +114,7 @@ class HFBackbone(Backbone):
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
         """Stages from the model's own ``feature_maps``, other layers from hooks, in one full pass."""
-        stages = {stage.name: stage for stage in self.all_stages}
+        stages = self.stage_names
         refused = [name for name in layers if name in stages and name not in self.served]
         if refused:
             raise StageSelectionError(
@@ -135,7 +135,7 @@ class HFBackbone(Backbone):
             return to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction))
 
         maps = FeatureMaps(
-            ((name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers),
+            ((name, stage_map(self.stage(name)) if name in stages else raw[name]) for name in layers),
             unaligned=raw.unaligned,
         )
         return self._flag_reordered(maps)

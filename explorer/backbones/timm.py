@@ -222,8 +222,10 @@ class TimmBackbone(Backbone):
         return self._forward(pixel_values, names, self.model)  # timm's own intermediates keep gradients
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
-        stages = {stage.name: stage for stage in self.all_stages}
-        wanted = sorted((stages[name] for name in layers if name in stages), key=lambda stage: stage.index)
+        stages = self.stage_names
+        wanted = sorted(
+            (self.stage(name) for name in layers if name in stages), key=lambda stage: stage.index
+        )
         extra = [name for name in layers if name not in stages]
         intermediates = getattr(model, "forward_intermediates", None)
         if intermediates is None or not wanted:
@@ -286,7 +288,7 @@ class TimmBackbone(Backbone):
                 self.model(pixel_values)
         weights = {name: raw[layer] for layer, name in layers.items()}
         prefix = _prefix_names(self.model)
-        patch = {stage.name: stage.reduction for stage in self.all_stages}[blocks[0]]
+        patch = self.stage(blocks[0]).reduction
         height, width = pixel_values.shape[-2:]
         for name, found in weights.items():
             try:
