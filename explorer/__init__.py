@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from . import errors as _errors  # plain exception classes: cheap
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -34,16 +36,6 @@ _EXPORTS = {
     "Explorer": "explorer.widgets",
     "ExplorerState": "explorer.widgets",
     "ExplorerError": "explorer.errors",
-    "UnknownBackboneError": "explorer.errors",
-    "WeightsUnavailableError": "explorer.errors",
-    "CheckpointError": "explorer.errors",
-    "UnsafeCheckpointError": "explorer.errors",
-    "MissingDependencyError": "explorer.errors",
-    "LayerNotFoundError": "explorer.errors",
-    "ImageError": "explorer.errors",
-    "CaptureError": "explorer.errors",
-    "InvalidArgumentError": "explorer.errors",
-    "StageSelectionError": "explorer.errors",
     "ChannelStats": "explorer.stats",
     "ChannelDifference": "explorer.stats",
     "Histogram": "explorer.histograms",
@@ -75,18 +67,11 @@ _EXPORTS = {
     "Scan": "explorer.dataset",
     "Exemplar": "explorer.dataset",
     "sample_dataset": "explorer.dataset",
-    "DatasetError": "explorer.errors",
-    "CacheError": "explorer.errors",
-    "WriteError": "explorer.errors",
-    "ClusterError": "explorer.errors",
     "concepts": "explorer.concept_discovery",
     "Concepts": "explorer.concept_discovery",
     "cam": "explorer.class_activation",
     "CAM": "explorer.class_activation",
     "cam_methods": "explorer.class_activation",
-    "CAMError": "explorer.errors",
-    "GradientError": "explorer.errors",
-    "AttentionError": "explorer.errors",
     "pca": "explorer.patch_views",
     "similarity": "explorer.patch_views",
     "PCABasis": "explorer.patch_views",
@@ -94,11 +79,14 @@ _EXPORTS = {
     "Similarity": "explorer.patch_views",
     "attention": "explorer.attention_maps",
     "Attention": "explorer.attention_maps",
-    "FeatureVisError": "explorer.errors",
     "visualize": "explorer.feature_vis",
     "FeatureVis": "explorer.feature_vis",
     "magnitude_spectrum": "explorer.feature_vis",
 }
+
+_ERRORS = {name: "explorer.errors" for name in _errors.__all__ if name not in _EXPORTS}
+"""The families of :class:`ExplorerError` (:mod:`explorer.errors`): reachable as ``explorer.<Name>`` for ``except``
+clauses, kept out of ``__all__`` so that star imports and the API listing show functions and classes."""
 
 __all__ = sorted(_EXPORTS)
 
@@ -108,7 +96,7 @@ if TYPE_CHECKING:
     from .class_activation import CAM, cam, cam_methods
     from .concept_discovery import Concepts, concepts
     from .dataset import Exemplar, Scan, sample_dataset, scan
-    from .errors import (
+    from .errors import (  # ExplorerError in __all__; the others for except clauses (see _ERRORS)
         AttentionError,
         CacheError,
         CAMError,
@@ -159,7 +147,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
+    module = _EXPORTS.get(name) or _ERRORS.get(name)
     if module is None:
         raise AttributeError(f"module 'explorer' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -168,4 +156,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    return sorted({*globals(), *__all__, *_ERRORS})

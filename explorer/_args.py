@@ -32,11 +32,11 @@ def shown(value: object) -> str:
     return _SHORT.repr(value)
 
 
-def closest(word: object, choices, *, n: int = 5) -> str:
+def closest(word: object, choices, *, n: int = 5, what: str = "names") -> str:
     """The hint every "unknown name" message ends with: ``" Closest names: a, b."``, or ``""`` when none is close.
 
     One wording and one cutoff (0.5) for every name explorer looks up: models, stages, layers, classes, methods,
-    statistics, colour maps.
+    statistics, colour maps; ``what`` names the kind where the message needs it (``"timm names"``).
 
     Example::
 
@@ -46,7 +46,7 @@ def closest(word: object, choices, *, n: int = 5) -> str:
     if not isinstance(word, str):
         return ""
     close = difflib.get_close_matches(word, [c for c in choices if isinstance(c, str)], n=n, cutoff=0.5)
-    return f" Closest names: {', '.join(close)}." if close else ""
+    return f" Closest {what}: {', '.join(close)}." if close else ""
 
 
 def whole(name: str, value: object, *, minimum: int = 0, maximum: int | None = None, hint: str = "") -> int:

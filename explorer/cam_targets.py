@@ -12,10 +12,9 @@ Example::
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
+from ._args import closest
 from .errors import CAMError, LayerNotFoundError
 from .hooks import list_layers
 
@@ -51,10 +50,8 @@ def class_index(target: int | str, names: list[str]) -> int:
             if wanted == name.lower() or wanted in (part.strip().lower() for part in name.split(",")):
                 return index
         synonyms = list(dict.fromkeys(part.strip() for name in names for part in name.split(",")))
-        close = difflib.get_close_matches(target, synonyms, n=5, cutoff=0.6)
-        hint = f" Closest names: {', '.join(close)}." if close else ""
         raise CAMError(
-            f'No class named "{target}" in the head ({len(names)} classes).{hint} Pass a class index or a name '
+            f'No class named "{target}" in the head ({len(names)} classes).{closest(target, synonyms)} Pass a class index or a name '
             "from CAM.top5, or None for the top prediction."
         )
     raise CAMError(f"target must be a class index, a class name or None, not {type(target).__name__}.")
@@ -73,7 +70,6 @@ def stage_module(backbone, stage: str | None) -> tuple[str, str]:
         >>> stage_module(load_backbone("resnet18", pretrained=False), None)
         ('layer4', 'layer4')
     """
-    by_name = {s.name: s for s in backbone.all_stages}
     modules = dict(backbone.model.named_modules())
     if stage is None:
         # stages computed inside the forward, not by a module of their own (MViTv2, Twins, HRNet) cannot be tapped
@@ -87,8 +83,8 @@ def stage_module(backbone, stage: str | None) -> tuple[str, str]:
         if backbone.reads_class_token_only and len(tappable) > 1:
             # after the last block only the class token reaches the head: its patch tokens get no gradient
             stage = tappable[-2]
-    if stage in by_name:
-        found = by_name[stage]
+    if stage in backbone.stage_names:
+        found = backbone.stage(stage)
         if not found.module or found.module not in modules:
             raise CAMError(
                 f'Stage "{stage}" is computed inside {type(backbone.model).__name__}\'s forward, not by a module of '
@@ -99,8 +95,7 @@ def stage_module(backbone, stage: str | None) -> tuple[str, str]:
     layers = list_layers(backbone)
     if stage in layers:
         return stage, stage
-    close = difflib.get_close_matches(stage, list(dict.fromkeys([*by_name, *layers])), n=5, cutoff=0.5)
-    hint = f" Closest names: {', '.join(close)}." if close else ""
+    hint = closest(stage, list(dict.fromkeys([*backbone.stage_names, *layers])))
     raise LayerNotFoundError(
         f'No stage or layer named "{stage}".{hint} Stages: {", ".join(backbone.stage_names)}; '
         "explorer.list_layers(bb) lists every layer name."
@@ -132,16 +127,15 @@ def headless_target(backbone, target: TargetT, stage: str) -> tuple[str, int | N
             f'last stage ({names[-1]}: 0 to {backbone.all_stages[-1].channels - 1}), "<stage>:<channel>" for a '
             "later stage, or None for the last stage's total activation."
         )
-    by_name = {s.name: s for s in backbone.all_stages}
-    if score_stage not in by_name or not str(channel).lstrip("-").isdigit():
+    if score_stage not in backbone.stage_names or not str(channel).lstrip("-").isdigit():
         raise CAMError(f'target="{target}": use "<stage>:<channel>" with a stage of {", ".join(names)}.')
-    channel, scored = int(channel), by_name[score_stage]
+    channel, scored = int(channel), backbone.stage(score_stage)
     if not 0 <= channel < scored.channels:
         raise CAMError(
             f"target channel {channel} is out of range: {score_stage} has {scored.channels} channels "
             f"(0 to {scored.channels - 1})."
         )
-    if stage in by_name and by_name[stage].index > scored.index:
+    if stage in backbone.stage_names and backbone.stage(stage).index > scored.index:
         raise CAMError(
             f"{score_stage} comes before {stage}, so it does not depend on it. Target a channel of {stage} or of "
             "a later stage."

@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import threading
 import weakref
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._args import shown
+from ._args import closest, shown
 from .cam_gradcam import METHODS, explain, grad_cam
 from .cam_targets import TargetT, class_index, headless_target, stage_module
 from .errors import CAMError, InvalidArgumentError
@@ -157,9 +156,9 @@ def cam(
     """
     _check_arguments(backbone, image, stage, target, method)
     if method not in METHODS:
-        close = difflib.get_close_matches(method, METHODS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise CAMError(f'Unknown CAM method "{method}".{hint} Choose one of: {", ".join(METHODS)}.')
+        raise CAMError(
+            f'Unknown CAM method "{method}".{closest(method, METHODS, n=3)} Choose one of: {", ".join(METHODS)}.'
+        )
     gc = grad_cam()
     name, module_path = stage_module(backbone, stage)
     unordered = backbone.out_of_order(module_path)

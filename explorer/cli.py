@@ -24,6 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .vocabulary import DIVERGING_CMAP, MAP_CMAP
+
 __all__ = ["main"]
 
 _log = logging.getLogger(__name__)
@@ -69,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--norm", default="channel", help="channel, stage or symmetric (default channel)"
             )
-            sub.add_argument("--cmap", default="viridis", help="a matplotlib colour map (default viridis)")
+            sub.add_argument(
+                "--cmap",
+                default=None,
+                help=f"a matplotlib colour map (default {MAP_CMAP}; {DIVERGING_CMAP} with --norm symmetric)",
+            )
             sub.add_argument(
                 "--out", default="grid.png", help="the image to write: .png or .jpg (default grid.png)"
             )

@@ -265,10 +265,9 @@ def concepts(
         else load_backbone(backbone, pretrained=pretrained, device=device)
     )
     stage = bb.out_features[-1] if stage is None else stage
-    stages = {s.name: s for s in bb.all_stages}
-    if stage not in stages:
+    if stage not in bb.stage_names:
         raise LayerNotFoundError(f'No stage "{stage}"; the stages are: {", ".join(bb.stage_names)}.')
-    channels = stages[stage].channels
+    channels = bb.stage(stage).channels
     if method != "topk-sae" and n_concepts > channels:
         raise InvalidArgumentError(
             f"n_concepts={n_concepts}, but {stage} has {channels} channels and {method} finds at most that many. "

@@ -29,6 +29,7 @@ from .dataset.store import DAMAGED, weights_digest
 from .dictionary import Dictionary
 from .errors import CacheError, InvalidArgumentError, LayerNotFoundError
 from .files import as_path, write_atomic
+from .vocabulary import OVERLAY_CMAP
 
 __all__ = ["ONE_IMAGE_SHARE", "ConceptCodes", "Concepts", "concept_warnings", "encode_map"]
 
@@ -148,9 +149,9 @@ class Concepts:
         spatial maximum code on the image)."""
         return self.scan.top(self.stage, self._concept(concept))
 
-    def crops(self, concept: int, alpha: float = 0.5, cmap: str = "inferno") -> list[Image.Image]:
+    def crops(self, concept: int, alpha: float = 0.5, cmap: str = OVERLAY_CMAP) -> list[Image.Image]:
         """The receptive-field crops of the concept's exemplars with the concept's code overlaid (where it
-        fires), best first."""
+        fires), best first; :data:`~explorer.render.OVERLAY_CMAP` by default (heat over a photo)."""
         return self.scan.crops(self.stage, self._concept(concept), alpha=alpha, cmap=cmap)
 
     # -- saving and loading ----------------------------------------------------------------------------------

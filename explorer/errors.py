@@ -3,6 +3,18 @@
 Every class derives from :class:`ExplorerError`, so a caller (the panel's status line, a notebook) can catch them
 all at once, and from the built-in class a plain Python caller would expect (``ValueError``, ``ImportError`` ...).
 
+The families, by what went wrong:
+
+* loading a backbone: :class:`UnknownBackboneError`, :class:`WeightsUnavailableError`, :class:`CheckpointError`
+  (and its :class:`UnsafeCheckpointError`), :class:`MissingDependencyError`;
+* arguments and inputs: :class:`InvalidArgumentError` (and its :class:`StageSelectionError`),
+  :class:`LayerNotFoundError`, :class:`ImageError`, :class:`CaptureError`;
+* analyses: :class:`CAMError`, :class:`GradientError`, :class:`AttentionError`, :class:`FeatureVisError`;
+* scans and files: :class:`DatasetError`, :class:`CacheError`, :class:`WriteError`, :class:`ClusterError`.
+
+Each is also reachable as ``explorer.<Name>`` (``except explorer.ImageError``); ``explorer.__all__`` lists only
+:class:`ExplorerError`, so ``from explorer import *`` brings the functions and classes, not nineteen exceptions.
+
 Example::
 
     >>> try:
@@ -101,8 +113,8 @@ class WriteError(ExplorerError, OSError):
 
 
 class ClusterError(ExplorerError, RuntimeError):
-    """A Ray cluster cannot be joined (a malformed or unreachable address), or a scan on it failed past its
-    retries (actors that keep dying, a lost node); the message gives Ray's reason in one line."""
+    """A Ray cluster cannot be joined (a malformed or unreachable address), or a scan on it failed past Ray's own
+    retries (a lost cluster, an error in a shard); the message gives Ray's reason in one line."""
 
 
 class CAMError(ExplorerError, ValueError):

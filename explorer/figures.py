@@ -30,7 +30,7 @@ from .errors import InvalidArgumentError
 from .figure_pages import page_options
 from .histograms import Histogram, histogram
 from .patch_figures import attention_figure, patch_pca_figure, similarity_figure
-from .render import NONFINITE_COLOR, ChannelsT, render_grid
+from .render import MAP_CMAP, NONFINITE_COLOR, ChannelsT, render_grid
 from .stats import ChannelDifference, ChannelStats
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def _colorscale(cmap: str) -> str | list:
 def heatmap_figure(
     channel_map: torch.Tensor | np.ndarray,
     title: str | None = None,
-    cmap: str = "Viridis",
+    cmap: str = MAP_CMAP,
     max_side: int = MAX_HEATMAP_SIDE,
 ) -> go.Figure:
     """One channel as a plotly heatmap; hovering shows the row, column and value.
@@ -91,7 +91,8 @@ def heatmap_figure(
         channel_map: ``(H, W)``, for example ``maps["layer1"][0, 5]``.
         title: the figure title.
         cmap: a matplotlib colour map name (``"viridis"``, ``"magma"``, ...) or a plotly colour scale name
-            (``"Viridis"``, ``"RdBu"``, ...).
+            (``"Viridis"``, ``"RdBu"``, ...); :data:`~explorer.render.MAP_CMAP` by default, as every map drawn
+            on its own.
         max_side: the largest number of rows or columns drawn.
 
     Example::

@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ._args import shown
+from ._args import closest, shown
 from .errors import CaptureError, InvalidArgumentError, LayerNotFoundError
 from .layouts import (
     PROBE_SCALE,
@@ -147,9 +146,7 @@ def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Modul
         except AttributeError:
             module = None
         if module is None:
-            known = [n for n, _ in model.named_modules() if n]
-            close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-            hint = f" Closest names: {', '.join(close)}." if close else ""
+            hint = closest(name, [n for n, _ in model.named_modules() if n])
             raise LayerNotFoundError(
                 f'No layer named "{name}" in {type(model).__name__}.{hint} '
                 "Use explorer.list_layers(model) to see every name capture() accepts."

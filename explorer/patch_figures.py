@@ -17,6 +17,7 @@ import numpy as np
 from ._args import shown
 from .errors import InvalidArgumentError
 from .figure_pages import page_options, panel_figure
+from .vocabulary import MAP_CMAP, OVERLAY_CMAP, colormap_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -46,13 +47,6 @@ def _views(images: object, count: int) -> list[np.ndarray] | None:
             "explorer.model_view(image, bb.preprocess)), or None."
         )
     return [np.asarray(load_image(image)) for image in images]
-
-
-def _cmap(cmap: object) -> str:
-    from .render import colormap_lut
-
-    colormap_lut(cmap)  # refuses what matplotlib does not name
-    return cmap
 
 
 def patch_pca_figure(
@@ -113,7 +107,7 @@ def similarity_figure(
     images: Sequence | None = None,
     *,
     title: str | None = None,
-    cmap: str = "inferno",
+    cmap: str = OVERLAY_CMAP,
     width: float = 10.0,
     dpi: int = 100,
 ) -> Figure:
@@ -123,7 +117,7 @@ def similarity_figure(
         result: :func:`~explorer.similarity` output.
         images: the images as the model saw them, drawn under the maps (each map stretched over its image).
         title: the figure title; by default the stage and the query.
-        cmap: a matplotlib colour map.
+        cmap: a matplotlib colour map; :data:`~explorer.render.OVERLAY_CMAP` by default (heat over a photo).
 
     Example::
 
@@ -140,7 +134,7 @@ def similarity_figure(
 
     _result(result, Similarity, "explorer.similarity()")
     title, width, dpi = page_options(title, width, dpi)
-    cmap = _cmap(cmap)
+    cmap = colormap_name(cmap)
     maps = result.maps.float().cpu().numpy()
     count, height, width_cells = maps.shape
     views = _views(images, count)
@@ -179,7 +173,7 @@ def attention_figure(
     image=None,
     *,
     title: str | None = None,
-    cmap: str = "viridis",
+    cmap: str = MAP_CMAP,
     width: float = 12.0,
     dpi: int = 100,
 ) -> Figure:
@@ -191,7 +185,8 @@ def attention_figure(
         result: :func:`~explorer.attention` output.
         image: the image as the model saw it, drawn first.
         title: the figure title; by default the block.
-        cmap: a matplotlib colour map.
+        cmap: a matplotlib colour map; :data:`~explorer.render.MAP_CMAP` by default (the maps are drawn on their
+            own, beside the image).
 
     Example::
 
@@ -206,7 +201,7 @@ def attention_figure(
 
     _result(result, Attention, "explorer.attention()")
     title, width, dpi = page_options(title, width, dpi)
-    cmap = _cmap(cmap)
+    cmap = colormap_name(cmap)
     view = None if image is None else _views([image], 1)[0]
     maps = result.maps.float().cpu().numpy()
     heads = maps.shape[0]

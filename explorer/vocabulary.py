@@ -13,13 +13,39 @@ from __future__ import annotations
 from ._args import closest, shown
 from .errors import InvalidArgumentError
 
-__all__ = ["CONCEPT_METHODS", "NORMS", "STAT_NAMES", "VIS_METHODS", "colormap_name", "page_count"]
+__all__ = [
+    "CONCEPT_METHODS",
+    "DIVERGING_CMAP",
+    "MAP_CMAP",
+    "NORMS",
+    "OVERLAY_CMAP",
+    "STAT_NAMES",
+    "VIS_METHODS",
+    "colormap_name",
+    "page_count",
+]
 
 NORMS = ("channel", "stage", "global", "symmetric")
 """The normalisations :func:`explorer.render_grid` accepts."""
 
 STAT_NAMES = ("mean", "std", "min", "max", "l2", "sparsity", "positive", "nonfinite")
 """The per-channel statistics of :class:`explorer.ChannelStats`, in table order."""
+
+
+# The default colour maps, one per kind of picture; every function that takes ``cmap=`` defaults to one of these.
+# They live here, not in explorer.render, because the panel's state and the CLI read them before torch is imported.
+
+MAP_CMAP = "viridis"
+"""Maps drawn on their own (channel grids, heatmaps, attention panels, the panel): perceptually uniform, and
+readable in greyscale and by colour-blind readers."""
+
+OVERLAY_CMAP = "inferno"
+"""Heat laid over a photo (overlays, class-activation maps, exemplar crops, similarity over the image): black at
+zero, so the photo shows through where nothing fires, and bright where it does."""
+
+DIVERGING_CMAP = "RdBu_r"
+"""Signed values around zero (``norm="symmetric"``, differences between backbones): white at zero, red above,
+blue below."""
 
 
 def colormap_name(cmap: object) -> str:

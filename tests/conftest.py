@@ -36,9 +36,14 @@ def samples():
 
 
 @pytest.fixture(scope="session")
-def tiny_hf_folder(tmp_path_factory):
+def transformers():
+    """The transformers module; only the tests that ask for it skip without it (not their whole file)."""
+    return pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_folder(tmp_path_factory, transformers):
     """A tiny transformers ResNet backbone saved with save_pretrained (shared: copy it before changing it)."""
-    transformers = pytest.importorskip("transformers")
     folder = tmp_path_factory.mktemp("tiny-hf-resnet")
     config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
     transformers.ResNetBackbone(config).save_pretrained(folder)

@@ -13,8 +13,6 @@ import explorer
 from explorer.attention_maps import attention_rollout
 from explorer.errors import AttentionError, InvalidArgumentError
 
-transformers = pytest.importorskip("transformers")
-
 TIMM_VITS = {  # name: (options, prefix tokens)
     "vit_tiny_patch16_224": ({"img_size": 64}, ("class",)),
     "deit_tiny_distilled_patch16_224": ({"img_size": 64}, ("class", "distillation")),
@@ -93,7 +91,7 @@ def test_block_by_index_and_default():
     assert explorer.attention(bb, pixels, block=0).block == "blocks.0"
 
 
-def _hf_folder(tmp_path, registers: int):
+def _hf_folder(transformers, tmp_path, registers: int):
     common = dict(
         hidden_size=32,
         num_hidden_layers=3,
@@ -111,8 +109,8 @@ def _hf_folder(tmp_path, registers: int):
 
 
 @pytest.mark.parametrize("registers", [0, 4])
-def test_transformers_attention_is_eager_output_attentions(tmp_path, registers):
-    folder = _hf_folder(tmp_path, registers)
+def test_transformers_attention_is_eager_output_attentions(transformers, tmp_path, registers):
+    folder = _hf_folder(transformers, tmp_path, registers)
     bb = explorer.load_backbone(f"hf:{folder}", pretrained=True, device="cpu")
     assert bb.attention_blocks() == ["stage1", "stage2", "stage3"]
     pixels = torch.randn(1, 3, 56, 70)  # not square: a 4x5 grid

@@ -176,11 +176,8 @@ def test_map_peaks_at_the_one_patch_that_carries_signal(spec, options, stage, si
             _assert_peaks_at(explorer.cam(bb, x, stage=stage, method=method)[0], row, col, stride)
 
 
-transformers = pytest.importorskip("transformers")
-
-
 @pytest.fixture(scope="module")
-def hf_dinov2(tmp_path_factory):
+def hf_dinov2(tmp_path_factory, transformers):
     folder = tmp_path_factory.mktemp("dinov2")
     config = transformers.Dinov2Config(
         hidden_size=32,
@@ -195,7 +192,7 @@ def hf_dinov2(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hf_resnet(tmp_path_factory):
+def hf_resnet(tmp_path_factory, transformers):
     folder = tmp_path_factory.mktemp("resnet")
     config = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 48, 64], depths=[1, 1, 1, 1])
     transformers.ResNetBackbone(config).save_pretrained(folder)
@@ -298,7 +295,9 @@ def test_precision_setting_and_inference_mode_callers(samples):
 
 def test_bad_input_names_the_fix(default_backbone, samples):
     cat = samples["chelsea"]
-    with pytest.raises(explorer.CAMError, match=r'Unknown CAM method "gradcam\+"\. Did you mean gradcam\+\+'):
+    with pytest.raises(
+        explorer.CAMError, match=r'Unknown CAM method "gradcam\+"\. Closest names: gradcam\+\+'
+    ):
         explorer.cam(default_backbone, cat, method="gradcam+")
     with pytest.raises(
         explorer.LayerNotFoundError, match='No stage or layer named "blocks.9".*Stages: blocks.0'

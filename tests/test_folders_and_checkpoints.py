@@ -21,14 +21,9 @@ from safetensors.torch import save_file
 import explorer
 from explorer.cam_gradcam import release
 
-transformers = pytest.importorskip("transformers")
-gc_cam = pytest.importorskip("pytorch_grad_cam")
-
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-
 
 @pytest.mark.parametrize("saved", [[-1], [1], [0, 2], [4]])
-def test_a_timm_backbone_folder_serves_every_stage_it_has_weights_for(tmp_path, saved):
+def test_a_timm_backbone_folder_serves_every_stage_it_has_weights_for(transformers, tmp_path, saved):
     config = transformers.TimmBackboneConfig(
         backbone="resnet10t", use_pretrained_backbone=False, out_indices=saved
     )
@@ -111,7 +106,10 @@ def test_the_default_stage_never_raises_a_bare_key_error(name, options):
         assert result.map.shape == (64, 64) and torch.isfinite(result.map).all()
 
 
-def test_a_headless_stage_channel_target_is_scored_after_the_stages_norm(tmp_path):
+def test_a_headless_stage_channel_target_is_scored_after_the_stages_norm(transformers, tmp_path):
+    gc_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     config = transformers.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], image_size=64)
     torch.manual_seed(0)
     model = transformers.ConvNextBackbone(config)
@@ -148,7 +146,7 @@ def test_a_headless_stage_channel_target_is_scored_after_the_stages_norm(tmp_pat
         np.testing.assert_allclose(result.map.numpy(), reference, atol=1e-5)
 
 
-def test_a_vitpose_task_folder_without_a_processor_file_loads_at_its_backbones_size(tmp_path):
+def test_a_vitpose_task_folder_without_a_processor_file_loads_at_its_backbones_size(transformers, tmp_path):
     backbone = transformers.VitPoseBackboneConfig(
         hidden_size=32,
         num_hidden_layers=2,

@@ -3,6 +3,7 @@ ImageError naming the fix, before the source's library sees it; valid input give
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -13,21 +14,20 @@ from PIL import Image
 from explorer.backbones.timm import TimmPreprocess
 from explorer.errors import ImageError
 
-transformers = pytest.importorskip("transformers")
+SOURCES = ("timm", "transformers")
 
 
-def _sources():
+@functools.cache
+def _preprocess(source: str):
+    """The source's Preprocess; the transformers one skips (that case alone) without transformers."""
+    if source == "timm":
+        return TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
+    transformers = pytest.importorskip("transformers")
     from explorer.backbones.hf import HFPreprocess
 
-    return {
-        "timm": TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0}),
-        "transformers": HFPreprocess(
-            transformers.DetrImageProcessor(size={"shortest_edge": 32, "longest_edge": 64})
-        ),
-    }
+    return HFPreprocess(transformers.DetrImageProcessor(size={"shortest_edge": 32, "longest_edge": 64}))
 
 
-SOURCES = _sources()
 RGB = Image.new("RGB", (40, 30), (200, 10, 10))
 
 BAD_IMAGE_LISTS = {
@@ -55,7 +55,7 @@ BAD_PIXELS = {
 @pytest.mark.parametrize("case", BAD_IMAGE_LISTS)
 def test_pixel_values_refuses_what_is_no_list_of_rgb_images(source, case):
     with pytest.raises(ImageError, match="load_image|MAX_ASPECT"):
-        SOURCES[source].pixel_values(BAD_IMAGE_LISTS[case])
+        _preprocess(source).pixel_values(BAD_IMAGE_LISTS[case])
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -64,21 +64,21 @@ def test_pixel_values_refuses_what_is_no_list_of_rgb_images(source, case):
 )
 def test_view_refuses_what_is_no_rgb_image(source, case):
     with pytest.raises(ImageError, match="load_image|MAX_ASPECT"):
-        SOURCES[source].view(BAD_IMAGE_LISTS[case][-1])
+        _preprocess(source).view(BAD_IMAGE_LISTS[case][-1])
 
 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("case", BAD_PIXELS)
 def test_normalize_refuses_what_is_no_float_batch(source, case):
     with pytest.raises(ImageError, match=r"\(B, 3, H, W\)"):
-        SOURCES[source].normalize(BAD_PIXELS[case])
+        _preprocess(source).normalize(BAD_PIXELS[case])
 
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_valid_input_gives_the_sources_own_result(source):
     """The checks change nothing: pixel_values equals normalize(view) of the same image, a single image is a
     batch of one, and normalize keeps gradients (feature visualisation needs them)."""
-    pre = SOURCES[source]
+    pre = _preprocess(source)
     batch = pre.pixel_values([RGB])
     assert torch.equal(pre.pixel_values(RGB), batch)
     view = torch.from_numpy(np.array(pre.view(RGB))).permute(2, 0, 1)[None].float() / 255

@@ -33,8 +33,6 @@ from explorer.images import MAX_INPUT_SIDE, load_image
 from explorer.render import render_grid
 from explorer.stages import select_stages
 
-transformers = pytest.importorskip("transformers")
-
 WORKER = pathlib.Path(__file__).with_name("hardening_worker.py")
 ARCH = "test_resnet"  # timm's own tiny test network: 0.5 M parameters
 MAX_GROWTH_MB = 600  # the most a case may add to the worker's peak resident memory

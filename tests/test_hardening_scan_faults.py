@@ -10,11 +10,7 @@ sources (an empty path, bytes paths, duplicates) are checked beside them.
 from __future__ import annotations
 
 import errno
-import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -219,48 +215,22 @@ def test_huge_sizes_are_refused_or_harmless_before_anything_is_allocated(bb, tmp
         assert name in ("batch_size", "shard_size") and len(scan) == COUNT  # capped by the dataset
 
 
-MEASURE = """
-import json, resource, sys, torch, explorer
-from explorer.backbones.timm import TimmPreprocess
-from PIL import Image
-import numpy as np
-torch.manual_seed(0)
-bb = explorer.load_backbone("test_resnet", out_features=["layer1"], pretrained=False, device="cpu")
-bb.preprocess = TimmPreprocess({"input_size": (3, 32, 32), "crop_pct": 1.0})
-images = [Image.fromarray(np.full((36, 36, 3), i * 40, np.uint8)) for i in range(6)]
-explorer.scan(bb, images, k=2, batch_size=2, num_workers=0, cache=None, progress=False)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-out = {}
-for name, value in json.loads(sys.argv[1]).items():
-    try:
-        explorer.scan(bb, images, cache=None, progress=False, **{"num_workers": 0, name: value})
-        out[name] = "ok"
-    except explorer.ExplorerError as err:
-        out[name] = type(err).__name__
-    except Exception as err:
-        out[name] = "bug:" + type(err).__name__
-out["growth_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
-print(json.dumps(out))
-"""
-
-
-def measure_huge_scan_arguments(pythonpath: str | None = None) -> dict:
-    """Peak-RSS growth of scans with huge k, batch_size, shard_size and num_workers, in a fresh interpreter."""
-    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+def test_scans_with_huge_arguments_run_batches_no_larger_than_the_images(bb, monkeypatch):
+    """Huge k and num_workers are refused before any forward; huge batch_size and shard_size are capped by
+    the number of images: the largest batch ``bb.capture`` ever receives is the six images."""
+    images = [Image.fromarray(np.full((36, 36, 3), i * 40, np.uint8)) for i in range(COUNT)]
     arguments = {"k": 10**7, "batch_size": 10**9, "shard_size": 10**12, "num_workers": 10**6}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MEASURE), json.dumps(arguments)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd="/",
+    capture, batches = bb.capture, []
+    monkeypatch.setattr(
+        bb, "capture", lambda pixels, *a, **kw: batches.append(len(pixels)) or capture(pixels, *a, **kw)
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_scans_with_huge_arguments_stay_small():
-    found = measure_huge_scan_arguments()
-    assert found["k"] == "InvalidArgumentError" and found["num_workers"] == "InvalidArgumentError", found
-    assert found["batch_size"] == "ok" and found["shard_size"] == "ok", found
-    assert found["growth_mb"] < 100, found
+    found: dict[str, object] = {}
+    for name, value in arguments.items():
+        batches.clear()
+        try:
+            explorer.scan(bb, images, cache=None, progress=False, **{"num_workers": 0, name: value})
+            found[name] = max(batches)
+        except explorer.ExplorerError as err:
+            found[name] = (type(err).__name__, len(batches))
+    assert found["k"] == ("InvalidArgumentError", 0) and found["num_workers"] == ("InvalidArgumentError", 0)
+    assert found["batch_size"] == COUNT and found["shard_size"] == COUNT, found

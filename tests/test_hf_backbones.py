@@ -134,3 +134,13 @@ def test_a_vitpose_folder_without_a_processor_file_runs_at_its_config_size(tmp_p
     image = Image.new("RGB", (300, 200), (10, 200, 30))
     assert bb.pixel_values(image).shape == (1, 3, 64, 48)
     assert bb.extract(image)[bb.out_features[-1]].shape[-2:] == (4, 3)
+
+
+def test_stage_and_module_name_are_the_one_lookup_by_name(tiny_hf_folder):
+    bb = explorer.load_backbone(f"hf:{tiny_hf_folder}", pretrained=False, device="cpu")
+    assert bb.stage_names == ["stem", "stage1", "stage2"]
+    assert bb.stage("stage2") is bb.all_stages[2] and bb.stage("stage2").reduction == 8
+    assert bb.module_name("stage1") == bb.stage("stage1").module != "stage1"  # a stage: its module
+    assert bb.module_name("embedder") == "embedder"  # a layer: itself
+    with pytest.raises(explorer.LayerNotFoundError, match="Closest names: stage2"):
+        bb.stage("stage22")

@@ -35,3 +35,18 @@ def test_public_names_resolve():
     backbone_attributes = ["stage_names", "out_indices", "out_features", "channels", "reductions", "stages"]
     for name in backbone_attributes + ["weights", "device", "model", "extract", "capture"]:
         assert hasattr(explorer.Backbone, name) or name in ("weights", "model"), name
+
+
+def test_every_error_class_is_reachable_but_only_the_base_is_in_all():
+    import explorer.errors
+
+    for name in explorer.errors.__all__:  # code outside the project writes ``except explorer.ImageError``
+        assert getattr(explorer, name) is getattr(explorer.errors, name), name
+        assert name in dir(explorer), name
+    assert [name for name in explorer.__all__ if name.endswith("Error")] == ["ExplorerError"]
+    assert issubclass(explorer.InvalidArgumentError, ValueError) and issubclass(
+        explorer.InvalidArgumentError, TypeError
+    )
+    namespace: dict = {}
+    exec("from explorer import *", namespace)
+    assert "ExplorerError" in namespace and "ImageError" not in namespace and "render_grid" in namespace

@@ -91,8 +91,6 @@ def test_captures_never_change_the_shared_backbone(controller):
     ],
 )
 def test_a_refused_change_leaves_what_is_shown_and_says_why(controller, name, value, message):
-    if name == "precision" and torch.cuda.is_available():
-        pytest.skip("float16 runs on this machine's GPU")
     before = controller.frame
     setattr(controller.state, name, value)
     frame = controller.frame

@@ -263,6 +263,33 @@ def test_colour_maps_by_name_with_helpful_errors():
         render_grid(torch.zeros(1, 2, 2), cmap="viridiss")
 
 
+def test_default_colour_maps_follow_one_convention():
+    import inspect
+
+    from explorer.concept_set import Concepts
+    from explorer.dataset import Scan
+    from explorer.figures import heatmap_figure
+    from explorer.patch_figures import attention_figure, similarity_figure
+    from explorer.render import DIVERGING_CMAP, MAP_CMAP, OVERLAY_CMAP
+    from explorer.widgets.state import ExplorerState
+
+    assert (MAP_CMAP, OVERLAY_CMAP, DIVERGING_CMAP) == ("viridis", "inferno", "RdBu_r")
+    on_photos = [overlay, similarity_figure, Scan.crops, Scan.exemplar_crops, Concepts.crops]
+    on_their_own = [heatmap_figure, attention_figure]
+    for function in on_photos + on_their_own:
+        wanted = OVERLAY_CMAP if function in on_photos else MAP_CMAP
+        assert inspect.signature(function).parameters["cmap"].default == wanted, function.__qualname__
+    assert ExplorerState().cmap == MAP_CMAP
+    ramp = torch.tensor([[[0.0, 1.0]]])
+    np.testing.assert_array_equal(render_grid(ramp, scale=1), render_grid(ramp, scale=1, cmap=MAP_CMAP))
+    signed = torch.tensor([[[-1.0, 1.0]]])
+    np.testing.assert_array_equal(
+        render_grid(signed, scale=1, norm="symmetric"),
+        render_grid(signed, scale=1, norm="symmetric", cmap=DIVERGING_CMAP),
+    )
+    assert tuple(render_grid(ramp, scale=1)[1, 1]) == VIRIDIS_FIRST
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._args import shown
-from ..errors import ExplorerError, InvalidArgumentError, StageSelectionError
+from .._args import closest, shown
+from ..errors import ExplorerError, InvalidArgumentError, LayerNotFoundError, StageSelectionError
 from ..hooks import FeatureMaps, capture, tap, to_nchw
 from ..images import ImageInput
 from ..preprocessing import Preprocess, preprocess
@@ -139,8 +139,36 @@ class Backbone(StageShapes, AttentionReader):
     @property
     def stages(self) -> list[Stage]:
         """The selected stages."""
-        by_name = {stage.name: stage for stage in self.all_stages}
-        return [by_name[name] for name in self._out_features]
+        return [self.stage(name) for name in self._out_features]
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``, selected or not: the one lookup by name every module uses.
+
+        Raises:
+            LayerNotFoundError: no stage has that name; the message gives the closest names.
+
+        Example::
+
+            >>> load_backbone("resnet18", pretrained=False).stage("layer2").reduction
+            8
+        """
+        for stage in self.all_stages:
+            if stage.name == name:
+                return stage
+        raise LayerNotFoundError(
+            f"No stage named {shown(name)}.{closest(name, self.stage_names)} Stages: {', '.join(self.stage_names)}."
+        )
+
+    def module_name(self, name: str) -> str:
+        """The module path behind ``name``: a stage's module, or ``name`` itself for a layer (what
+        :meth:`capture` takes).
+
+        Example::
+
+            >>> bb.module_name("blocks.1"), bb.module_name("blocks.1.0.conv_pw")   # a stage, a layer
+            ('blocks.1', 'blocks.1.0.conv_pw')
+        """
+        return self.stage(name).module if name in self.stage_names else name
 
     @property
     def channels(self) -> list[int]:
@@ -341,17 +369,16 @@ class Backbone(StageShapes, AttentionReader):
 
     def _stage_maps(self, pixel_values: torch.Tensor, names: list[str]) -> FeatureMaps:
         """:meth:`stage_maps` for a source whose stage maps are module outputs: hooks that keep gradients."""
-        by_name = {stage.name: stage for stage in self.all_stages}
         hw = (int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
         layouts = self._layouts(names, hw)
-        modules = {by_name[name].module: name for name in names}
+        modules = {self.stage(name).module: name for name in names}
 
         def keep(module: str, output: object) -> torch.Tensor:
             return to_nchw(output, hw, layouts[modules[module]])
 
         with tap(self.model, list(modules), stop_early=True, keep=keep) as kept:
             self.model(pixel_values)
-        return FeatureMaps((name, kept[by_name[name].module]) for name in names)
+        return FeatureMaps((name, kept[self.stage(name).module]) for name in names)
 
     def _prepare(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
@@ -365,8 +392,7 @@ class Backbone(StageShapes, AttentionReader):
 
         ``model`` is :attr:`model`, or its meta-device copy when only shapes are wanted.
         """
-        by_name = {stage.name: stage for stage in self.all_stages}
-        modules = {name: by_name[name].module if name in by_name else name for name in layers}
+        modules = {name: self.module_name(name) for name in layers}
         with capture(
             model, list(modules.values()), **self._capture_options(pixel_values, model, layers)
         ) as raw:

@@ -36,6 +36,7 @@ __all__ = [
     "probe_stages",
     "read_config",
     "stage_modules",
+    "timm_features",
 ]
 
 
@@ -67,6 +68,15 @@ def is_timm_features(module: nn.Module) -> bool:
     """A timm ``features_only`` network (what transformers' timm-backed conv encoders hold, e.g. DETR's)."""
     info = getattr(module, "feature_info", None)
     return callable(getattr(info, "module_name", None)) and callable(getattr(info, "channels", None))
+
+
+def timm_features(backbone: nn.Module) -> nn.Module:
+    """The timm ``features_only`` network inside transformers' ``TimmBackbone``, found by what it is (its
+    ``feature_info``) rather than by transformers' private attribute name."""
+    found = next((module for module in backbone.children() if is_timm_features(module)), None)
+    if found is None:
+        raise UnknownBackboneError(f"{type(backbone).__name__} holds no timm feature network.")
+    return found
 
 
 def find_backbone(model: nn.Module) -> tuple[str, nn.Module]:
@@ -225,7 +235,9 @@ def build_timm_backbone(
         The model, the saved ``out_indices``, and why later stages cannot be served (None when all can).
     """
     saved = list(config.out_indices)
-    config.out_indices = list(range(len(cls(config)._backbone.feature_info.info)))
+    config.out_indices = list(
+        range(len(cls(config).stage_names))
+    )  # BackboneMixin: every stage of the network
     model = cls(config)
     if not pretrained:
         return model, saved, None
@@ -237,7 +249,7 @@ def build_timm_backbone(
         config.out_indices = list(range(count))
         model = cls(config)
     load_weights(model, state, str(weights_file))
-    every = len(model._backbone.feature_info.info)
+    every = len(model.stage_names)
     why = (
         f"The checkpoint holds weights up to {model.out_features[-1]} only (it was saved with "
         f"out_indices={saved}); load it with pretrained=False for random weights at every stage."

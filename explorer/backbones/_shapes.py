@@ -178,7 +178,7 @@ class StageShapes:
         return self._layouts([name], size)[name]
 
     def _layouts(self, names: Sequence[str], size: tuple[int, int]) -> dict[str, LayerLayout]:
-        stages = {stage.name: stage for stage in self.all_stages}
+        stages = self.stage_names
         size = (int(size[0]), int(size[1]))
         cache = self.__dict__.setdefault("_layout_cache", {})
         missing = [n for n in names if n not in stages and (size, n) not in cache]
@@ -202,19 +202,15 @@ class StageShapes:
 
                 found = find_layouts(run, self.model, missing, size, self.prefix_tokens, second=False)
             cache.update(((size, name), layout) for name, layout in found.items())
-        return {
-            name: LayerLayout(
-                stages[name].channels, stages[name].channels_last, stages[name].reduction, self.prefix_tokens
-            )
-            if name in stages
-            else cache[(size, name)]
-            for name in names
-        }
+        return {name: self._stage_layout(name) if name in stages else cache[(size, name)] for name in names}
+
+    def _stage_layout(self, name: str) -> LayerLayout:
+        stage = self.stage(name)
+        return LayerLayout(stage.channels, stage.channels_last, stage.reduction, self.prefix_tokens)
 
     def _capture_options(self, pixel_values: torch.Tensor, model: nn.Module, layers: Sequence[str]) -> dict:
         """:func:`~explorer.capture` options for the stages and layers ``layers`` (stage or module names)."""
-        stages = {stage.name: stage for stage in self.all_stages}
         batch, _, height, width = pixel_values.shape
         found = self._layouts(layers, (height, width))
-        layouts = {stages[n].module if n in stages else n: layout for n, layout in found.items()}
+        layouts = {self.module_name(n): layout for n, layout in found.items()}
         return {"layouts": layouts, "input_size": (height, width), "batch_size": batch}

@@ -45,6 +45,7 @@ from ._hf_model import (
     is_timm_features,
     probe_stages,
     read_config,
+    timm_features,
 )
 from ._hf_processor import HFPreprocess
 from ._hub import ALTERNATIVES, hub_file
@@ -113,7 +114,7 @@ class HFBackbone(Backbone):
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
         """Stages from the model's own ``feature_maps``, other layers from hooks, in one full pass."""
-        stages = {stage.name: stage for stage in self.all_stages}
+        stages = self.stage_names
         refused = [name for name in layers if name in stages and name not in self.served]
         if refused:
             raise StageSelectionError(
@@ -134,7 +135,7 @@ class HFBackbone(Backbone):
             return to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction))
 
         maps = FeatureMaps(
-            ((name, stage_map(stages[name]) if name in stages else raw[name]) for name in layers),
+            ((name, stage_map(self.stage(name)) if name in stages else raw[name]) for name in layers),
             unaligned=raw.unaligned,
         )
         return self._flag_reordered(maps)
@@ -152,12 +153,15 @@ class HFBackbone(Backbone):
         """transformers' eager attention for one full pass (SDPA returns no weights), then the model's own
         implementation back."""
         model = self.model
-        previous = model.config._attn_implementation
+        # transformers has no public getter for the implementation in use; its docs read this attribute. Read
+        # it tolerantly (None when a version drops it: the model is then left on eager, which is still correct)
+        previous = getattr(model.config, "_attn_implementation", None)
         try:
             model.set_attn_implementation("eager")
             attentions = model(pixel_values, output_attentions=True).attentions
         finally:
-            model.set_attn_implementation(previous)
+            if previous is not None:
+                model.set_attn_implementation(previous)
         index = {name: position for position, name in enumerate(self.stage_names[1:])}
         weights = {name: attentions[index[name]] for name in blocks}
         registers = int(getattr(model.config, "num_register_tokens", 0) or 0)
@@ -272,8 +276,7 @@ def load_hf(
     why = {}
     if config.model_type == "timm_backbone":
         model, saved_indices, why_served = build_timm_backbone(cls, config, folder, pretrained)
-        every = model._backbone.feature_info.info
-        saved = [every[i]["module"] for i in saved_indices]
+        saved = [model.stage_names[i] for i in saved_indices]
         why = {"why_served": why_served} if why_served else {}
     else:
         if isinstance(config, BackboneConfigMixin):
@@ -300,7 +303,7 @@ def load_hf(
         stages = feature_info_stages(backbone.feature_info, every=False)
         served = [stage.name for stage in stages]
     elif config.model_type == "timm_backbone":  # every stage of the architecture, served or not
-        stages = feature_info_stages(backbone._backbone.feature_info, every=True)
+        stages = feature_info_stages(timm_features(backbone).feature_info, every=True)
         served = list(backbone.out_features)
     else:
         stages = probe_stages(backbone, preprocess.input_size)

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ import timm
 import torch
 from torch import nn
 
-from .._args import shown
+from .._args import closest, shown
 from ..errors import (
     AttentionError,
     CaptureError,
@@ -58,8 +57,7 @@ _log = logging.getLogger(__name__)
 def _check_name(name: str) -> None:
     if timm.is_model(name):
         return
-    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=6, cutoff=0.6)
-    hint = f" Closest timm names: {', '.join(close)}." if close else ""
+    hint = closest(name.split(".")[0], timm.list_models(), n=6, what="timm names")
     raise UnknownBackboneError(
         f'Unknown model "{name}".{hint} See explorer.list_backbones() for suggestions; other specs: '
         '"hf:<repo or folder>", "hf-hub:<timm repo>", a checkpoint path, or "default".'
@@ -224,8 +222,10 @@ class TimmBackbone(Backbone):
         return self._forward(pixel_values, names, self.model)  # timm's own intermediates keep gradients
 
     def _forward(self, pixel_values: torch.Tensor, layers: list[str], model: nn.Module) -> FeatureMaps:
-        stages = {stage.name: stage for stage in self.all_stages}
-        wanted = sorted((stages[name] for name in layers if name in stages), key=lambda stage: stage.index)
+        stages = self.stage_names
+        wanted = sorted(
+            (self.stage(name) for name in layers if name in stages), key=lambda stage: stage.index
+        )
         extra = [name for name in layers if name not in stages]
         intermediates = getattr(model, "forward_intermediates", None)
         if intermediates is None or not wanted:
@@ -290,7 +290,7 @@ class TimmBackbone(Backbone):
                 self.model(pixel_values)
         weights = {name: raw[layer] for layer, name in layers.items()}
         prefix = _prefix_names(self.model)
-        patch = {stage.name: stage.reduction for stage in self.all_stages}[blocks[0]]
+        patch = self.stage(blocks[0]).reduction
         height, width = pixel_values.shape[-2:]
         for name, found in weights.items():
             try:

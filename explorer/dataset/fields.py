@@ -67,8 +67,7 @@ def receptive_fields(bb: Backbone, names: Sequence[str]) -> dict[str, int]:
         bb: the backbone; its weights are used as they are (nothing is changed).
         names: stage names and layer names, as :meth:`explorer.Backbone.capture` takes them.
     """
-    stages = {stage.name: stage for stage in bb.all_stages}
-    modules = {name: stages[name].module if name in stages else name for name in names}
+    modules = {name: bb.module_name(name) for name in names}
     height, width = bb.preprocess.input_size
     layouts = {modules[name]: bb.layout(name, (height, width)) for name in names}
     generator = torch.Generator().manual_seed(0)

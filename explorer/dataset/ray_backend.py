@@ -104,9 +104,6 @@ class _ShardActor:
         return rows
 
 
-ACTOR_RETRIES = 2
-"""Times a dead actor is restarted, and a shard whose actor died is retried, before the scan stops."""
-
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a cluster's head to answer at ``host:port`` before refusing the address."""
 
@@ -184,9 +181,11 @@ def ray_shards(
     """Scan ``shards`` on Ray, yielding each shard's result as it arrives (in any order); ``project`` as in
     :func:`explorer.dataset.local.scan_shards`.
 
-    A dead actor is restarted and its shard retried :data:`ACTOR_RETRIES` times; past that, and for any other
-    failure of Ray, the scan stops with a :class:`~explorer.ClusterError` giving Ray's reason in one line (the
-    shards finished before it are kept in the cache).
+    A dead actor (a lost node, say) is restarted and its shard retried by Ray Data's own fault tolerance: Ray
+    2.60 takes a retry bound only through its deprecated ``**ray_remote_args``, so the scan passes named
+    parameters only and keeps Ray's default. For any other failure of Ray, the scan stops with a
+    :class:`~explorer.ClusterError` giving Ray's reason in one line (the shards finished before it are kept in
+    the cache).
 
     Raises:
         ClusterError: a malformed or unreachable address, or a failure of the cluster past its retries.
@@ -221,8 +220,6 @@ def ray_shards(
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             num_gpus=gpus,
             num_cpus=1 if gpus else threads,
-            max_restarts=ACTOR_RETRIES,
-            max_task_retries=ACTOR_RETRIES,
         )
         for row in scanned.iter_rows():
             shard = Shard(int(row["index"]), int(row["start"]), int(row["stop"]))

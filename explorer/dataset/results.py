@@ -37,7 +37,7 @@ from ..errors import CacheError, InvalidArgumentError, LayerNotFoundError
 from ..files import as_path, make_folder, write_atomic
 from ..histograms import Histogram
 from ..preprocessing import model_view
-from ..render import overlay
+from ..render import OVERLAY_CMAP, overlay
 from ..stats import ChannelStats
 from .fields import cell_box
 from .reduce import NO_IMAGE, Reduction, StageReduction, histogram_edges
@@ -231,13 +231,13 @@ class Scan:
         channels: Sequence[int],
         batch_size: int = 16,
         alpha: float = 0.5,
-        cmap: str = "inferno",
+        cmap: str = OVERLAY_CMAP,
     ) -> Iterator[tuple[int, int, Image.Image]]:
         """``(channel, rank, crop)`` for every exemplar of ``channels``, one forward pass per batch of images.
 
         Each crop is the exemplar's receptive-field box cut from the image as the model saw it, with the channel
         overlaid (:func:`explorer.overlay`, on the range from the channel's dataset mean to its best value, so
-        a channel's crops compare).
+        a channel's crops compare), in :data:`~explorer.render.OVERLAY_CMAP` by default (heat over a photo).
         """
         bb = self.backbone()
         means = self.stats(stage).mean
@@ -265,7 +265,9 @@ class Scan:
                     )
                     yield channel, rank, Image.fromarray(painted).crop(exemplar.box)
 
-    def crops(self, stage: str, channel: int, alpha: float = 0.5, cmap: str = "inferno") -> list[Image.Image]:
+    def crops(
+        self, stage: str, channel: int, alpha: float = 0.5, cmap: str = OVERLAY_CMAP
+    ) -> list[Image.Image]:
         """The channel's exemplar crops, best first, with the channel overlaid (see :meth:`exemplar_crops`).
 
         Example::

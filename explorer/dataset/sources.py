@@ -8,9 +8,10 @@ Folders are listed recursively, in the sorted order of their relative POSIX path
 image format that :func:`~explorer.load_image` reads are left out, as are hidden files and folders (a leading
 dot, such as ``.ipynb_checkpoints``). A folder's fingerprint is its listing with every file's size and
 modification time, so an edited, added or removed file changes it. A Hugging Face dataset's fingerprint is its
-own (``Dataset._fingerprint``, which follows its data files and every transform). A torch ``Dataset`` has no
-content fingerprint unless it sets a ``fingerprint`` attribute (a string that changes with its contents); without
-one its scan is not cached (:attr:`ImageSource.fingerprint` is None).
+own (``Dataset._fingerprint``, which follows its data files and every transform; datasets has no public one, so a
+version without it scans uncached). A torch ``Dataset`` has no content fingerprint unless it sets a
+``fingerprint`` attribute (a string that changes with its contents); without one its scan is not cached
+(:attr:`ImageSource.fingerprint` is None).
 
 Example::
 
@@ -206,7 +207,10 @@ def _hf_source(dataset: Any) -> _ItemSource:
             'Cast one: dataset.cast_column("image", datasets.Image()).'
         )
     column = "image" if "image" in columns else columns[0]
-    return _ItemSource("hf", dataset, _digest(["hf", dataset._fingerprint, column, len(dataset)]), column)
+    # datasets has no public fingerprint: read its private one tolerantly; without it the scan is not cached
+    own = getattr(dataset, "_fingerprint", None)
+    key = _digest(["hf", own, column, len(dataset)]) if isinstance(own, str) else None
+    return _ItemSource("hf", dataset, key, column)
 
 
 def _path(source: str | bytes | os.PathLike) -> Path:

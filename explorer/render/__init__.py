@@ -7,6 +7,9 @@ Modules, one job each: :mod:`~explorer.render.channels` (channel selections), :m
 Normalisation, colour mapping (a 256-entry lookup table built from matplotlib once per colour map and device),
 upscaling and tiling all run in torch on the map's device; one uint8 array is copied to the CPU at the end.
 
+Default colour maps, one per kind of picture (:data:`MAP_CMAP` for maps on their own, :data:`OVERLAY_CMAP` for
+heat over a photo, :data:`DIVERGING_CMAP` for signed values around zero), defined in :mod:`explorer.vocabulary`.
+
 Non-finite values (NaN, inf) never reach the colour map: they are left out of every range and drawn in
 :data:`NONFINITE_COLOR` (magenta), a colour that none of the usual colour maps contains.
 
@@ -25,7 +28,14 @@ from __future__ import annotations
 
 from ..vocabulary import NORMS
 from .channels import ChannelsT, select_channels
-from .colormaps import BACKGROUND_COLOR, NONFINITE_COLOR, colormap_lut
+from .colormaps import (
+    BACKGROUND_COLOR,
+    DIVERGING_CMAP,
+    MAP_CMAP,
+    NONFINITE_COLOR,
+    OVERLAY_CMAP,
+    colormap_lut,
+)
 from .grid import MIN_TILE, GridLayout, render_grid
 from .overlay import overlay
 from .png import to_png
@@ -34,10 +44,13 @@ from .ranges import value_range
 __all__ = [
     "BACKGROUND_COLOR",
     "ChannelsT",
+    "DIVERGING_CMAP",
     "GridLayout",
+    "MAP_CMAP",
     "MIN_TILE",
     "NONFINITE_COLOR",
     "NORMS",
+    "OVERLAY_CMAP",
     "colormap_lut",
     "overlay",
     "render_grid",

@@ -17,11 +17,14 @@ import torch
 
 from .._args import shown, torch_device, whole
 from ..errors import InvalidArgumentError
-from ..vocabulary import colormap_name
+from ..vocabulary import DIVERGING_CMAP, MAP_CMAP, OVERLAY_CMAP, colormap_name
 
 __all__ = [
     "BACKGROUND_COLOR",
     "BACKGROUND_ENTRY",
+    "DIVERGING_CMAP",
+    "MAP_CMAP",
+    "OVERLAY_CMAP",
     "LABEL_BG_ENTRY",
     "LABEL_FG_ENTRY",
     "NONFINITE_COLOR",

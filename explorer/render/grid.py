@@ -28,8 +28,10 @@ from .channels import ChannelsT, select_channels
 from .colormaps import (
     BACKGROUND_COLOR,
     BACKGROUND_ENTRY,
+    DIVERGING_CMAP,
     LABEL_BG_ENTRY,
     LABEL_FG_ENTRY,
+    MAP_CMAP,
     lookup,
     packed_palette,
     unpack,
@@ -286,7 +288,8 @@ def render_grid(
             * ``"global"``: the range ``vrange``, shared across several maps (see :func:`value_range`).
             * ``"symmetric"``: ``(-m, m)`` with ``m`` the largest absolute value in ``fmap`` (or from
               ``vrange``), so zero sits in the middle of a diverging colour map; for signed maps.
-        cmap: any matplotlib colour map name; ``"viridis"`` by default, ``"RdBu_r"`` for ``norm="symmetric"``.
+        cmap: any matplotlib colour map name; by default :data:`~explorer.render.MAP_CMAP` (``"viridis"``),
+            :data:`~explorer.render.DIVERGING_CMAP` (``"RdBu_r"``) for ``norm="symmetric"``.
         clip: a percentile such as ``99.5``: ranges run from the ``100 - clip`` to the ``clip`` percentile, so
             one hot pixel does not wash out a channel; None for the plain min and max.
         vrange: ``(low, high)`` for ``norm="global"`` (required) or ``norm="symmetric"`` (optional).
@@ -345,7 +348,7 @@ def render_grid(
     num_channels, height, width = x.shape
     if height == 0 or width == 0:
         raise InvalidArgumentError(f"The map has no pixels (shape {tuple(x.shape)}).")
-    cmap = cmap or ("RdBu_r" if norm == "symmetric" else "viridis")
+    cmap = cmap or (DIVERGING_CMAP if norm == "symmetric" else MAP_CMAP)
     palette = packed_palette(cmap, x.device, background)
 
     values = None

@@ -17,7 +17,7 @@ from ..arrays import as_hw
 from ..errors import InvalidArgumentError
 from ..images import ImageInput, load_image
 from ..preprocessing import Preprocess, model_view
-from .colormaps import NONFINITE_ENTRY, packed_palette, unpack
+from .colormaps import NONFINITE_ENTRY, OVERLAY_CMAP, packed_palette, unpack
 from .ranges import all_finite, check_clip, row_ranges, to_index
 
 __all__ = ["overlay"]
@@ -27,7 +27,7 @@ def overlay(
     image: ImageInput,
     channel_map: torch.Tensor | np.ndarray,
     alpha: float = 0.5,
-    cmap: str = "inferno",
+    cmap: str = OVERLAY_CMAP,
     *,
     preprocess: Preprocess | None = None,
     clip: float | None = None,
@@ -44,7 +44,8 @@ def overlay(
         channel_map: ``(H, W)`` (or ``(1, 1, H, W)``): one channel of one image, for example
             ``maps["layer1"][0, 5]``. The work runs on its device.
         alpha: the colour's weight, 0 (image only) to 1 (map only).
-        cmap: a matplotlib colour map name.
+        cmap: a matplotlib colour map name; :data:`~explorer.render.OVERLAY_CMAP` (``"inferno"``, heat over a
+            photo) by default.
         preprocess: resize and crop ``image`` as the model did first.
         clip: a percentile (for example ``99.5``) for the map's range, or None for its min and max.
         vrange: a fixed ``(low, high)`` instead, to compare overlays.

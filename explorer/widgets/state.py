@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from traitlets import Any, Bool, Enum, Float, HasTraits, Int, List, TraitError, Tuple, Unicode, validate
 
-from ..vocabulary import CONCEPT_METHODS, NORMS, STAT_NAMES, VIS_METHODS
+from ..vocabulary import CONCEPT_METHODS, MAP_CMAP, NORMS, STAT_NAMES, VIS_METHODS
 
 __all__ = [
     "COMPARE_MODES",
@@ -106,7 +106,7 @@ class ExplorerState(HasTraits):
     norm = _draw(
         Enum(NORMS, default_value="channel", help="Colour scale: per channel, per stage, global, symmetric.")
     )
-    cmap = _draw(Unicode("viridis", help="Any matplotlib colour map name."))
+    cmap = _draw(Unicode(MAP_CMAP, help="Any matplotlib colour map name (grids and overlays alike)."))
     clip = _draw(
         Float(99.5, allow_none=True, help="Percentile clipping of the colour scale; None for min-max.")
     )

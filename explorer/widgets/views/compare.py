@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
+from ...vocabulary import DIVERGING_CMAP
 from ..elements import ImageView
 from ..engine import Frame, Grid, Scene
 from . import View, register
@@ -80,7 +81,7 @@ class CompareView(View):
             grid_a.layout.channels,
             name=f"A-B:{s.stage}",
             norm="symmetric",
-            cmap="RdBu_r",
+            cmap=DIVERGING_CMAP,
             clip=None,
             max_size=480,
         )

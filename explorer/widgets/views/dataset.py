@@ -32,6 +32,7 @@ import ipywidgets as widgets
 from ..engine import Frame, Scene
 from . import View, register
 from .dataset_concepts import PROGRESS, ConceptsData, ConceptsMode, compute_concepts, concepts_code
+from .dataset_source import SAMPLES, exemplar_caption, sample_count, source_folder
 from .html import status_html
 from .visualisation import VisBox, VisData, vis_code, visualise
 
@@ -42,9 +43,6 @@ K = 9
 
 CROP_SIZE = 112
 """Display width and height of each crop, in CSS pixels (a crop keeps its aspect inside that square)."""
-
-SAMPLES = "samples:64"
-"""The ``dataset_source`` of the Sample images button."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,31 +56,11 @@ class DatasetData:
     vis: VisData | None = None  # the channel's optimised image beside its exemplars (the Visualise button)
 
 
-def _sample_count(source: str) -> int | None:
-    if not source.startswith("samples:"):
-        return None
-    count = source.split(":", 1)[1]
-    if not count.isdigit() or int(count) < 1:
-        from ...errors import DatasetError
-
-        raise DatasetError(
-            f"{source!r}: write samples:N with N a positive number of images, e.g. {SAMPLES!r}."
-        )
-    return int(count)
-
-
-def _folder(source: str) -> Path:
-    from ...dataset import sample_dataset
-
-    count = _sample_count(source)
-    return sample_dataset(n=count) if count is not None else Path(os.path.expanduser(source))
-
-
 def _scan(scene: Scene, names: tuple[str, ...], source: str, cache: str | None):
     from ...dataset import Scan, scan
     from ...dataset.store import weights_digest
 
-    folder = _folder(source)
+    folder = source_folder(source)
     scene.runtime.count_run()
     backbone = copy.copy(scene.backbone)  # the scan selects its own stages on a copy
     if (folder / "scan.json").is_file():
@@ -101,12 +79,6 @@ def _scan(scene: Scene, names: tuple[str, ...], source: str, cache: str | None):
         num_workers=0,
         progress=lambda done, total: scene.progress(f"Scanning: {done} of {total} images...", done, total),
     )
-
-
-def _caption(exemplar) -> tuple[str, str]:
-    source = exemplar.source
-    name = Path(source).name if isinstance(source, str) else f"item {source}"
-    return f"{exemplar.value:.3g} · {name}", str(source)
 
 
 @register
@@ -217,7 +189,7 @@ class DatasetView(View):
             "(receptive-field crops, channel overlaid)"
         )
         return _with_vis(
-            scene, DatasetData(found, crops, tuple(_caption(e) for e in exemplars), ("ok", message))
+            scene, DatasetData(found, crops, tuple(exemplar_caption(e) for e in exemplars), ("ok", message))
         )
 
     @staticmethod
@@ -227,7 +199,7 @@ class DatasetView(View):
         s = frame.state
         if data.scan is None or not data.crops:
             return None
-        count = _sample_count(s["dataset_source"])
+        count = sample_count(s["dataset_source"])
         folder = (
             f"explorer.sample_dataset(n={count})" if count else repr(os.path.expanduser(s["dataset_source"]))
         )

@@ -32,6 +32,7 @@ import ipywidgets as widgets
 
 from ...vocabulary import CONCEPT_METHODS
 from ..engine import Frame, Scene
+from .dataset_source import exemplar_caption, sample_count, source_folder
 
 __all__ = ["ConceptsData", "ConceptsMode", "PROGRESS", "concepts_code", "compute_concepts", "crop_slot"]
 
@@ -111,7 +112,6 @@ def compute_concepts(scene: Scene, cache: str | None) -> ConceptsData:
     import numpy as np
 
     from ...render import overlay, to_png
-    from .dataset import _caption, _folder
 
     s = scene.state
     if not s.dataset_source:
@@ -125,7 +125,7 @@ def compute_concepts(scene: Scene, cache: str | None) -> ConceptsData:
         return _empty(
             "warn", f"{html.escape(stage)} is a layer; concepts are learnt at a stage: choose one in Show."
         )
-    folder = _folder(s.dataset_source)
+    folder = source_folder(s.dataset_source)
     if (folder / "scan.json").is_file():
         return _empty(
             "warn",
@@ -159,7 +159,7 @@ def compute_concepts(scene: Scene, cache: str | None) -> ConceptsData:
         con,
         concept,
         crops,
-        tuple(_caption(e) for e in con.top(concept)),
+        tuple(exemplar_caption(e) for e in con.top(concept)),
         heatmap,
         _quality(con, concept),
         ("warn" if notes else "ok", message),
@@ -168,12 +168,11 @@ def compute_concepts(scene: Scene, cache: str | None) -> ConceptsData:
 
 def concepts_code(frame: Frame, data: ConceptsData) -> tuple[list[str], list[int], bytes] | None:
     """The library code of the Concepts mode: the fit, and the first exemplar's crop as ``png``."""
-    from .dataset import _sample_count
 
     if data.concepts is None or not data.crops:
         return None
     s = frame.state
-    count = _sample_count(s["dataset_source"])
+    count = sample_count(s["dataset_source"])
     folder = f"explorer.sample_dataset(n={count})" if count else repr(os.path.expanduser(s["dataset_source"]))
     return (
         [
