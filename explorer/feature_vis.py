@@ -137,25 +137,25 @@ class _RedirectedReLU(torch.autograd.Function):
 def _redirected_relus(model: nn.Module) -> Iterator[None]:
     """Give every ``nn.ReLU`` and ``nn.ReLU6`` module of ``model`` the redirected gradient inside the block.
 
-    In-place ones compute out of place meanwhile (the hook needs their input intact; no copy of it is kept), and
-    get their ``inplace`` flag back on the way out."""
+    Each module's ``forward`` is swapped for the redirected function (one clamp, as the module's own; a hook on
+    its output would compute the clamp twice), out of place (the backward needs the input intact), and put back
+    on the way out; hooks on the modules still run."""
     relus = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
-    inplace = [m.inplace for m in relus]
+    own = [m.__dict__.get("forward") for m in relus]  # a forward set on the instance itself, to restore
 
-    def redirect(module, args, _output):
-        return _RedirectedReLU.apply(args[0], 6.0 if isinstance(module, nn.ReLU6) else None)
+    def redirected(upper: float | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: _RedirectedReLU.apply(x, upper)
 
-    handles = []
     try:
         for module in relus:
-            module.inplace = False
-            handles.append(module.register_forward_hook(redirect))
+            module.forward = redirected(6.0 if isinstance(module, nn.ReLU6) else None)
         yield
     finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in zip(relus, inplace):
-            module.inplace = flag
+        for module, forward in zip(relus, own):
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
 
 
 def _chunk(device: torch.device, batch: int) -> int:
