@@ -103,52 +103,60 @@ class FeatureVis:
 class _RedirectedReLU(torch.autograd.Function):
     """Lucid's redirected ReLU gradient (``redirected_relu_grad``): an image on which the true gradient is zero
     everywhere (every unit dead, as on a grey start before a deep ReLU) gets instead the gradient with only the
-    part blocked that would push a negative input lower; images with any true gradient keep the true one.
+    part blocked that would push a non-positive input lower; images with any true gradient keep the true one.
 
     The true gradient is ReLU's own backward kernel; the redirected one is only computed for a batch holding a
-    dead image (the first steps at most), so a step costs about what an unmodified backward costs."""
+    dead image (the first steps at most), so a step costs about what an unmodified backward costs. Both are read
+    from the output (``y <= 0`` where ``x <= 0``, ``y >= upper`` where ``x >= upper``), so an in-place module
+    stays in place, as in the model's own pass."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float | None) -> torch.Tensor:
-        ctx.save_for_backward(x)
+    def forward(ctx, x: torch.Tensor, upper: float | None, inplace: bool) -> torch.Tensor:
+        if inplace:
+            ctx.mark_dirty(x)
+            y = x.clamp_(0, upper)
+        else:
+            y = x.clamp(0, upper)
+        ctx.save_for_backward(y)
         ctx.upper = upper
-        return x.clamp(0, upper)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
         upper = ctx.upper
         if upper is None:
-            true = torch.ops.aten.threshold_backward(grad, x, 0)
+            true = torch.ops.aten.threshold_backward(grad, y, 0)
         else:
-            true = torch.ops.aten.hardtanh_backward(grad, x, 0, upper)
+            true = torch.ops.aten.hardtanh_backward(grad, y, 0, upper)
         alive = torch.linalg.vector_norm(true.flatten(1), dim=1) > 0  # as Lucid: the L2 norm (one fast pass)
         if bool(alive.all()):
-            return true, None
+            return true, None, None
         # descent moves x by -grad: grad > 0 lowers x, grad < 0 raises it
-        blocked = (x < 0) & (grad > 0)
+        blocked = (y <= 0) & (grad > 0)
         if upper is not None:
-            blocked |= (x > upper) & (grad < 0)
+            blocked |= (y >= upper) & (grad < 0)
         redirected = grad.masked_fill(blocked, 0)
-        return torch.where(alive.view(-1, *[1] * (grad.ndim - 1)), true, redirected), None
+        return torch.where(alive.view(-1, *[1] * (grad.ndim - 1)), true, redirected), None, None
 
 
 @contextmanager
 def _redirected_relus(model: nn.Module) -> Iterator[None]:
     """Give every ``nn.ReLU`` and ``nn.ReLU6`` module of ``model`` the redirected gradient inside the block.
 
-    Each module's ``forward`` is swapped for the redirected function (one clamp, as the module's own; a hook on
-    its output would compute the clamp twice), out of place (the backward needs the input intact), and put back
-    on the way out; hooks on the modules still run."""
+    Each module's ``forward`` is swapped for the redirected function (one clamp, in place where the module is; a
+    hook on its output would compute the clamp twice, out of place), and put back on the way out; hooks on the
+    modules still run."""
     relus = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
     own = [m.__dict__.get("forward") for m in relus]  # a forward set on the instance itself, to restore
 
-    def redirected(upper: float | None) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: _RedirectedReLU.apply(x, upper)
+    def redirected(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        upper = 6.0 if isinstance(module, nn.ReLU6) else None
+        return lambda x: _RedirectedReLU.apply(x, upper, module.inplace)
 
     try:
         for module in relus:
-            module.forward = redirected(6.0 if isinstance(module, nn.ReLU6) else None)
+            module.forward = redirected(module)
         yield
     finally:
         for module, forward in zip(relus, own):
