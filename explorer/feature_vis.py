@@ -63,7 +63,7 @@ from .feature_images import (
     magnitude_spectrum,
     random_transform,
 )
-from .feature_objectives import ChannelT, Objective, make_objective, score
+from .feature_objectives import ChannelT, Objective, make_objective, objective_module, score
 from .images import ImageInput
 
 __all__ = ["FeatureVis", "visualize", "magnitude_spectrum"]
@@ -173,11 +173,14 @@ def _chunk(device: torch.device, batch: int) -> int:
     return batch if device.type != "cpu" else _CPU_CHUNK
 
 
-def _scores(bb, objective: Objective, pixels: torch.Tensor, chunk: int, ascend: bool) -> torch.Tensor:
-    """The ``(B,)`` objective on normalised ``pixels``, ``chunk`` images per pass; with ``ascend``, the gradient of
-    the objective's sum, negated (Adam descends), reaches ``pixels``' graph (one backward into it)."""
+def _scores(
+    bb, objective: Objective, module: nn.Module | None, pixels: torch.Tensor, chunk: int, ascend: bool
+) -> torch.Tensor:
+    """The ``(B,)`` objective on normalised ``pixels``, ``chunk`` images per pass, read at ``module``
+    (:func:`objective_module`); with ``ascend``, the gradient of the objective's sum, negated (Adam descends),
+    reaches ``pixels``' graph (one backward into it)."""
     if chunk >= len(pixels):
-        values = score(bb, objective, pixels)
+        values = score(bb, objective, pixels, module)
         if ascend:
             (-values.sum()).backward()
         return values.detach()
@@ -185,7 +188,7 @@ def _scores(bb, objective: Objective, pixels: torch.Tensor, chunk: int, ascend: 
     for start in range(0, len(pixels), chunk):
         rows = slice(start, start + chunk)
         leaf = pixels[rows].detach().requires_grad_(ascend)
-        values = score(bb, objective.part(rows), leaf)
+        values = score(bb, objective.part(rows), leaf, module)
         if ascend:
             (-values.sum()).backward()
         parts.append(values.detach())
@@ -331,6 +334,7 @@ def visualize(
     frozen = [p for p in model.parameters() if p.requires_grad]
     report = _progress(steps, progress)
     chunk = _chunk(bb.device, len(objective.labels))
+    module = objective_module(bb, objective)
     with torch.inference_mode(False), torch.enable_grad():
         generator = torch.Generator().manual_seed(seed)
         param = Parameterisation(method, len(objective.labels), size, generator, magnitude).to(bb.device)
@@ -345,7 +349,9 @@ def visualize(
                 for step in range(steps):
                     optimizer.zero_grad(set_to_none=True)
                     images = random_transform(param(), preset, generator)
-                    values = _scores(bb, objective, normalise(images.to(bb.dtype)), chunk, ascend=True)
+                    values = _scores(
+                        bb, objective, module, normalise(images.to(bb.dtype)), chunk, ascend=True
+                    )
                     optimizer.step()
                     history.append(values.float().cpu().tolist())
                     report(step + 1, steps)
@@ -355,7 +361,9 @@ def visualize(
             with torch.no_grad():
                 final = _eight_bit(param())
                 pixels = normalise(final.to(bb.dtype) / 255)
-                activation = _scores(bb, objective, pixels, chunk, ascend=False).float().cpu().tolist()
+                activation = (
+                    _scores(bb, objective, module, pixels, chunk, ascend=False).float().cpu().tolist()
+                )
         finally:
             for parameter in frozen:
                 parameter.requires_grad_(True)
