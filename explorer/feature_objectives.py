@@ -202,14 +202,11 @@ def objective_module(bb, objective: Objective) -> torch.nn.Module | None:
     )
 
 
-def score(
-    bb, objective: Objective, pixels: torch.Tensor, module: torch.nn.Module | None = None
-) -> torch.Tensor:
-    """Run the model on normalised ``pixels`` and return the ``(B,)`` objective; the pass stops at the module
-    (``module``: :func:`objective_module`'s answer, passed by a loop that scores many times)."""
-    if objective.module is None:
+def score(bb, objective: Objective, module: torch.nn.Module | None, pixels: torch.Tensor) -> torch.Tensor:
+    """Run the model on normalised ``pixels`` and return the ``(B,)`` objective; the pass stops at ``module``
+    (:func:`objective_module`'s answer, resolved once by a loop that scores many times)."""
+    if module is None:
         return objective.score(bb.model(pixels), tuple(pixels.shape[-2:]))
-    module = objective_module(bb, objective) if module is None else module
     found: list[torch.Tensor] = []
 
     def hook(_module, _args, output):

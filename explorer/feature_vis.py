@@ -180,7 +180,7 @@ def _scores(
     (:func:`objective_module`); with ``ascend``, the gradient of the objective's sum, negated (Adam descends),
     reaches ``pixels``' graph (one backward into it)."""
     if chunk >= len(pixels):
-        values = score(bb, objective, pixels, module)
+        values = score(bb, objective, module, pixels)
         if ascend:
             (-values.sum()).backward()
         return values.detach()
@@ -188,7 +188,7 @@ def _scores(
     for start in range(0, len(pixels), chunk):
         rows = slice(start, start + chunk)
         leaf = pixels[rows].detach().requires_grad_(ascend)
-        values = score(bb, objective.part(rows), leaf, module)
+        values = score(bb, objective.part(rows), module, leaf)
         if ascend:
             (-values.sum()).backward()
         parts.append(values.detach())
