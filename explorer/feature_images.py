@@ -202,9 +202,8 @@ def random_transform(images: torch.Tensor, preset: dict, generator: torch.Genera
     linear = rotation * cropped / size
     offset = rotation @ late_shift * jittered / size + jitter_shift
     theta = torch.tensor(np.column_stack([linear, offset]), dtype=images.dtype, device=images.device)
-    grid = F.affine_grid(
-        theta[None], [1, *images.shape[1:]], align_corners=False
-    )  # one grid serves the batch
+    # one grid serves the whole batch (the same transform for every image)
+    grid = F.affine_grid(theta[None], [1, *images.shape[1:]], align_corners=False)
     grid = grid.expand(images.shape[0], -1, -1, -1)
     # grey (0.5) outside the image: sample the offset from grey with zeros outside
     grey = F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
