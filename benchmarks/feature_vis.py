@@ -9,7 +9,11 @@ For each model (the default with its packaged weights, resnet50 with random weig
 - fft, maco: a step of ``visualize(bb, stage, channel=0, method=...)``: the time of ``1 + STEPS`` steps less the
   time of 1 step, over ``STEPS`` (the spectrum, colours, transforms, normalisation, redirected ReLUs, Adam);
   ``fixed``: what a call costs besides its steps (the channel count probe, the final 8-bit pass);
-- batch: 16 channels in one call against 16 calls of one channel (``BATCH_STEPS`` steps each).
+- batch: 16 channels in one call against 16 calls of one channel (``BATCH_STEPS`` steps each), beside its
+  ceiling: ``16 * floor / floor16``, the most that batching the forward and backward passes can give on this
+  device (about 1 or below on a CPU, where a pass costs as much per image at batch 16 as at batch 1, so
+  ``visualize`` runs one image per pass there and a batch gains only the work its images share);
+- 512 steps: the time of one call of 512 steps (``fixed + 512 * step``), for each method.
 
 ``--ratio`` measures correctness instead: on the pretrained default, for ``--channels`` channels spread over each
 stage, the optimised image's activation (``--ratio-steps`` steps, 128 px) over the best of the sample photos seen
@@ -170,9 +174,21 @@ def main(argv: list[str] | None = None) -> int:
         row["fft_over_floor"] = row["fft_step_ms"] / floor
         row["maco_over_floor"] = row["maco_step_ms"] / floor
         row["batch_speedup"] = row["runs16_ms"] / row["batch16_ms"]
-        row["fft_512_steps_s"] = row["fft_step_ms"] * 512 / 1000
+        row["batch_ceiling"] = 16 * floor / timings["floor16"].median_ms
+        row["batch_of_ceiling"] = row["batch_speedup"] / row["batch_ceiling"]
+        row["fft_512_steps_s"] = (row["fixed_ms"] + 512 * row["fft_step_ms"]) / 1000
+        row["maco_512_steps_s"] = (row["fixed_ms"] + 512 * row["maco_step_ms"]) / 1000
+        row["load_average"] = os.getloadavg()[0]
         results[f"{spec} {stage} {args.size}px {args.device}"] = row
         print(json.dumps({f"{spec} {stage}": row}, indent=1), flush=True)
+        print(
+            f"{spec} {stage}: a step {row['fft_over_floor']:.2f}x the floor (fft), "
+            f"{row['maco_over_floor']:.2f}x (maco); 512 steps {row['fft_512_steps_s']:.1f} s (fft), "
+            f"{row['maco_512_steps_s']:.1f} s (maco); 16 channels in one batch {row['batch_speedup']:.2f}x "
+            f"faster than 16 runs, of a possible {row['batch_ceiling']:.2f}x from batching the passes on this "
+            f"{args.device} (16 x floor / floor16); load average {row['load_average']:.1f}",
+            flush=True,
+        )
     return 0
 
 

@@ -82,7 +82,7 @@ def fft_scale(height: int, width: int, decay_power: float = 1.0) -> torch.Tensor
 def fft_image(spectrum: torch.Tensor, scale: torch.Tensor, size: int) -> torch.Tensor:
     """Lucid's ``fft_image``: a ``(B, 3, size, size)`` image (decorrelated colours, unbounded) from a
     ``(B, 3, size, size // 2 + 1, 2)`` real/imaginary spectrum."""
-    complex_spectrum = torch.view_as_complex(spectrum * scale[..., None])
+    complex_spectrum = torch.view_as_complex(spectrum) * scale  # a real factor: the same products, vectorised
     return torch.fft.irfftn(complex_spectrum, s=(size, size), norm="ortho") / _MAGIC
 
 
@@ -105,7 +105,8 @@ def maco_image(phase: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
 def to_rgb(decorrelated: torch.Tensor) -> torch.Tensor:
     """Lucid's ``to_valid_rgb(decorrelate=True)``: recorrelate the colours, then a sigmoid into ``[0, 1]``."""
     color = COLOR_NORMALIZED.to(decorrelated.device, decorrelated.dtype)
-    return torch.sigmoid(torch.einsum("bchw,dc->bdhw", decorrelated, color))
+    # (3, 3) @ (B, 3, H * W): the einsum's products, with a contiguous result (einsum permutes a batch of several)
+    return torch.sigmoid(torch.matmul(color, decorrelated.flatten(2)).view_as(decorrelated))
 
 
 def magnitude_spectrum(images: Sequence[ImageInput] | None = None, size: int = 224) -> torch.Tensor:
@@ -201,7 +202,9 @@ def random_transform(images: torch.Tensor, preset: dict, generator: torch.Genera
     linear = rotation * cropped / size
     offset = rotation @ late_shift * jittered / size + jitter_shift
     theta = torch.tensor(np.column_stack([linear, offset]), dtype=images.dtype, device=images.device)
-    grid = F.affine_grid(theta.expand(images.shape[0], 2, 3), list(images.shape), align_corners=False)
+    # one grid serves the whole batch (the same transform for every image)
+    grid = F.affine_grid(theta[None], [1, *images.shape[1:]], align_corners=False)
+    grid = grid.expand(images.shape[0], -1, -1, -1)
     # grey (0.5) outside the image: sample the offset from grey with zeros outside
     grey = F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return grey + 0.5

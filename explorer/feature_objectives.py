@@ -21,7 +21,7 @@ from ._args import shown, whole
 from .errors import FeatureVisError, InvalidArgumentError, LayerNotFoundError
 from .hooks import LayerLayout, resolve_layers, to_nchw
 
-__all__ = ["ChannelT", "Objective", "make_objective", "score"]
+__all__ = ["ChannelT", "Objective", "make_objective", "objective_module", "score"]
 
 ChannelT = int | Sequence[int]
 """One channel index, or a list of them (optimised in one batch)."""
@@ -195,9 +195,17 @@ def _class_objective(bb, stage, target) -> tuple[Objective, bool]:
 # ----------------------------------------------------------------------------------------------- the forward pass
 
 
-def score(bb, objective: Objective, pixels: torch.Tensor) -> torch.Tensor:
-    """Run the model on normalised ``pixels`` and return the ``(B,)`` objective; the pass stops at the module."""
-    if objective.module is None:
+def objective_module(bb, objective: Objective) -> torch.nn.Module | None:
+    """The module whose output ``objective`` reads (None: the model's output), resolved once for many passes."""
+    return (
+        None if objective.module is None else resolve_layers(bb.model, [objective.module])[objective.module]
+    )
+
+
+def score(bb, objective: Objective, module: torch.nn.Module | None, pixels: torch.Tensor) -> torch.Tensor:
+    """Run the model on normalised ``pixels`` and return the ``(B,)`` objective; the pass stops at ``module``
+    (:func:`objective_module`'s answer, resolved once by a loop that scores many times)."""
+    if module is None:
         return objective.score(bb.model(pixels), tuple(pixels.shape[-2:]))
     found: list[torch.Tensor] = []
 
@@ -207,9 +215,7 @@ def score(bb, objective: Objective, pixels: torch.Tensor) -> torch.Tensor:
 
     handles = []
     try:
-        handles.append(
-            resolve_layers(bb.model, [objective.module])[objective.module].register_forward_hook(hook)
-        )
+        handles.append(module.register_forward_hook(hook))
         bb.model(pixels)
     except _Stop:
         pass

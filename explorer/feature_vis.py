@@ -63,7 +63,7 @@ from .feature_images import (
     magnitude_spectrum,
     random_transform,
 )
-from .feature_objectives import ChannelT, Objective, make_objective, score
+from .feature_objectives import ChannelT, Objective, make_objective, objective_module, score
 from .images import ImageInput
 
 __all__ = ["FeatureVis", "visualize", "magnitude_spectrum"]
@@ -103,59 +103,67 @@ class FeatureVis:
 class _RedirectedReLU(torch.autograd.Function):
     """Lucid's redirected ReLU gradient (``redirected_relu_grad``): an image on which the true gradient is zero
     everywhere (every unit dead, as on a grey start before a deep ReLU) gets instead the gradient with only the
-    part blocked that would push a negative input lower; images with any true gradient keep the true one.
+    part blocked that would push a non-positive input lower; images with any true gradient keep the true one.
 
     The true gradient is ReLU's own backward kernel; the redirected one is only computed for a batch holding a
-    dead image (the first steps at most), so a step costs about what an unmodified backward costs."""
+    dead image (the first steps at most), so a step costs about what an unmodified backward costs. Both are read
+    from the output (``y <= 0`` where ``x <= 0``, ``y >= upper`` where ``x >= upper``), so an in-place module
+    stays in place, as in the model's own pass."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, upper: float | None) -> torch.Tensor:
-        ctx.save_for_backward(x)
+    def forward(ctx, x: torch.Tensor, upper: float | None, inplace: bool) -> torch.Tensor:
+        if inplace:
+            ctx.mark_dirty(x)
+            y = x.clamp_(0, upper)
+        else:
+            y = x.clamp(0, upper)
+        ctx.save_for_backward(y)
         ctx.upper = upper
-        return x.clamp(0, upper)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
         upper = ctx.upper
         if upper is None:
-            true = torch.ops.aten.threshold_backward(grad, x, 0)
+            true = torch.ops.aten.threshold_backward(grad, y, 0)
         else:
-            true = torch.ops.aten.hardtanh_backward(grad, x, 0, upper)
+            true = torch.ops.aten.hardtanh_backward(grad, y, 0, upper)
         alive = torch.linalg.vector_norm(true.flatten(1), dim=1) > 0  # as Lucid: the L2 norm (one fast pass)
         if bool(alive.all()):
-            return true, None
+            return true, None, None
         # descent moves x by -grad: grad > 0 lowers x, grad < 0 raises it
-        blocked = (x < 0) & (grad > 0)
+        blocked = (y <= 0) & (grad > 0)
         if upper is not None:
-            blocked |= (x > upper) & (grad < 0)
+            blocked |= (y >= upper) & (grad < 0)
         redirected = grad.masked_fill(blocked, 0)
-        return torch.where(alive.view(-1, *[1] * (grad.ndim - 1)), true, redirected), None
+        return torch.where(alive.view(-1, *[1] * (grad.ndim - 1)), true, redirected), None, None
 
 
 @contextmanager
 def _redirected_relus(model: nn.Module) -> Iterator[None]:
     """Give every ``nn.ReLU`` and ``nn.ReLU6`` module of ``model`` the redirected gradient inside the block.
 
-    In-place ones compute out of place meanwhile (the hook needs their input intact; no copy of it is kept), and
-    get their ``inplace`` flag back on the way out."""
+    Each module's ``forward`` is swapped for the redirected function (one clamp, in place where the module is; a
+    hook on its output would compute the clamp twice, out of place), and put back on the way out; hooks on the
+    modules still run."""
     relus = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
-    inplace = [m.inplace for m in relus]
+    own = [m.__dict__.get("forward") for m in relus]  # a forward set on the instance itself, to restore
 
-    def redirect(module, args, _output):
-        return _RedirectedReLU.apply(args[0], 6.0 if isinstance(module, nn.ReLU6) else None)
+    def redirected(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        upper = 6.0 if isinstance(module, nn.ReLU6) else None
+        return lambda x: _RedirectedReLU.apply(x, upper, module.inplace)
 
-    handles = []
     try:
         for module in relus:
-            module.inplace = False
-            handles.append(module.register_forward_hook(redirect))
+            module.forward = redirected(module)
         yield
     finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in zip(relus, inplace):
-            module.inplace = flag
+        for module, forward in zip(relus, own):
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
 
 
 def _chunk(device: torch.device, batch: int) -> int:
@@ -165,11 +173,14 @@ def _chunk(device: torch.device, batch: int) -> int:
     return batch if device.type != "cpu" else _CPU_CHUNK
 
 
-def _scores(bb, objective: Objective, pixels: torch.Tensor, chunk: int, ascend: bool) -> torch.Tensor:
-    """The ``(B,)`` objective on normalised ``pixels``, ``chunk`` images per pass; with ``ascend``, the gradient of
-    the objective's sum, negated (Adam descends), reaches ``pixels``' graph (one backward into it)."""
+def _scores(
+    bb, objective: Objective, module: nn.Module | None, pixels: torch.Tensor, chunk: int, ascend: bool
+) -> torch.Tensor:
+    """The ``(B,)`` objective on normalised ``pixels``, ``chunk`` images per pass, read at ``module``
+    (:func:`objective_module`); with ``ascend``, the gradient of the objective's sum, negated (Adam descends),
+    reaches ``pixels``' graph (one backward into it)."""
     if chunk >= len(pixels):
-        values = score(bb, objective, pixels)
+        values = score(bb, objective, module, pixels)
         if ascend:
             (-values.sum()).backward()
         return values.detach()
@@ -177,7 +188,7 @@ def _scores(bb, objective: Objective, pixels: torch.Tensor, chunk: int, ascend: 
     for start in range(0, len(pixels), chunk):
         rows = slice(start, start + chunk)
         leaf = pixels[rows].detach().requires_grad_(ascend)
-        values = score(bb, objective.part(rows), leaf)
+        values = score(bb, objective.part(rows), module, leaf)
         if ascend:
             (-values.sum()).backward()
         parts.append(values.detach())
@@ -323,6 +334,7 @@ def visualize(
     frozen = [p for p in model.parameters() if p.requires_grad]
     report = _progress(steps, progress)
     chunk = _chunk(bb.device, len(objective.labels))
+    module = objective_module(bb, objective)
     with torch.inference_mode(False), torch.enable_grad():
         generator = torch.Generator().manual_seed(seed)
         param = Parameterisation(method, len(objective.labels), size, generator, magnitude).to(bb.device)
@@ -337,7 +349,9 @@ def visualize(
                 for step in range(steps):
                     optimizer.zero_grad(set_to_none=True)
                     images = random_transform(param(), preset, generator)
-                    values = _scores(bb, objective, normalise(images.to(bb.dtype)), chunk, ascend=True)
+                    values = _scores(
+                        bb, objective, module, normalise(images.to(bb.dtype)), chunk, ascend=True
+                    )
                     optimizer.step()
                     history.append(values.float().cpu().tolist())
                     report(step + 1, steps)
@@ -347,7 +361,9 @@ def visualize(
             with torch.no_grad():
                 final = _eight_bit(param())
                 pixels = normalise(final.to(bb.dtype) / 255)
-                activation = _scores(bb, objective, pixels, chunk, ascend=False).float().cpu().tolist()
+                activation = (
+                    _scores(bb, objective, module, pixels, chunk, ascend=False).float().cpu().tolist()
+                )
         finally:
             for parameter in frozen:
                 parameter.requires_grad_(True)
