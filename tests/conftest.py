@@ -48,3 +48,30 @@ def tiny_hf_folder(tmp_path_factory, transformers):
     config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
     transformers.ResNetBackbone(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def restored_panel(request):
+    """Puts each module-scoped panel a test used (an ``app`` or a ``controller`` fixture) back as it was: every
+    state trait, and the gallery (uploads included), restored in ``finally``; the panel is built once per file.
+    Use it with ``pytestmark = pytest.mark.usefixtures("restored_panel")``."""
+    import numpy as np
+
+    panels = [request.getfixturevalue(name) for name in ("app", "controller") if name in request.fixturenames]
+    controllers = [getattr(panel, "controller", panel) for panel in panels]
+    saved = [(c, c.state.snapshot(), list(c.frame.gallery.images)) for c in controllers]
+    try:
+        yield
+    finally:
+        for controller, traits, gallery in saved:
+            state = controller.state
+            with state.hold_trait_notifications():
+                for name, value in traits.items():
+                    if state.snapshot()[name] != value:  # List traits snapshot as tuples
+                        setattr(state, name, list(value) if isinstance(getattr(state, name), list) else value)
+            shown = list(controller.frame.gallery.images)
+            if len(shown) != len(gallery) or any(
+                not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(shown, gallery)
+            ):
+                controller.set_images(gallery)
+            controller.refresh()

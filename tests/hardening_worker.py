@@ -3,7 +3,7 @@ exhausts memory kills this process, not the test run.
 
 Usage: ``python tests/hardening_worker.py cases.json``. Each case is ``{"spec": ..., "kwargs": {...}}``; one JSON
 line per case goes to stdout: ``{"case": i, "outcome": "ok" | <ExplorerError class> | "bug:<class>",
-"message": ..., "note": ..., "rss_mb": growth of the peak resident size}``. A case running past
+"message": ..., "note": ..., "read_bytes": bytes of the tensors torch.load and safetensors returned}``. A case running past
 ``CASE_TIMEOUT_S`` makes faulthandler print every thread's stack and exit, so the parent sees where it hung.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
-import resource
 import sys
 import warnings
 
@@ -21,8 +20,37 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 CASE_TIMEOUT_S = 60.0
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kilobytes on Linux
+READ: list[int] = []  # bytes of the tensors each checkpoint read returned, for the current case
+
+
+def _tensor_bytes(value: object, seen: set[int]) -> int:
+    """Bytes of the tensors in a loaded checkpoint (dicts and lists followed, a dict containing itself once)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.untyped_storage().nbytes()
+    if id(value) in seen or not isinstance(value, (dict, list, tuple)):  # id: cycle detection only
+        return 0
+    seen.add(id(value))
+    items = value.values() if isinstance(value, dict) else value
+    return sum(_tensor_bytes(item, seen) for item in items)
+
+
+def _spy_on_reads() -> None:
+    """Record what every torch.load and safetensors load_file call returned, in READ."""
+    import safetensors.torch
+    import torch
+
+    def spy(read):
+        def counted(*args, **kwargs):
+            value = read(*args, **kwargs)
+            READ.append(_tensor_bytes(value, set()))
+            return value
+
+        return counted
+
+    torch.load = spy(torch.load)
+    safetensors.torch.load_file = spy(safetensors.torch.load_file)
 
 
 def run_case(case: dict) -> dict:
@@ -53,14 +81,15 @@ def main(path: str) -> None:
     import torch
 
     torch.set_num_threads(1)
+    _spy_on_reads()
     with open(path) as handle:
         cases = json.load(handle)
     for index, case in enumerate(cases):
-        before = _peak_mb()
+        READ.clear()
         faulthandler.dump_traceback_later(CASE_TIMEOUT_S, exit=True)
         result = run_case(case)
         faulthandler.cancel_dump_traceback_later()
-        result.update(case=index, rss_mb=round(_peak_mb() - before, 1))
+        result.update(case=index, read_bytes=sum(READ))
         print(json.dumps(result), flush=True)
 
 

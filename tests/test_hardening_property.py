@@ -2,7 +2,7 @@
 
 The only outcomes allowed are a correct result or an ``ExplorerError``. Loading cases (where a hang or a memory
 blow-up is possible) run in batches in a worker process (``tests/hardening_worker.py``) under a timeout per
-case and a bound on the growth of its peak resident memory; the others run here. Where the generated input
+case and a bound on the tensor bytes its checkpoint reads return (a spy on torch.load and safetensors); the others run here. Where the generated input
 decides the answer (a non-float tensor where a weight goes, a zero standard deviation, a self-containing
 dict), the answer itself is checked, not only its type. Run with ``-s`` to see the outcome counts.
 """
@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 import explorer
+from explorer.backbones._checkpoint import size_limit
 from explorer.errors import ExplorerError, InvalidArgumentError, StageSelectionError
 from explorer.images import MAX_INPUT_SIDE, load_image
 from explorer.render import render_grid
@@ -35,7 +36,8 @@ from explorer.stages import select_stages
 
 WORKER = pathlib.Path(__file__).with_name("hardening_worker.py")
 ARCH = "test_resnet"  # timm's own tiny test network: 0.5 M parameters
-MAX_GROWTH_MB = 600  # the most a case may add to the worker's peak resident memory
+# the most tensor bytes a case may read: what explorer allows for this model's checkpoint
+MAX_READ_BYTES = size_limit(timm.create_model(ARCH))
 # batches run in a worker process: no shrinking (each try would start one), the failing case is named instead
 BATCHES = settings(
     max_examples=3,
@@ -75,7 +77,7 @@ def _check(results: list[dict], cases: list[dict], group: str) -> None:
         what = f"{case['case']} gave {outcome}: {result.get('message', result.get('note'))}"
         OUTCOMES[f"{group}: {outcome}"] += 1
         assert not outcome.startswith("bug:"), what
-        assert result["rss_mb"] < MAX_GROWTH_MB, what
+        assert result["read_bytes"] <= MAX_READ_BYTES, what
         expected = case.get("expect")
         if expected == "error":
             assert outcome != "ok", what

@@ -28,6 +28,9 @@ def _upload(app, name: str, content: bytes) -> None:
         app.upload._handle_custom_msg({**message, "count": len(parts)}, [memoryview(part)])
 
 
+pytestmark = pytest.mark.usefixtures("restored_panel")  # module-scoped panels, reset after each test
+
+
 @pytest.fixture(scope="module")
 def app():
     return explorer.Explorer(device="cpu")

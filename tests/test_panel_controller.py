@@ -28,6 +28,9 @@ def _grid_only(scene):
     return scene.grid()
 
 
+pytestmark = pytest.mark.usefixtures("restored_panel")  # module-scoped panels, reset after each test
+
+
 @pytest.fixture(scope="module")
 def controller():
     state = ExplorerState(model="resnet18", pretrained=False, device="cpu", out_indices=[1])

@@ -15,6 +15,8 @@ from PIL import Image
 from explorer.widgets.engine import Controller
 from explorer.widgets.state import ExplorerState
 
+pytestmark = pytest.mark.usefixtures("restored_panel")  # module-scoped panels, reset after each test
+
 
 @pytest.fixture(scope="module")
 def controller():

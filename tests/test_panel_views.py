@@ -28,6 +28,9 @@ def _upload(app, name: str, content: bytes) -> None:
     app.upload._handle_custom_msg(message, [memoryview(content)])
 
 
+pytestmark = pytest.mark.usefixtures("restored_panel")  # module-scoped panels, reset after each test
+
+
 @pytest.fixture(scope="module")
 def app():
     return explorer.Explorer("resnet18", pretrained=False, device="cpu", out_indices=[1, 2], display=False)
