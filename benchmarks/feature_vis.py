@@ -28,6 +28,7 @@ Options::
     --device cpu|cuda  where the models run
     --threads N        torch CPU threads (default 2)
     --size N           image side (default 224)
+    --out DIR          where ``feature_vis.json`` (every row, stamped with the revision) goes
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -43,6 +45,7 @@ import torch  # noqa: E402
 
 import explorer  # noqa: E402
 
+from . import report  # noqa: E402
 from .timing import Method, device_sync, run_interleaved  # noqa: E402
 
 MODELS = {"default": ("blocks.4", True), "resnet50": ("layer3", False)}  # spec: (stage, pretrained)
@@ -118,13 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args(argv)
+    command = "python -m benchmarks.feature_vis " + " ".join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     if args.ratio:
         ratio(args.channels, args.ratio_steps)
         return 0
     repeats = 2 if args.quick else 5
     results = {}
+    environment = report.environment(args.device, args.threads, command.strip())
     for spec, (stage, pretrained) in MODELS.items():
         bb = explorer.load_backbone(spec, pretrained=pretrained, device=args.device)
         for parameter in bb.model.parameters():
@@ -189,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.device} (16 x floor / floor16); load average {row['load_average']:.1f}",
             flush=True,
         )
+    path = args.out / "feature_vis.json"
+    path.write_text(
+        json.dumps({"environment": environment, "quick": args.quick, "rows": results}, indent=1) + "\n"
+    )
+    print(f"wrote {path}")
     return 0
 
 

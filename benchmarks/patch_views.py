@@ -20,12 +20,16 @@ Options::
 
     --threads N        torch CPU threads (default 2)
     --repeats N        timed calls per method (default 15)
+    --out DIR          where ``patch_views.json`` (every median, stamped with the revision) goes
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,6 +38,7 @@ import torch  # noqa: E402
 import explorer  # noqa: E402
 from explorer.hooks import FeatureMaps  # noqa: E402
 
+from . import report  # noqa: E402
 from .timing import Method, run_interleaved  # noqa: E402
 
 __all__ = ["main"]
@@ -41,12 +46,14 @@ __all__ = ["main"]
 VITS = ("vit_tiny_patch16_224", "vit_small_patch16_224", "deit_small_distilled_patch16_224")
 
 
-def _table(title: str, timings, baseline: str | None = None) -> None:
+def _table(title: str, timings, baseline: str | None = None) -> dict[str, float]:
+    """Print the timings (with ratios to ``baseline``); their medians in ms, for the results file."""
     print(title)
     base = timings[baseline].median_ms if baseline else None
     for name, timing in timings.items():
         ratio = f"  {timing.median_ms / base:.2f}x" if base else ""
         print(f"  {name:<28} {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f}){ratio}")
+    return {name: timing.median_ms for name, timing in timings.items()}
 
 
 def _vit_map(decay: float) -> torch.Tensor:
@@ -74,7 +81,7 @@ def _jpeg(index: int) -> bytes:
     return out.getvalue()
 
 
-def _panel(repeats: int) -> None:
+def _panel(repeats: int) -> dict[str, float]:
     """Camera frames drawn a second by the panel, and a similarity click, kernel side, default model."""
     import itertools
 
@@ -93,9 +100,13 @@ def _panel(repeats: int) -> None:
     queries = (
         (i % 6, r, c) for i, (r, c) in enumerate(itertools.product(range(7), repeat=2))
     )  # no repeats: no cache
+    medians = {}
     for tab, mode in (("Patches", "pca"), ("Patches", "similarity"), ("Grid", "pca")):
         app.tab, app.patch_mode = tab, mode
         timing = run_interleaved([Method("frame", frame)], repeats=repeats, warmup=2)["frame"]
+        medians[f"camera frame, {tab} {mode}" if tab == "Patches" else "camera frame, Grid"] = (
+            timing.median_ms
+        )
         print(
             f"  camera frame -> drawn, {tab} {mode:<10} {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f})"
             f"  {1000 / timing.median_ms:.1f} frames/s"
@@ -108,13 +119,22 @@ def _panel(repeats: int) -> None:
 
     timing = run_interleaved([Method("click", click)], repeats=repeats, warmup=3)["click"]
     print(f"  similarity click -> drawn     {timing.median_ms:8.1f} ms (IQR {timing.iqr_ms:.1f})")
+    return {**medians, "similarity click": timing.median_ms}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.patch_views")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent, help="where patch_views.json goes"
+    )
     args = parser.parse_args(argv)
+    command = "python -m benchmarks.patch_views " + " ".join(sys.argv[1:] if argv is None else argv)
+    results: dict = {
+        "environment": report.environment("cpu", args.threads, command.strip()),
+        "repeats": args.repeats,
+    }
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     bb = explorer.load_backbone("resnet18", pretrained=False, device="cpu")  # only a Backbone to call with
@@ -129,11 +149,12 @@ def main(argv: list[str] | None = None) -> None:
         Method("pca (joint fit), flat spectrum", lambda: explorer.pca(bb, flat)),
     ]
     timings = run_interleaved(methods, repeats=args.repeats, warmup=2)
-    _table(f"captured (8, 768, 32, 32), {args.threads} threads", timings)
+    results["captured_ms"] = _table(f"captured (8, 768, 32, 32), {args.threads} threads", timings)
     print(
         f"the panel, kernel side, default model, {len(explorer.sample_images())} sample images + the camera frame"
     )
-    _panel(args.repeats)
+    results["panel_ms"] = _panel(args.repeats)
+    results["attention"] = {}
     x = torch.randn(1, 3, 224, 224)
     for spec in VITS:
         vit = explorer.load_backbone(spec, pretrained=False, device="cpu")
@@ -147,7 +168,13 @@ def main(argv: list[str] | None = None) -> None:
             Method("attention, last block", lambda vit=vit: explorer.attention(vit, x)),
             Method("attention + rollout", lambda vit=vit: explorer.attention(vit, x, rollout=True)),
         ]
-        _table(spec, run_interleaved(methods, repeats=args.repeats, warmup=2), "forward (fused attention)")
+        medians = _table(
+            spec, run_interleaved(methods, repeats=args.repeats, warmup=2), "forward (fused attention)"
+        )
+        results["attention"][spec] = medians
+    path = args.out / "patch_views.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

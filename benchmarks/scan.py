@@ -268,7 +268,9 @@ def ray_overhead(count: int, shard_size: int) -> dict:
         "identical": all(mine == theirs for mine, theirs in pairs),
         # Ray batches the images differently; convolutions round differently by batch size
         "same_exemplars": all((m.source, m.cell) == (t.source, t.cell) for m, t in pairs),
-        "largest_relative_difference": max(abs(m.value - t.value) / max(abs(m.value), 1e-12) for m, t in pairs),
+        "largest_relative_difference": max(
+            abs(m.value - t.value) / max(abs(m.value), 1e-12) for m, t in pairs
+        ),
     }
 
 

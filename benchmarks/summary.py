@@ -132,7 +132,57 @@ def _scan_rows(scan: dict) -> list[list[str]]:
             f"{ray['ratio']:.1f}x the local time on {ray['images']} images (actor start-up included); the same "
             f"exemplars: {ray['same_exemplars']}, values within {ray['largest_relative_difference']:.0e} "
             f"(identical: {ray['identical']})",
-            [scan["resume"]["extra_shards"] <= 2, ray["same_exemplars"], ray["largest_relative_difference"] < 1e-5],
+            [
+                scan["resume"]["extra_shards"] <= 2,
+                ray["same_exemplars"],
+                ray["largest_relative_difference"] < 1e-5,
+            ],
+        ),
+    ]
+
+
+def _patch_view_rows(patch_views: dict) -> list[list[str]]:
+    captured, panel = patch_views["captured_ms"], patch_views["panel_ms"]
+    ratios = {
+        spec.split("_patch")[0]: timings["attention + rollout"] / timings["forward (fused attention)"]
+        for spec, timings in patch_views["attention"].items()
+    }
+    return [
+        _row(
+            "PCA of a cached (8, 768, 32, 32) capture < 50 ms kernel-side",
+            f"joint fit {_ms(captured['pca (joint fit)'])}, reusing a fit {_ms(captured['pca fit=basis'])}, "
+            f"similarity {_ms(captured['similarity'])}, a similarity click drawn {_ms(panel['similarity click'])}",
+            [captured["pca (joint fit)"] < 50],
+        ),
+        _row(
+            "attention with rollout <= 1.1x one forward",
+            ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items()),
+            [ratio <= 1.1 for ratio in ratios.values()],
+        ),
+    ]
+
+
+def _feature_vis_rows(feature_vis: dict) -> list[list[str]]:
+    rows = {
+        name.split(" ")[0] + " `" + name.split(" ")[1] + "`": row for name, row in feature_vis["rows"].items()
+    }
+    steps = {name: row["fft_over_floor"] for name, row in rows.items()}
+    return [
+        _row(
+            "feature visualisation: a step <= 1.3x one forward + backward (the floor)",
+            ", ".join(f"{name} {ratio:.2f}x" for name, ratio in steps.items())
+            + "; 512 steps at 224 px: "
+            + ", ".join(f"{name.split(' ')[0]} {row['fft_512_steps_s']:.0f} s" for name, row in rows.items()),
+            [ratio <= 1.3 for ratio in steps.values()],
+        ),
+        _row(
+            "feature visualisation: a batch of 16 channels >= 4x faster than 16 runs",
+            ", ".join(
+                f"{name.split(' ')[0]} {row['batch_speedup']:.2f}x (batching the passes could give "
+                f"{row['batch_ceiling']:.2f}x on this device: 16 x floor / floor at batch 16)"
+                for name, row in rows.items()
+            ),
+            [row["batch_speedup"] >= 4 for row in rows.values()],
         ),
     ]
 
@@ -155,9 +205,12 @@ def _concepts_rows(concepts: dict) -> list[list[str]]:
 
 def _browser_rows(browser: dict) -> list[list[str]]:
     changes = browser["changes"]
-    display = {name: changes[name]["settled_ms"] for name in ("colour map", "normalisation", "page", "zoom channel")}
+    display = {
+        name: changes[name]["settled_ms"] for name in ("colour map", "normalisation", "page", "zoom channel")
+    }
     opening = browser["opening"]
     large = browser["large_model"]
+    patches = browser["patches"]
     stage, new, upload = (changes[name]["settled_ms"] for name in ("stage (captured)", "new image", "upload"))
     return [
         _row(
@@ -175,6 +228,16 @@ def _browser_rows(browser: dict) -> list[list[str]]:
             f"{opening['visible_s']:.2f} s (first grid {opening['first_grid_s']:.1f} s, once torch and timm "
             "have imported)",
             [opening["visible_s"] < 1],
+        ),
+        _row(
+            "browser: a similarity click (Patches tab) settled < 100 ms",
+            f"{_ms(patches['click_settled_ms'])} (first image drawn {_ms(patches['click_first_ms'])})",
+            [patches["click_settled_ms"] < 100],
+        ),
+        _row(
+            "live camera >= 10 pictures/s drawn in the browser (default model)",
+            ", ".join(f"{mode} {fps:.1f}" for mode, fps in patches["camera_fps"].items()) + " pictures/s",
+            [fps >= 10 for fps in patches["camera_fps"].values()],
         ),
         _row(
             "browser: a display change during a large forward (convnext_base, 448 px) < 100 ms",
@@ -238,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.check and not same:
-        print(f"{args.readme}'s benchmark table differs from {args.results}; run python -m benchmarks.summary")
+        print(
+            f"{args.readme}'s benchmark table differs from {args.results}; run python -m benchmarks.summary"
+        )
         return 1
     return 0
 
