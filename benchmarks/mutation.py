@@ -223,6 +223,27 @@ MUTATIONS = (
         ("tests/test_reliability.py",),
         "the aspect-ratio guard lets through images twice as long as its limit",
     ),
+    Mutation(
+        "explorer/attention_maps.py",
+        "        hat.diagonal().add_(1)  # + I: the residual path",
+        "        pass  # the residual path forgotten",
+        ("tests/test_attention_maps.py",),
+        "attention rollout without the identity (the residual path)",
+    ),
+    Mutation(
+        "explorer/patch_views.py",
+        "    ranked[image, row, col] = -torch.inf  # the query itself does not count as its own image's match",
+        "    pass  # the query counts as its own image's match",
+        ("tests/test_patch_views.py",),
+        "similarity's best match in the query's own image is the query itself",
+    ),
+    Mutation(
+        "explorer/feature_images.py",
+        "    return (1.0 / _freqs(height, width).clamp_min(1.0 / max(height, width)) ** decay_power).float()",
+        "    return (1.0 / _freqs(height, width).clamp_min(1.0 / max(height, width)) ** (2 * decay_power)).float()",
+        ("tests/test_feature_vis.py",),
+        "the spectrum scaled by 1/f^2 instead of Lucid's 1/f",
+    ),
 )
 
 

@@ -306,8 +306,10 @@ def test_architectures_naming_a_function_never_calls_it(transformers, monkeypatc
         ({"size": 224, "do_center_crop": True, "crop_size": 0}, "crop_size=0"),
         ("not json {", "not a valid JSON file"),
         ({"image_std": [0, 0, 0]}, "zero standard deviation"),
+        ({"image_mean": [math.nan] * 3}, "image_mean=nan"),  # every pixel would be NaN (found by hypothesis)
+        ({"image_std": [math.inf] * 3}, "image_std=inf"),
     ],
-    ids=["size-0", "size-8000", "shortest-edge-8000", "crop-0", "not-json", "zero-std"],
+    ids=["size-0", "size-8000", "shortest-edge-8000", "crop-0", "not-json", "zero-std", "nan-mean", "inf-std"],
 )
 def test_broken_processor_configs_are_refused_at_load_time(tiny_hf_folder, tmp_path, processor, match):
     folder = _copy(tiny_hf_folder, tmp_path / "processor")

@@ -38,8 +38,8 @@ class HFPreprocess(Preprocess):
         processor: an image processor (``AutoImageProcessor.from_pretrained(folder)``).
 
     Raises:
-        CheckpointError: a setting explorer cannot honour: a size outside 1..``MAX_INPUT_SIDE``, a zero or
-            non-finite ``image_std``, a processor that needs more than images (ViTPose's boxes); the message
+        CheckpointError: a setting explorer cannot honour: a size outside 1..``MAX_INPUT_SIDE``, a non-finite
+            ``image_mean``, a zero or non-finite ``image_std``, a processor that needs more than images (ViTPose's boxes); the message
             names it.
 
     Example::
@@ -60,13 +60,12 @@ class HFPreprocess(Preprocess):
                 for side in sides:
                     if side is not None:
                         whole(f"{name}.{key}", side, minimum=1, maximum=MAX_INPUT_SIDE, hint=hint)
-            std = getattr(processor, "image_std", None)
-            if getattr(processor, "do_normalize", False) and std is not None:
-                std = [std] if isinstance(std, (int, float)) else std
-                values = [real(f"{name}.image_std", v, hint="pass finite numbers.") for v in std]
-                if not all(values):
+            if getattr(processor, "do_normalize", False):  # NaN or inf in either would make every pixel NaN
+                _finite(name, "image_mean", getattr(processor, "image_mean", None))
+                std = _finite(name, "image_std", getattr(processor, "image_std", None))
+                if not all(std):
                     raise InvalidArgumentError(
-                        f"{name}.image_std={values}: a zero standard deviation divides by zero."
+                        f"{name}.image_std={std}: a zero standard deviation divides by zero."
                     )
         except (TypeError, ValueError) as err:  # InvalidArgumentError
             raise CheckpointError(str(err)) from err
@@ -134,6 +133,14 @@ class HFPreprocess(Preprocess):
                 values = (values + offset) / self.processor.rescale_factor
         pixels = values.float().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
         return Image.fromarray(pixels.numpy())
+
+
+def _finite(name: str, key: str, given: object) -> list[float]:
+    """A processor's ``image_mean`` or ``image_std`` (a number or a list; None when unset) as finite floats."""
+    values = [given] if isinstance(given, (int, float)) or given is None else given
+    return [
+        real(f"{name}.{key}", value, hint="pass finite numbers.") for value in values if value is not None
+    ]
 
 
 def _sides(value: object) -> list:
