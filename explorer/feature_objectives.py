@@ -82,15 +82,14 @@ def _logits(output: object) -> torch.Tensor:
 
 def _stage_module(bb, stage: str | None) -> tuple[str, str, LayerLayout]:
     """``(name, module path, layout)`` of a stage name or any :func:`list_layers` name."""
-    by_name = {s.name: s for s in bb.all_stages}
     stage = bb.stage_names[-1] if stage is None else stage
     if not isinstance(stage, str):
         raise InvalidArgumentError(
             f"stage={shown(stage)}; pass a stage name ({', '.join(bb.stage_names)}) or a layer name from "
             "explorer.list_layers(bb)."
         )
-    if stage in by_name and by_name[stage].module:
-        return stage, by_name[stage].module, bb.layout(stage)
+    if stage in bb.stage_names and bb.stage(stage).module:
+        return stage, bb.stage(stage).module, bb.layout(stage)
     try:
         resolve_layers(bb.model, [stage])
     except LayerNotFoundError as err:
@@ -101,8 +100,8 @@ def _stage_module(bb, stage: str | None) -> tuple[str, str, LayerLayout]:
 def _channels_of(bb, name: str, size: int) -> int:
     """The channels of the module's output: a stage's, as its loader probed them; any other layer's from one
     forward pass on zeros (any layout)."""
-    known = next((s.channels for s in bb.all_stages if s.name == name and s.channels), None)
-    if known is not None:
+    known = bb.stage(name).channels if name in bb.stage_names else None
+    if known:
         return int(known)
     zeros = torch.zeros(1, 3, size, size, device=bb.device, dtype=bb.dtype)
     fmap = bb.capture(zeros, layers=[name])[name]

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..layouts import LayerLayout
+
 __all__ = ["AttentionWeights", "Head", "Stage", "WEIGHT_ORIGINS", "WeightOrigin"]
 
 WeightOrigin = Literal["hub", "cache", "file", "package", "random"]
@@ -45,6 +47,17 @@ class Stage:
     reduction: int
     module: str
     channels_last: bool = False
+
+    def feature_layout(self) -> LayerLayout:
+        """The layout of this stage's map as its source's feature API returns it (timm's
+        ``forward_intermediates``, transformers' ``feature_maps``): channels first, at the stage's reduction.
+
+        Example::
+
+            >>> Stage("layer2", 2, 128, 8, "layer2").feature_layout()
+            LayerLayout(channels=128, channels_last=False, reduction=8, prefix_tokens=None, unaligned=None)
+        """
+        return LayerLayout(self.channels, False, self.reduction)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ..errors import (
     StageSelectionError,
     WeightsUnavailableError,
 )
-from ..hooks import FeatureMaps, LayerLayout, capture, to_nchw, token_grid
+from ..hooks import FeatureMaps, capture, to_nchw, token_grid
 from ._base import AttentionWeights, Backbone, Head, Stage
 from ._hf_head import classification_head, classifier_class
 from ._hf_model import (
@@ -132,7 +132,7 @@ class HFBackbone(Backbone):
         hw = tuple(pixel_values.shape[-2:])
 
         def stage_map(stage: Stage) -> torch.Tensor:
-            return to_nchw(by_name[stage.name], hw, LayerLayout(stage.channels, False, stage.reduction))
+            return to_nchw(by_name[stage.name], hw, stage.feature_layout())
 
         maps = FeatureMaps(
             ((name, stage_map(self.stage(name)) if name in stages else raw[name]) for name in layers),

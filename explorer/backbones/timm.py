@@ -243,10 +243,7 @@ class TimmBackbone(Backbone):
                 if len(raw) < len(extra):  # a container that forward_intermediates walks through (``stages``)
                     model(pixel_values)  # forward() calls it; layers already seen keep their first output
         hw = tuple(pixel_values.shape[-2:])
-        maps = {
-            stage.name: to_nchw(fmap, hw, LayerLayout(stage.channels, False, stage.reduction))
-            for stage, fmap in zip(wanted, found)
-        }
+        maps = {stage.name: to_nchw(fmap, hw, stage.feature_layout()) for stage, fmap in zip(wanted, found)}
         maps.update(raw)
         return self._flag_reordered(FeatureMaps(((n, maps[n]) for n in layers), unaligned=raw.unaligned))
 

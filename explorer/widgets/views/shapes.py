@@ -25,7 +25,6 @@ class ShapesView(View):
     @staticmethod
     def compute(scene: Scene) -> str:
         backbone = scene.backbone
-        by_name = {stage.name: stage for stage in backbone.all_stages}
         height, width = backbone.preprocess.input_size
         rows = [
             {
@@ -33,7 +32,9 @@ class ShapesView(View):
                 "shape": tuple(fmap[:1].shape),
                 "dtype": str(fmap.dtype).replace("torch.", ""),
                 "memory": format_bytes(fmap[:1].numel() * fmap.element_size()),
-                "reduction": by_name[name].reduction if name in by_name else round(height / fmap.shape[-2]),
+                "reduction": backbone.stage(name).reduction
+                if name in backbone.stage_names
+                else round(height / fmap.shape[-2]),
                 "device": str(fmap.device),
             }
             for name, fmap in scene.maps.items()
