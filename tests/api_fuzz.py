@@ -73,6 +73,7 @@ OWNERS = {
     "Concepts": "con",
     "GridLayout": "layout",
     "Preprocess": ("pre", "hfpre"),
+    "Stage": "stage",
 }
 """Public classes whose methods are called, and the name of the working instance (:meth:`Baseline.owner`; a
 tuple: one instance per source, the Preprocess of timm's transform and of a transformers processor).
@@ -337,6 +338,7 @@ class Baseline:
             "diff": self.diff,
             "histogram": self.histogram,
             "layout": self.layout,
+            "stage": self.bb.stages[0],
             "scan": self.scan,
             "con": self.concepts,
             "pre": self.bb.preprocess,
